@@ -1,0 +1,3 @@
+from alrun.cli import main
+
+main()

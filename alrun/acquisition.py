@@ -1,0 +1,54 @@
+"""One acquisition: score candidate pool items and choose the positions to label."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from alrun import heuristics
+from alrun.inference import streamed_scores
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """Chosen positions into the candidate array (selection order) and how long it took."""
+
+    positions: torch.Tensor  # [Q] int64
+    time_infer: float  # MC inference and scoring of the candidates (seconds)
+    time_select: float  # choosing the batch from the scores (seconds)
+
+
+def acquire(
+    model: nn.Sequential,
+    x_candidates: torch.Tensor,
+    heuristic: str,
+    query_size: int,
+    n_samples: int,
+    *,
+    mc_generator: torch.Generator | None,
+    acquisition_generator: torch.Generator,
+    batch_size: int = 512,
+    amp: bool = False,
+) -> Acquisition:
+    """Top-`query_size` candidates by `heuristic`, scored from `n_samples` MC-Dropout samples.
+
+    x_candidates: [M, ...]. Model-free heuristics (random) skip inference entirely.
+    """
+    score_fn = heuristics.get(heuristic)
+    tic = time.perf_counter()
+    if heuristic in heuristics.MODEL_FREE:
+        scores = score_fn(torch.empty(x_candidates.shape[0], 1, 1), generator=acquisition_generator)
+    else:
+        scores = streamed_scores(
+            model, x_candidates, n_samples, lambda p: score_fn(p, generator=acquisition_generator),
+            batch_size=batch_size, generator=mc_generator, amp=amp,
+        )
+    time_infer = time.perf_counter() - tic
+    tic = time.perf_counter()
+    # stable tie-break (lowest position first) so results do not depend on topk's internals
+    order = torch.argsort(scores.double(), descending=True, stable=True)
+    positions = order[:query_size]
+    return Acquisition(positions, time_infer, time.perf_counter() - tic)

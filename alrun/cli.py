@@ -1,0 +1,103 @@
+"""The `alrun` entry point: Hydra composes the config, this turns it into a RunSpec and runs the job.
+
+Errors a user can act on (bad config, missing data or weights) print one sentence and exit 2
+before any work; a job that crashes later leaves `error.txt` and a `failed` marker in its
+folder, and the rest of the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from alrun.checkpoint import atomic_write_text
+from alrun.config import RunSpec, run_spec_from_dict
+from alrun.errors import AlrunError
+
+log = logging.getLogger("alrun")
+
+
+def config_dir() -> str:
+    """configs/ inside the installed package (wheel), else beside the package (source checkout)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "configs", here.parent / "configs"):
+        if (candidate / "config.yaml").is_file():
+            return str(candidate)
+    raise RuntimeError(f"alrun's configs are missing: looked in {here / 'configs'} and {here.parent / 'configs'}")
+
+
+def fail(message: str) -> None:
+    """Print one sentence and stop the whole run with exit code 2."""
+    print(f"alrun: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def job_settings(spec: RunSpec, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """The settings every job records (the report groups by those that vary)."""
+    from alrun.models import resolve_name
+
+    return {
+        "heuristic": spec.heuristic,
+        "seed": spec.seed,
+        "lambda": spec.label_noise,
+        "delta": spec.imbalance_classes,
+        "query_size": spec.query_size,
+        "pool_fraction": spec.pool_fraction,
+        "epochs": spec.train.epochs,
+        "dataset": spec.dataset.name,
+        "model": resolve_name(spec.model, input_shape),
+        "mc_samples": spec.mc_samples,
+    }
+
+
+def task(cfg: DictConfig) -> dict[str, Any]:
+    """One job of the sweep (or the single run)."""
+    from alrun.loop import ActiveLearningJob
+    from alrun.progress import job_progress
+
+    hydra_cfg = HydraConfig.get()
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    report_sizes = (plain.get("report") or {}).get("sizes")
+    try:
+        spec = run_spec_from_dict(plain)
+        job = ActiveLearningJob(spec, out_dir)
+    except AlrunError as exc:
+        fail(str(exc))
+    overrides = dict(o.split("=", 1) for o in hydra_cfg.overrides.task if "=" in o)
+    settings = job_settings(spec, job.data.bundle.input_shape)
+    atomic_write_text(out_dir / "job.json", json.dumps(
+        {"overrides": {k.lstrip("+~"): v for k, v in overrides.items()}, "settings": settings,
+         "report_sizes": report_sizes, "study": plain.get("study")}, indent=2))
+    for note in job.data.bundle.notes:
+        log.info(note)
+    title = " ".join(f"{k}={v}" for k, v in overrides.items()) or f"{spec.heuristic} seed={spec.seed}"
+    try:
+        with job_progress(title) as on_step:
+            job.run(on_step)
+    except AlrunError as exc:
+        fail(str(exc))
+    except Exception as exc:  # a crash in one job must not stop the others
+        atomic_write_text(out_dir / "error.txt", traceback.format_exc())
+        atomic_write_text(out_dir / "failed", "")
+        log.error("job %s failed: %s (traceback in %s)", title, exc, out_dir / "error.txt")
+        return {"status": "failed", "dir": str(out_dir)}
+    (out_dir / "failed").unlink(missing_ok=True)
+    return {"status": "done", "dir": str(out_dir)}
+
+
+def main() -> None:
+    """Console script `alrun`."""
+    hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(task)()
+
+
+if __name__ == "__main__":
+    main()

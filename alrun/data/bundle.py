@@ -1,0 +1,55 @@
+"""The in-memory form every data source returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+@dataclass
+class DataBundle:
+    """Train and test tensors of one data set.
+
+    x_train: [N, ...] float32 (images [N, C, H, W] normalised, or feature vectors [N, D]);
+    y_train: [N] int64; x_test / y_test likewise; class_names: [C].
+    """
+
+    x_train: torch.Tensor
+    y_train: np.ndarray
+    x_test: torch.Tensor
+    y_test: np.ndarray
+    class_names: list[str]
+    notes: list[str] = field(default_factory=list)  # things the run's log should say (cache used, split made)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    def select(self, train_idx: np.ndarray | None = None, test_idx: np.ndarray | None = None) -> DataBundle:
+        """A bundle restricted to these train / test rows."""
+        x_train, y_train, x_test, y_test = self.x_train, self.y_train, self.x_test, self.y_test
+        if train_idx is not None:
+            x_train, y_train = x_train[torch.as_tensor(train_idx)], y_train[train_idx]
+        if test_idx is not None:
+            x_test, y_test = x_test[torch.as_tensor(test_idx)], y_test[test_idx]
+        return DataBundle(x_train, y_train, x_test, y_test, self.class_names, list(self.notes))
+
+
+def normalise_images(x_uint8_nhwc: np.ndarray) -> torch.Tensor:
+    """uint8 images [N, H, W, C] (or [N, H, W]) -> float32 [N, C, H, W], per-channel standardised.
+
+    The statistics are the data set's own (computed on the array given), so no constants per source.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(x_uint8_nhwc))
+    if x.ndim == 3:
+        x = x.unsqueeze(-1)
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    mean = x.mean(dim=(0, 2, 3), keepdim=True)
+    std = x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    return ((x - mean) / std).contiguous()

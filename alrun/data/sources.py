@@ -1,0 +1,91 @@
+"""Registry of data sources: name -> loader(spec) -> DataBundle.
+
+Each loader reads its true on-disk format; a missing or corrupt data set raises DataError with
+one sentence that says where it looked and how to get the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from alrun.config import DatasetSpec
+from alrun.data.bundle import DataBundle, normalise_images
+from alrun.data.pathologies import stratified_split, subsample
+from alrun.errors import DataError
+from alrun.seeding import generator
+
+Loader = Callable[[DatasetSpec], DataBundle]
+
+# the data subset (max_train / max_test) and held-out splits are the same for every job seed,
+# so that seeds differ only in the active-learning choices
+DATA_SEED = 0
+
+
+def load_digits(spec: DatasetSpec) -> DataBundle:
+    """scikit-learn's built-in 8x8 digits (1,797 items) as 64-d feature vectors in [0, 1]; no download."""
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    raw = sk_load_digits()
+    x = (raw.data / 16.0).astype(np.float32)
+    y = raw.target.astype(np.int64)
+    train_idx, test_idx = stratified_split(y, spec.test_fraction, generator(DATA_SEED, "digits/split"))
+    return DataBundle(
+        torch.from_numpy(x[train_idx]), y[train_idx], torch.from_numpy(x[test_idx]), y[test_idx],
+        [str(c) for c in raw.target_names],
+        [f"digits: held out a stratified test split of {len(test_idx)} items"],
+    )
+
+
+def load_npz(spec: DatasetSpec) -> DataBundle:
+    """A user's arrays: x_train, y_train, x_test, y_test (images uint8 [N,H,W(,C)] or features), class_names."""
+    if spec.root is None:
+        raise DataError("The npz data set needs `dataset.root=PATH/TO/FILE.npz`.")
+    path = Path(spec.root)
+    if not path.is_file():
+        raise DataError(f"No npz file at {path}: give `dataset.root=PATH/TO/FILE.npz` with arrays "
+                        "x_train, y_train, x_test, y_test.")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as exc:  # zip / format errors of every kind: name the file
+        raise DataError(f"The npz file {path} cannot be read ({type(exc).__name__}: {exc}).") from None
+    missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
+    if missing:
+        raise DataError(f"The npz file {path} lacks the arrays {', '.join(missing)}.")
+    y_train = arrays["y_train"].astype(np.int64).ravel()
+    y_test = arrays["y_test"].astype(np.int64).ravel()
+    n_classes = int(max(y_train.max(), y_test.max())) + 1
+    names = [str(c) for c in arrays["class_names"]] if "class_names" in arrays else [str(c) for c in range(n_classes)]
+
+    def to_tensor(x: np.ndarray) -> torch.Tensor:
+        if x.dtype == np.uint8 and x.ndim in (3, 4):
+            return normalise_images(x)
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+    n_train = len(y_train)
+    both = to_tensor(np.concatenate([arrays["x_train"], arrays["x_test"]]))  # one set of image statistics
+    return DataBundle(both[:n_train], y_train, both[n_train:], y_test, names)
+
+
+SOURCES: dict[str, Loader] = {
+    "digits": load_digits,
+    "npz": load_npz,
+}
+
+
+def load_dataset(spec: DatasetSpec) -> DataBundle:
+    """Load `spec.name`, then apply the seeded `max_train` / `max_test` caps."""
+    if spec.name not in SOURCES:
+        from alrun.errors import ConfigError
+
+        raise ConfigError(f"`dataset.name={spec.name}` is not allowed: choose one of {', '.join(SOURCES)}.")
+    bundle = SOURCES[spec.name](spec)
+    train_idx = subsample(len(bundle.y_train), spec.max_train, generator(DATA_SEED, "subset/train"))
+    test_idx = subsample(len(bundle.y_test), spec.max_test, generator(DATA_SEED, "subset/test"))
+    if len(train_idx) < len(bundle.y_train) or len(test_idx) < len(bundle.y_test):
+        bundle = bundle.select(train_idx, test_idx)
+    return bundle

@@ -1,0 +1,100 @@
+"""MC-Dropout inference: batched, streaming, with the deterministic trunk computed once per input.
+
+The central generator :func:`mc_prob_chunks` yields probabilities [B, C, T] chunk by chunk; the
+helpers reduce them on the fly (mean predictive, per-item scores) so nothing of size [N, C, T]
+is held unless a caller asks for it (:func:`mc_probs`, for batch methods).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+from alrun.models import dropout_layers, mc_mode, set_dropout_generator, split_at_first_dropout
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """Mixed precision on CUDA when enabled (bfloat16 where supported); a no-op on CPU."""
+    if enabled and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast(device_type="cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move a batch to `device`; pinned memory makes the copy asynchronous on CUDA."""
+    if x.device == device:
+        return x
+    if device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
+
+
+def mc_prob_chunks(
+    model: nn.Sequential,
+    x: torch.Tensor,
+    n_samples: int,
+    *,
+    batch_size: int = 512,
+    generator: torch.Generator | None = None,
+    consistent: bool = False,
+    amp: bool = False,
+    split: bool = True,
+) -> Iterator[torch.Tensor]:
+    """Yield MC-Dropout probabilities [B, C, T] for consecutive chunks of x: [N, ...].
+
+    The trunk (layers before the first dropout) runs once per input, the head T times on the
+    repeated trunk output. Exact: the same masks give the same probabilities as T full passes.
+    `consistent` shares one dropout mask per sample t across all N items (BatchBALD needs it).
+    `split=False` runs the whole network T times (the reference the split is tested against).
+    """
+    device = next(model.parameters()).device
+    trunk, head = split_at_first_dropout(model) if split else (torch.nn.Sequential(), model)
+    mc_mode(model)
+    set_dropout_generator(model, generator)
+    layers = dropout_layers(head)
+    for layer in layers:
+        layer.shared_mask_samples = n_samples if consistent else None
+        layer.reset_shared_masks()
+    # with an empty trunk the whole network runs T times per item: keep the rows per call bounded
+    step = batch_size if len(trunk) else max(1, batch_size // n_samples)
+    try:
+        with torch.inference_mode(), autocast(device, amp):
+            for start in range(0, x.shape[0], step):
+                xb = to_device(x[start : start + step], device)
+                features = trunk(xb) if len(trunk) else xb
+                b = features.shape[0]
+                # [B, ...] -> [B * T, ...], T consecutive rows per item
+                repeated = features.unsqueeze(1).expand(b, n_samples, *features.shape[1:])
+                logits = head(repeated.reshape(b * n_samples, *features.shape[1:]))
+                probs_btc = logits.float().softmax(dim=-1).view(b, n_samples, -1)
+                yield probs_btc.permute(0, 2, 1)
+    finally:
+        for layer in layers:
+            layer.shared_mask_samples = None
+            layer.reset_shared_masks()
+        set_dropout_generator(model, None)
+
+
+def mc_probs(model: nn.Sequential, x: torch.Tensor, n_samples: int, **kwargs) -> torch.Tensor:
+    """All MC probabilities at once: [N, C, T] (for batch methods that need the samples)."""
+    return torch.cat(list(mc_prob_chunks(model, x, n_samples, **kwargs)), dim=0)
+
+
+def predictive_mean(model: nn.Sequential, x: torch.Tensor, n_samples: int, **kwargs) -> torch.Tensor:
+    """The MC-averaged predictive p(y|x) = mean_t p(y|x, w_t): [N, C], on the CPU."""
+    return torch.cat([p.mean(dim=2).cpu() for p in mc_prob_chunks(model, x, n_samples, **kwargs)], dim=0)
+
+
+def streamed_scores(
+    model: nn.Sequential,
+    x: torch.Tensor,
+    n_samples: int,
+    score_fn: Callable[[torch.Tensor], torch.Tensor],
+    **kwargs,
+) -> torch.Tensor:
+    """Per-item scores [N] computed chunk by chunk (score_fn: [B, C, T] -> [B]); memory O(N)."""
+    return torch.cat([score_fn(p).cpu() for p in mc_prob_chunks(model, x, n_samples, **kwargs)], dim=0)

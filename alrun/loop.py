@@ -1,0 +1,201 @@
+"""The active-learning loop (the paper's Algorithm 1), with a checkpoint after every step.
+
+Only this module holds state between steps, and only it writes the job's files:
+``steps.csv`` (one row per step), ``checkpoint.json`` (labelled order and rows so far),
+``spec.json`` (the resolved config) and ``done`` when the job has finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from alrun.acquisition import acquire
+from alrun.active_set import ActiveSet
+from alrun.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from alrun.config import RunSpec, check_against_data
+from alrun.data import DataBundle, load_dataset
+from alrun.data.pathologies import corrupt_labels, imbalance_indices
+from alrun.errors import ConfigError
+from alrun.models import build_model
+from alrun.seeding import generator
+from alrun.training import evaluate, fit
+
+log = logging.getLogger("alrun")
+
+StepCallback = Callable[[dict[str, Any], int], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is the first CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"`device={name}` is not allowed: this machine has no CUDA device (use auto or cpu).")
+    return device
+
+
+def column_name(class_name: str) -> str:
+    """A class name made safe for a CSV column."""
+    return re.sub(r"[^0-9A-Za-z_]+", "_", str(class_name)).strip("_") or "class"
+
+
+def spec_fingerprint(spec: RunSpec) -> str:
+    """A short hash of the resolved config (device aside): a resumed job must match it."""
+    values = asdict(spec)
+    values.pop("device", None)
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class PreparedData:
+    """The data as the loop sees it: pathologies applied, the oracle's labels fixed."""
+
+    bundle: DataBundle
+    eligible: np.ndarray  # dataset indices that take part (after imbalance): [M]
+    oracle_labels: np.ndarray  # labels the oracle returns (after noise): [N]
+    reduced_classes: np.ndarray  # class ids reduced by the imbalance pathology
+
+
+def prepare_data(spec: RunSpec, bundle: DataBundle | None = None) -> PreparedData:
+    """Load the data set and apply the seeded pathologies (imbalance, then label noise)."""
+    bundle = bundle if bundle is not None else load_dataset(spec.dataset)
+    n_classes = bundle.n_classes
+    check_against_data(spec, len(bundle.y_train), n_classes)
+    if spec.imbalance_classes:
+        eligible, reduced = imbalance_indices(
+            bundle.y_train, spec.imbalance_classes, spec.imbalance_keep, n_classes,
+            generator(spec.seed, "pathology/imbalance"),
+        )
+    else:
+        eligible, reduced = np.arange(len(bundle.y_train)), np.array([], dtype=np.int64)
+    oracle = bundle.y_train.copy()
+    if spec.label_noise:
+        # noise is drawn over the eligible items only, so lambda is the share of the pool's labels
+        oracle[eligible] = corrupt_labels(
+            bundle.y_train[eligible], spec.label_noise, n_classes, generator(spec.seed, "pathology/noise")
+        )
+    check_against_data(spec, len(eligible), n_classes)
+    return PreparedData(bundle, eligible, oracle, reduced)
+
+
+class ActiveLearningJob:
+    """One job: a seeded run of train -> evaluate -> acquire until `max_labelled`."""
+
+    def __init__(self, spec: RunSpec, out_dir: Path, data: PreparedData | None = None) -> None:
+        self.spec = spec
+        self.out_dir = Path(out_dir)
+        self.device = resolve_device(spec.device)
+        self.data = data if data is not None else prepare_data(spec)
+        self.class_columns = [column_name(c) for c in self.data.bundle.class_names]
+        self.checkpoint_path = self.out_dir / "checkpoint.json"
+        self.steps_path = self.out_dir / "steps.csv"
+        self.done_path = self.out_dir / "done"
+
+    @property
+    def n_steps_total(self) -> int:
+        s = self.spec
+        reachable = min(s.max_labelled, len(self.data.eligible))
+        return 1 + max(0, -(-(reachable - s.initial_labelled) // s.query_size))
+
+    def _initial_state(self) -> tuple[ActiveSet, list[dict[str, Any]]]:
+        active = ActiveSet(self.data.eligible, len(self.data.bundle.y_train))
+        state = load_checkpoint(self.checkpoint_path)
+        fingerprint = spec_fingerprint(self.spec)
+        if state is not None:
+            if state.get("fingerprint") != fingerprint:
+                raise ConfigError(
+                    f"The folder {self.out_dir} holds a job with a different config; "
+                    "run in a new folder (hydra.sweep.dir=...) or delete that one."
+                )
+            active.label(np.asarray(state["labelled"], dtype=np.int64))
+            log.info("resuming %s after %d finished steps", self.out_dir, len(state["rows"]))
+            return active, list(state["rows"])
+        perm = torch.randperm(len(self.data.eligible), generator=generator(self.spec.seed, "initial")).numpy()
+        active.label(self.data.eligible[perm[: self.spec.initial_labelled]])
+        return active, []
+
+    def _save(self, active: ActiveSet, rows: list[dict[str, Any]]) -> None:
+        save_checkpoint(
+            self.checkpoint_path,
+            {"fingerprint": spec_fingerprint(self.spec), "labelled": active.labelled_indices.tolist(), "rows": rows},
+        )
+        atomic_write_text(self.steps_path, pd.DataFrame(rows).to_csv(index=False))
+
+    def run(self, on_step: StepCallback | None = None) -> pd.DataFrame:
+        """Run (or resume) the job to the end; returns the rows of steps.csv."""
+        spec, data, device = self.spec, self.data, self.device
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.out_dir / "spec.json", json.dumps(asdict(spec), indent=2, default=str))
+        active, rows = self._initial_state()
+        if self.done_path.exists():
+            return pd.DataFrame(rows)
+        bundle = data.bundle
+        x_train = bundle.x_train.to(device) if device.type == "cuda" else bundle.x_train
+        x_test = bundle.x_test.to(device) if device.type == "cuda" else bundle.x_test
+        oracle = torch.as_tensor(data.oracle_labels)
+        model = build_model(spec.model, bundle.input_shape, bundle.n_classes, spec.seed).to(device)
+        if device.type == "cuda" and x_train.ndim == 4:
+            model = model.to(memory_format=torch.channels_last)
+        initial_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        amp = spec.amp and device.type == "cuda"
+        for row in rows:
+            if on_step:
+                on_step(row, self.n_steps_total)
+
+        while True:
+            step = len(rows)
+            labelled = active.labelled_indices
+            # the paper resets the weights before every training round (Gal et al. 2017)
+            model.load_state_dict(initial_weights)
+            tic = time.perf_counter()
+            idx = torch.as_tensor(labelled)
+            fit(model, x_train[idx.to(x_train.device)], oracle[idx], spec.train,
+                generator(spec.seed, f"train/{step}"), generator(spec.seed, f"dropout/{step}", device), amp)
+            time_train = time.perf_counter() - tic
+            metrics = evaluate(model, x_test, bundle.y_test, spec.mc_samples,
+                               generator(spec.seed, f"eval/{step}", device), spec.inference_batch_size, amp)
+            row: dict[str, Any] = {
+                "step": step,
+                "labelled": len(labelled),
+                "test_nll": metrics.nll,
+                "test_acc": metrics.accuracy,
+                "test_f1_macro": metrics.f1_macro,
+            }
+            row.update({f"f1_{c}": float(v) for c, v in zip(self.class_columns, metrics.f1_per_class, strict=True)})
+            counts = np.bincount(bundle.y_train[labelled], minlength=bundle.n_classes)
+            row.update({f"count_{c}": int(v) for c, v in zip(self.class_columns, counts, strict=True)})
+            room = min(spec.max_labelled - len(labelled), active.n_pool)
+            time_infer = time_acquire = 0.0
+            if room > 0:
+                candidates = active.sample_pool(spec.pool_fraction, generator(spec.seed, f"pool/{step}"))
+                chosen = acquire(
+                    model, x_train[torch.as_tensor(candidates).to(x_train.device)], spec.heuristic,
+                    min(spec.query_size, room, len(candidates)), spec.mc_samples,
+                    mc_generator=generator(spec.seed, f"mc/{step}", device),
+                    acquisition_generator=generator(spec.seed, f"acquire/{step}"),
+                    batch_size=spec.inference_batch_size, amp=amp,
+                )
+                active.label(ActiveSet.positions_to_indices(candidates, chosen.positions))
+                time_infer, time_acquire = chosen.time_infer, chosen.time_select
+            row.update({"time_train": time_train, "time_infer": time_infer, "time_acquire": time_acquire})
+            rows.append(row)
+            self._save(active, rows)
+            if on_step:
+                on_step(row, self.n_steps_total)
+            if room <= 0:
+                break
+        atomic_write_text(self.done_path, "")
+        return pd.DataFrame(rows)

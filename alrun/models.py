@@ -1,0 +1,185 @@
+"""Model builders. Every model is an ``nn.Sequential`` whose dropout layers draw their masks from an
+explicit generator, so that it splits into a deterministic trunk and a stochastic head.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from alrun.config import ModelSpec
+from alrun.errors import ModelError
+from alrun.seeding import derived_seed
+
+
+class SeededDropout(nn.Dropout):
+    """Dropout whose masks come from `self.generator` (None: torch's global generator).
+
+    With `shared_mask_samples = T` set, the input is read as [B * T, ...] (T consecutive rows per
+    item) and one mask per sample t is shared by every item: "consistent" MC dropout. The masks
+    are drawn on the first call and reused until :meth:`reset_shared_masks`, so a whole pool
+    processed in chunks sees the same T masks.
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__(p)
+        self.generator: torch.Generator | None = None
+        self.shared_mask_samples: int | None = None
+        self._shared_masks: torch.Tensor | None = None
+
+    def reset_shared_masks(self) -> None:
+        self._shared_masks = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        if self.shared_mask_samples is None:
+            mask = torch.empty_like(x).bernoulli_(keep, generator=self.generator)
+            return x * mask / keep
+        t = self.shared_mask_samples
+        if self._shared_masks is None:
+            self._shared_masks = torch.empty((1, t, *x.shape[1:]), dtype=x.dtype, device=x.device)
+            self._shared_masks.bernoulli_(keep, generator=self.generator)
+        x_btd = x.view(-1, t, *x.shape[1:])
+        return (x_btd * self._shared_masks / keep).view_as(x)
+
+
+def _seeded_dropouts(module: nn.Module) -> nn.Module:
+    """Replace every nn.Dropout inside `module` by a SeededDropout with the same p (in place)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.Dropout) and not isinstance(child, SeededDropout):
+            setattr(module, name, SeededDropout(child.p))
+        else:
+            _seeded_dropouts(child)
+    return module
+
+
+def mlp(in_features: int, n_classes: int, hidden: int, dropout: float) -> nn.Sequential:
+    """Two hidden layers with dropout after each: feature vectors or cached backbone features."""
+    return nn.Sequential(
+        nn.Linear(in_features, hidden), nn.ReLU(),
+        SeededDropout(dropout),
+        nn.Linear(hidden, hidden), nn.ReLU(),
+        SeededDropout(dropout),
+        nn.Linear(hidden, n_classes),
+    )
+
+
+def gal_cnn(in_channels: int, image_size: int, n_classes: int, hidden: int, dropout: float) -> nn.Sequential:
+    """The CNN of Gal, Islam & Ghahramani (2017): conv-relu-conv-relu-pool-dropout-dense-relu-dropout-dense."""
+    side = (image_size - 3 - 3) // 2
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 32, 4), nn.ReLU(),
+        nn.Conv2d(32, 32, 4), nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        SeededDropout(dropout / 2),
+        nn.Linear(32 * side * side, hidden), nn.ReLU(),
+        SeededDropout(dropout),
+        nn.Linear(hidden, n_classes),
+    )
+
+
+def vgg16(n_classes: int, spec: ModelSpec) -> nn.Sequential:
+    """torchvision's VGG-16 as a flat Sequential; the last layer is replaced for `n_classes`.
+
+    With `pretrained`, ImageNet weights come from torchvision's weights API (its usual cache) or
+    from `weights_path` (a local state-dict file, for machines without network access).
+    """
+    from torchvision.models import VGG16_Weights
+    from torchvision.models import vgg16 as tv_vgg16
+
+    net = tv_vgg16(weights=None)
+    if spec.weights_path:
+        path = Path(spec.weights_path)
+        if not path.is_file():
+            raise ModelError(f"No weights file at {path}: set `model.weights_path` to a VGG-16 state-dict file.")
+        try:
+            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except Exception as exc:
+            raise ModelError(f"The weights file {path} does not hold VGG-16 weights ({exc}).") from None
+    elif spec.pretrained:
+        try:
+            net = tv_vgg16(weights=VGG16_Weights.IMAGENET1K_V1)
+        except Exception as exc:
+            raise ModelError(
+                "VGG-16 ImageNet weights could not be loaded from torchvision's cache or the network "
+                f"({type(exc).__name__}); put the state dict in $TORCH_HOME/hub/checkpoints or pass "
+                "`model.weights_path=FILE`, or set `model.pretrained=false`."
+            ) from None
+    classifier = list(net.classifier.children())
+    classifier[-1] = nn.Linear(classifier[-1].in_features, n_classes)
+    return _seeded_dropouts(nn.Sequential(net.features, net.avgpool, nn.Flatten(), *classifier))
+
+
+def resolve_name(spec: ModelSpec, input_shape: tuple[int, ...]) -> str:
+    """`auto` picks an MLP for feature vectors and the Gal CNN for images."""
+    if spec.name != "auto":
+        return spec.name
+    return "mlp" if len(input_shape) == 1 else "gal_cnn"
+
+
+def build_model(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int, seed: int) -> nn.Sequential:
+    """Build the model named by `spec` for inputs of `input_shape` ([D] or [C, H, W]).
+
+    Initial weights are drawn from a generator derived from `seed` (inside a forked RNG scope, so
+    the global torch RNG is left as it was).
+    """
+    name = resolve_name(spec, input_shape)
+    if name != "mlp" and len(input_shape) != 3:
+        raise ModelError(f"`model.name={name}` needs images, but the data set holds vectors of shape {list(input_shape)}.")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derived_seed(seed, "model/init"))
+        if name == "mlp":
+            in_features = int(torch.tensor(input_shape).prod())
+            model = mlp(in_features, n_classes, spec.hidden, spec.dropout)
+            if len(input_shape) > 1:
+                model = nn.Sequential(nn.Flatten(), *model)
+        elif name == "gal_cnn":
+            channels, height, width = input_shape
+            if height != width or height < 8:
+                raise ModelError(f"`model.name=gal_cnn` needs square images of at least 8 px, not {height}x{width}.")
+            model = gal_cnn(channels, height, n_classes, spec.hidden, spec.dropout)
+        elif name == "vgg16":
+            if input_shape[0] != 3:
+                raise ModelError(f"`model.name=vgg16` needs 3-channel images, not {input_shape[0]} channels.")
+            model = vgg16(n_classes, spec)
+        else:  # validated earlier
+            raise ModelError(f"`model.name={name}` is not a known model.")
+    return model
+
+
+def split_at_first_dropout(model: nn.Sequential) -> tuple[nn.Sequential, nn.Sequential]:
+    """(trunk, head): the children before the first one holding a dropout layer, and the rest.
+
+    At MC inference the trunk is deterministic, so it runs once per input and only the head runs
+    T times. When the first child already holds dropout the trunk is empty (T full passes).
+    """
+    children = list(model.children())
+    cut = len(children)
+    for i, child in enumerate(children):
+        if any(isinstance(m, nn.Dropout) for m in child.modules()):
+            cut = i
+            break
+    return nn.Sequential(*children[:cut]), nn.Sequential(*children[cut:])
+
+
+def dropout_layers(model: nn.Module) -> list[SeededDropout]:
+    """Every SeededDropout inside `model`."""
+    return [m for m in model.modules() if isinstance(m, SeededDropout)]
+
+
+def set_dropout_generator(model: nn.Module, gen: torch.Generator | None) -> None:
+    for layer in dropout_layers(model):
+        layer.generator = gen
+
+
+def mc_mode(model: nn.Module) -> None:
+    """Eval mode (BatchNorm uses running statistics) with dropout layers active."""
+    model.eval()
+    for layer in model.modules():
+        if isinstance(layer, nn.Dropout):
+            layer.train()

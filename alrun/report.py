@@ -1,0 +1,226 @@
+"""Aggregate a sweep folder into tables and plots; reads only files.
+
+The Hydra callback at the end of a sweep and ``python -m alrun.report FOLDER`` call the same
+:func:`write_report`, so a sweep whose jobs ran on many machines can be aggregated at any time.
+
+Files written at the top of the folder: ``summary.csv`` (every step of every job, the job's
+settings as columns), ``table.csv`` (long: group, labelled size, metric, mean, std, n),
+``table.md`` (the paper's layout: mean +- std over seeds, the seed count shown) and ``curves.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from alrun.checkpoint import atomic_write_text
+
+# settings recorded for every job; those that vary across a sweep (seed aside) become table rows
+SETTING_COLUMNS = ("heuristic", "lambda", "delta", "query_size", "pool_fraction", "epochs", "dataset", "model",
+                   "mc_samples")
+METRICS = ("test_nll", "test_acc", "test_f1_macro")
+METRIC_TITLES = {"test_nll": "test NLL", "test_acc": "test accuracy", "test_f1_macro": "test macro F1"}
+
+
+@dataclass
+class Report:
+    """What :func:`write_report` produced."""
+
+    summary: pd.DataFrame  # every step of every job
+    table: pd.DataFrame  # long: groups..., labelled, metric, mean, std, n
+    group_columns: list[str]
+    sizes: list[int]
+    markdown: str
+    failed_jobs: list[str]
+
+
+def _read_job(job_dir: Path) -> pd.DataFrame | None:
+    steps = pd.read_csv(job_dir / "steps.csv")
+    if steps.empty:
+        return None
+    meta_path = job_dir / "job.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    settings = meta.get("settings", {})
+    for key, value in {**settings, **meta.get("overrides", {})}.items():
+        steps[key] = value if not isinstance(value, (list, dict)) else json.dumps(value)
+    steps["job"] = str(job_dir.name)
+    steps["finished"] = (job_dir / "done").exists()
+    steps["report_sizes"] = json.dumps(meta.get("report_sizes") or [])
+    return steps
+
+
+def collect(sweep_dir: Path) -> tuple[pd.DataFrame, list[str]]:
+    """(every step of every job under `sweep_dir`, names of job folders that failed)."""
+    sweep_dir = Path(sweep_dir)
+    frames = []
+    for steps_path in sorted(sweep_dir.rglob("steps.csv")):
+        frame = _read_job(steps_path.parent)
+        if frame is not None:
+            frames.append(frame)
+    failed = sorted(str(p.parent.relative_to(sweep_dir)) for p in sweep_dir.rglob("failed"))
+    if not frames:
+        return pd.DataFrame(), failed
+    return pd.concat(frames, ignore_index=True, sort=False), failed
+
+
+def group_columns_of(summary: pd.DataFrame) -> list[str]:
+    """The settings that vary across the jobs (seed aside); heuristic always comes last."""
+    varying = [c for c in SETTING_COLUMNS if c in summary.columns and c != "heuristic"
+               and summary[c].astype(str).nunique() > 1]
+    return varying + (["heuristic"] if "heuristic" in summary.columns else [])
+
+
+def choose_sizes(summary: pd.DataFrame, requested: list[int] | None, how_many: int = 4) -> list[int]:
+    """Labelled sizes at which the table is read: the requested ones that some job reached, or a
+    few evenly spaced sizes every job reached."""
+    reached = int(summary["labelled"].max())
+    if requested:
+        sizes = sorted({int(s) for s in requested if int(s) <= reached})
+        if sizes:
+            return sizes
+    per_job = summary.groupby("job")["labelled"].apply(set)
+    common = sorted(set.intersection(*per_job)) if len(per_job) else []
+    if not common:
+        common = sorted(summary["labelled"].unique())
+    picks = np.unique(np.linspace(0, len(common) - 1, num=min(how_many, len(common))).round().astype(int))
+    return [int(common[i]) for i in picks]
+
+
+def rows_at_size(summary: pd.DataFrame, size: int) -> pd.DataFrame:
+    """Per job, the step with the largest labelled size <= `size` (jobs that reached `size` only)."""
+    reached = summary.groupby("job")["labelled"].transform("max") >= size
+    eligible = summary[reached & (summary["labelled"] <= size)]
+    return eligible.sort_values("labelled").groupby("job").tail(1)
+
+
+def long_table(summary: pd.DataFrame, groups: list[str], sizes: list[int], metrics=METRICS) -> pd.DataFrame:
+    """mean, std (over seeds, ddof=1) and n per (group, size, metric)."""
+    parts = []
+    for size in sizes:
+        at = rows_at_size(summary, size)
+        for metric in metrics:
+            if metric not in at.columns:
+                continue
+            agg = at.groupby(groups, dropna=False)[metric].agg(["mean", "std", "count"]).reset_index()
+            agg.insert(len(groups), "labelled", size)
+            agg.insert(len(groups) + 1, "metric", metric)
+            parts.append(agg.rename(columns={"count": "n"}))
+    if not parts:
+        return pd.DataFrame(columns=[*groups, "labelled", "metric", "mean", "std", "n"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def format_cell(mean: float, std: float, n: int) -> str:
+    """'1.234 +- 0.012 (3)': mean +- std over seeds, with the seed count."""
+    if n == 0 or pd.isna(mean):
+        return "-"
+    spread = "" if n < 2 or pd.isna(std) else f" +- {std:.3f}"
+    return f"{mean:.3f}{spread} ({n})"
+
+
+def wide_table(table: pd.DataFrame, groups: list[str], metric: str) -> pd.DataFrame:
+    """Rows = groups, columns = labelled sizes, cells formatted with :func:`format_cell`."""
+    part = table[table["metric"] == metric].copy()
+    if part.empty:
+        return pd.DataFrame()
+    part["cell"] = [format_cell(m, s, int(n)) for m, s, n in zip(part["mean"], part["std"], part["n"], strict=True)]
+    wide = part.pivot_table(index=groups, columns="labelled", values="cell", aggfunc="first")
+    wide.columns = [f"{c} labelled" for c in wide.columns]
+    return wide.reset_index()
+
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table (no extra dependency)."""
+    if frame.empty:
+        return "(no rows)\n"
+    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body]) + "\n"
+
+
+def plot_curves(summary: pd.DataFrame, groups: list[str], path: Path, metrics=("test_nll", "test_acc")) -> None:
+    """Learning curves against labelled size: one line per group, a band of +- 1 std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.2), squeeze=False)
+    keyed = summary.assign(_group=summary[groups].astype(str).agg(", ".join, axis=1) if groups else "all")
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for label, part in keyed.groupby("_group", sort=True):
+            stats = part.groupby("labelled")[metric].agg(["mean", "std", "count"]).reset_index()
+            line = ax.plot(stats["labelled"], stats["mean"], label=label, linewidth=1.6)[0]
+            std = stats["std"].fillna(0.0)
+            ax.fill_between(stats["labelled"], stats["mean"] - std, stats["mean"] + std,
+                            color=line.get_color(), alpha=0.18, linewidth=0)
+        ax.set_xlabel("labelled items")
+        ax.set_ylabel(METRIC_TITLES.get(metric, metric))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(title=", ".join(groups) if groups else None, fontsize=8)
+    n_seeds = summary.groupby(groups)["job"].nunique().min() if groups else summary["job"].nunique()
+    fig.suptitle(f"Mean over seeds (at least {n_seeds} per line), band = +- 1 std")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_report(sweep_dir: Path, sizes: list[int] | None = None) -> Report | None:
+    """Aggregate every job under `sweep_dir` and write the summary, tables and plot there.
+
+    Returns None when no job has finished a step yet.
+    """
+    sweep_dir = Path(sweep_dir)
+    summary, failed = collect(sweep_dir)
+    if summary.empty:
+        return None
+    if sizes is None and "report_sizes" in summary.columns:
+        sizes = json.loads(summary["report_sizes"].iloc[0]) or None
+    groups = group_columns_of(summary)
+    chosen = choose_sizes(summary, sizes)
+    table = long_table(summary, groups, chosen)
+    atomic_write_text(sweep_dir / "summary.csv", summary.drop(columns=["report_sizes"]).to_csv(index=False))
+    atomic_write_text(sweep_dir / "table.csv", table.to_csv(index=False))
+    sections = [f"# Results of {sweep_dir.name}\n",
+                "Cells: mean +- std over seeds (number of seeds). Read at the labelled sizes shown.\n"]
+    for metric in METRICS:
+        sections.append(f"## {METRIC_TITLES[metric]}\n")
+        sections.append(to_markdown(wide_table(table, groups, metric)))
+    if failed:
+        sections.append(f"\nFailed jobs (see their `error.txt`): {', '.join(failed)}\n")
+    markdown = "\n".join(sections)
+    atomic_write_text(sweep_dir / "table.md", markdown)
+    plot_curves(summary, groups, sweep_dir / "curves.png")
+    return Report(summary, table, groups, chosen, markdown, failed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m alrun.report FOLDER [--sizes 500 1000]`: re-aggregate a sweep folder."""
+    parser = argparse.ArgumentParser(prog="python -m alrun.report", description=main.__doc__)
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--sizes", type=int, nargs="*", default=None, help="labelled sizes to read the table at")
+    args = parser.parse_args(argv)
+    if not args.folder.is_dir():
+        print(f"alrun: error: {args.folder} is not a folder.", file=sys.stderr)
+        return 2
+    report = write_report(args.folder, args.sizes)
+    if report is None:
+        print(f"alrun: error: no job under {args.folder} has finished a step (no steps.csv found).", file=sys.stderr)
+        return 2
+    from alrun.progress import print_report
+
+    print_report(report, args.folder)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

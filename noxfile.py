@@ -1,0 +1,37 @@
+"""Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s smoke`, `nox -s bench [-- --quick]`."""
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite (the same command .ci/run runs)."""
+    session.install("-e", ".[dev]")
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff on the package, tests, benchmarks and this file."""
+    session.install("ruff")
+    session.run("ruff", "check", "alrun", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def smoke(session: nox.Session) -> None:
+    """The default study at scale=smoke: seconds, end to end through the CLI."""
+    session.install("-e", ".")
+    session.run("alrun", "scale=smoke", f"hydra.sweep.dir={session.create_tmp()}/smoke", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Speed against the peers (BaaL), side by side in one run; `-- --quick` for a short run."""
+    session.install("-e", ".")
+    # BaaL 2.1.0 declares jupyter and structlog<23 that it does not need at run time
+    session.install("--no-deps", "baal==2.1.0")
+    session.install("structlog", "h5py", "tqdm", "torchmetrics", "scikit-learn")
+    session.run("python", "-m", "benchmarks.run", *session.posargs)

@@ -1,0 +1,34 @@
+"""Shared fixtures: small tensors, and a runner for the real `alrun` entry point."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_alrun(args: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m alrun ARGS` in `cwd` (a temporary folder) and return the finished process."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "ALRUN_DATA_DIR": str(cwd / "data"), **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "alrun", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"alrun {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def steps_without_timings(path: Path) -> pd.DataFrame:
+    """A steps.csv with the timing columns dropped (the only values allowed to differ between runs)."""
+    frame = pd.read_csv(path)
+    return frame.drop(columns=[c for c in frame.columns if c.startswith("time_")])
+
+
+@pytest.fixture
+def alrun_runner():
+    return run_alrun
