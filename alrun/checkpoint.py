@@ -27,7 +27,9 @@ def atomic_write_text(path: Path, text: str) -> None:
             Path(tmp).unlink(missing_ok=True)
             raise
     except OSError as exc:
-        raise AlrunError(f"Cannot write {path} ({exc.strerror or exc}); earlier results in that folder are intact.") from None
+        raise AlrunError(
+            f"Cannot write {path} ({exc.strerror or exc}); earlier results in that folder are intact."
+        ) from None
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

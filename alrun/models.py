@@ -130,7 +130,9 @@ def build_model(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int, s
     """
     name = resolve_name(spec, input_shape)
     if name != "mlp" and len(input_shape) != 3:
-        raise ModelError(f"`model.name={name}` needs images, but the data set holds vectors of shape {list(input_shape)}.")
+        raise ModelError(
+            f"`model.name={name}` needs images, but the data set holds vectors of shape {list(input_shape)}."
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derived_seed(seed, "model/init"))
         if name == "mlp":

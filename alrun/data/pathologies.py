@@ -42,7 +42,9 @@ def imbalance_indices(
     return np.sort(np.concatenate(kept)), reduced
 
 
-def stratified_split(labels: np.ndarray, test_fraction: float, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    labels: np.ndarray, test_fraction: float, generator: torch.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Seeded stratified split: (train indices, test indices), each ascending."""
     labels = np.asarray(labels)
     train, test = [], []
