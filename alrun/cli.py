@@ -60,7 +60,7 @@ def job_settings(spec: RunSpec, input_shape: tuple[int, ...]) -> dict[str, Any]:
 
 def task(cfg: DictConfig) -> dict[str, Any]:
     """One job of the sweep (or the single run)."""
-    from alrun.loop import ActiveLearningJob
+    from alrun.loop import ActiveLearningJob, column_name
     from alrun.progress import job_progress
 
     hydra_cfg = HydraConfig.get()
@@ -76,7 +76,9 @@ def task(cfg: DictConfig) -> dict[str, Any]:
     settings = job_settings(spec, job.data.bundle.input_shape)
     atomic_write_text(out_dir / "job.json", json.dumps(
         {"overrides": {k.lstrip("+~"): v for k, v in overrides.items()}, "settings": settings,
-         "report_sizes": report_sizes, "study": plain.get("study")}, indent=2))
+         "report_sizes": report_sizes, "study": plain.get("study"),
+         "reduced_classes": [column_name(job.data.bundle.class_names[c]) for c in job.data.reduced_classes]},
+        indent=2))
     for note in job.data.bundle.notes:
         log.info(note)
     title = " ".join(f"{k}={v}" for k, v in overrides.items()) or f"{spec.heuristic} seed={spec.seed}"

@@ -50,6 +50,15 @@ def print_report(report: Report, folder: Path) -> None:
         for row in wide.itertuples(index=False):
             table.add_row(*(str(v) for v in row))
         out.print(table)
+    for title, frame in report.extra:
+        if frame.empty:
+            continue
+        table = Table(title=title)
+        for column in frame.columns:
+            table.add_column(str(column))
+        for row in frame.itertuples(index=False):
+            table.add_row(*(str(v) for v in row))
+        out.print(table)
     if report.failed_jobs:
         out.print(f"[red]{len(report.failed_jobs)} job(s) failed:[/red] {', '.join(report.failed_jobs)}")
     out.print(f"Results in [bold]{folder}[/bold]: summary.csv, table.md, table.csv, curves.png")

@@ -38,9 +38,10 @@ class Report:
     sizes: list[int]
     markdown: str
     failed_jobs: list[str]
+    extra: list[tuple[str, pd.DataFrame]]  # the study's own tables (active gain, timings, per-class F1)
 
 
-def _read_job(job_dir: Path) -> pd.DataFrame | None:
+def _read_job(job_dir: Path, sweep_dir: Path) -> pd.DataFrame | None:
     steps = pd.read_csv(job_dir / "steps.csv")
     if steps.empty:
         return None
@@ -49,7 +50,13 @@ def _read_job(job_dir: Path) -> pd.DataFrame | None:
     settings = meta.get("settings", {})
     for key, value in {**settings, **meta.get("overrides", {})}.items():
         steps[key] = value if not isinstance(value, (list, dict)) else json.dumps(value)
-    steps["job"] = str(job_dir.name)
+    steps["study"] = meta.get("study")
+    reduced = meta.get("reduced_classes") or []
+    f1_cols = [f"f1_{c}" for c in reduced if f"f1_{c}" in steps.columns]
+    if f1_cols:
+        steps["f1_reduced"] = steps[f1_cols].mean(axis=1)
+    steps["time_acquisition"] = steps["time_infer"] + steps["time_acquire"]
+    steps["job"] = str(job_dir.relative_to(sweep_dir))
     steps["finished"] = (job_dir / "done").exists()
     steps["report_sizes"] = json.dumps(meta.get("report_sizes") or [])
     return steps
@@ -60,7 +67,7 @@ def collect(sweep_dir: Path) -> tuple[pd.DataFrame, list[str]]:
     sweep_dir = Path(sweep_dir)
     frames = []
     for steps_path in sorted(sweep_dir.rglob("steps.csv")):
-        frame = _read_job(steps_path.parent)
+        frame = _read_job(steps_path.parent, sweep_dir)
         if frame is not None:
             frames.append(frame)
     failed = sorted(str(p.parent.relative_to(sweep_dir)) for p in sweep_dir.rglob("failed"))
@@ -174,6 +181,72 @@ def plot_curves(summary: pd.DataFrame, groups: list[str], path: Path, metrics=("
     tmp.replace(path)
 
 
+def paired_gain(summary: pd.DataFrame, groups: list[str], sizes: list[int], metric: str = "test_nll",
+                reference: str = "random", method: str = "bald") -> pd.DataFrame:
+    """Active gain per seed: metric(reference) - metric(method) of the jobs sharing every other setting
+    and the seed (so the same initial labels); mean, std and n over seeds, per group and size."""
+    others = [g for g in groups if g != "heuristic"]
+    parts = []
+    for size in sizes:
+        at = rows_at_size(summary, size)
+        wide = at.pivot_table(index=[*others, "seed"], columns="heuristic", values=metric, aggfunc="first")
+        if reference not in wide.columns or method not in wide.columns:
+            continue
+        gain = (wide[reference] - wide[method]).dropna().rename("gain").reset_index()
+        agg = gain.groupby(others, dropna=False)["gain"].agg(["mean", "std", "count"]).reset_index() if others \
+            else pd.DataFrame([gain["gain"].agg(["mean", "std", "count"])])
+        agg["labelled"] = size
+        agg["metric"] = f"gain_{metric}"
+        parts.append(agg.rename(columns={"count": "n"}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def acquisition_time_table(summary: pd.DataFrame, groups: list[str]) -> pd.DataFrame:
+    """Mean seconds per acquisition (MC inference + selection) by group, and the speed-up against the
+    largest pool fraction of the same heuristic."""
+    acquiring = summary[summary["time_acquisition"] > 0]
+    per_job = acquiring.groupby([*groups, "job"], dropna=False)["time_acquisition"].mean().reset_index()
+    table = per_job.groupby(groups, dropna=False)["time_acquisition"].agg(["mean", "std", "count"]).reset_index()
+    if "pool_fraction" in groups:
+        full = table.sort_values("pool_fraction").groupby("heuristic")["mean"].transform("last")
+        table["speedup"] = full / table["mean"]
+    return table.rename(columns={"mean": "seconds_per_acquisition", "std": "std", "count": "n"})
+
+
+def per_class_f1_table(summary: pd.DataFrame, groups: list[str], size: int) -> pd.DataFrame:
+    """Per-class F1 (mean over seeds) at `size`, classes ordered from rarest to most common in the labels
+    of the training pool; the class counts come from the final labelled set of each job."""
+    at = rows_at_size(summary, size)
+    f1_cols = [c for c in at.columns if c.startswith("f1_") and c not in ("f1_reduced",)]
+    counts = {c[3:]: at[f"count_{c[3:]}"].mean() for c in f1_cols if f"count_{c[3:]}" in at.columns}
+    ordered = sorted(f1_cols, key=lambda c: counts.get(c[3:], 0.0))
+    table = at.groupby(groups, dropna=False)[ordered].mean().round(3).reset_index()
+    return table.rename(columns={c: c[3:] for c in ordered})
+
+
+def study_sections(summary: pd.DataFrame, groups: list[str], sizes: list[int]) -> list[tuple[str, pd.DataFrame]]:
+    """Extra tables of the paper's studies (chosen by the `study` the jobs recorded)."""
+    studies = set(summary["study"].dropna()) if "study" in summary.columns else set()
+    sections: list[tuple[str, pd.DataFrame]] = []
+    if "convergence" in studies or {"bald", "random"} <= set(summary.get("heuristic", [])):
+        gain = paired_gain(summary, groups, sizes)
+        if not gain.empty:
+            others = [g for g in groups if g != "heuristic"]
+            sections.append(("Active gain: NLL(random) - NLL(bald), paired by seed (positive: BALD helps)",
+                             wide_table(gain, others or ["metric"], "gain_test_nll")))
+    if "time_acquisition" in summary.columns and ("pool_size" in studies or "pool_fraction" in groups):
+        sections.append(("Seconds per acquisition (MC inference over the scored pool + selection)",
+                         acquisition_time_table(summary, groups).round(3)))
+    if "f1_reduced" in summary.columns:
+        table = long_table(summary, groups, sizes, metrics=("f1_reduced",))
+        sections.append(("F1 of the reduced classes (mean over the delta classes each seed reduced)",
+                         wide_table(table, groups, "f1_reduced")))
+    if "miotcd" in studies:
+        sections.append((f"Per-class F1 at {sizes[-1]} labelled, rarest class first (car is the most common)",
+                         per_class_f1_table(summary, groups, sizes[-1])))
+    return sections
+
+
 def write_report(sweep_dir: Path, sizes: list[int] | None = None) -> Report | None:
     """Aggregate every job under `sweep_dir` and write the summary, tables and plot there.
 
@@ -195,12 +268,16 @@ def write_report(sweep_dir: Path, sizes: list[int] | None = None) -> Report | No
     for metric in METRICS:
         sections.append(f"## {METRIC_TITLES[metric]}\n")
         sections.append(to_markdown(wide_table(table, groups, metric)))
+    extra = study_sections(summary, groups, chosen)
+    for title, frame in extra:
+        sections.append(f"## {title}\n")
+        sections.append(to_markdown(frame))
     if failed:
         sections.append(f"\nFailed jobs (see their `error.txt`): {', '.join(failed)}\n")
     markdown = "\n".join(sections)
     atomic_write_text(sweep_dir / "table.md", markdown)
     plot_curves(summary, groups, sweep_dir / "curves.png")
-    return Report(summary, table, groups, chosen, markdown, failed)
+    return Report(summary, table, groups, chosen, markdown, failed, extra)
 
 
 def main(argv: list[str] | None = None) -> int:
