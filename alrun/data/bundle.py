@@ -22,6 +22,9 @@ class DataBundle:
     y_test: np.ndarray
     class_names: list[str]
     notes: list[str] = field(default_factory=list)  # things the run's log should say (cache used, split made)
+    # images only: per-channel (mean, std) in [0, 1] pixel units that the standardisation removed, so a
+    # pretrained backbone can apply its own normalisation exactly (see standardise_images); None: unknown
+    pixel_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     @property
     def n_classes(self) -> int:
@@ -38,7 +41,7 @@ class DataBundle:
             x_train, y_train = x_train[torch.as_tensor(train_idx)], y_train[train_idx]
         if test_idx is not None:
             x_test, y_test = x_test[torch.as_tensor(test_idx)], y_test[test_idx]
-        return DataBundle(x_train, y_train, x_test, y_test, self.class_names, list(self.notes))
+        return DataBundle(x_train, y_train, x_test, y_test, self.class_names, list(self.notes), self.pixel_stats)
 
 
 def normalise_images(x_uint8_nhwc: np.ndarray) -> torch.Tensor:
@@ -46,10 +49,19 @@ def normalise_images(x_uint8_nhwc: np.ndarray) -> torch.Tensor:
 
     The statistics are the data set's own (computed on the array given), so no constants per source.
     """
+    return standardise_images(x_uint8_nhwc)[0]
+
+
+def standardise_images(x_uint8_nhwc: np.ndarray) -> tuple[torch.Tensor, tuple[tuple[float, ...], tuple[float, ...]]]:
+    """:func:`normalise_images` that also returns the statistics it removed: (x [N, C, H, W], (mean [C], std [C])).
+
+    The statistics are in [0, 1] pixel units; pass them as `DataBundle.pixel_stats`.
+    """
     x = torch.from_numpy(np.ascontiguousarray(x_uint8_nhwc))
     if x.ndim == 3:
         x = x.unsqueeze(-1)
     x = x.permute(0, 3, 1, 2).float().div_(255.0)
     mean = x.mean(dim=(0, 2, 3), keepdim=True)
     std = x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-    return ((x - mean) / std).contiguous()
+    stats = (tuple(mean.flatten().tolist()), tuple(std.flatten().tolist()))
+    return ((x - mean) / std).contiguous(), stats
