@@ -38,6 +38,7 @@ class DatasetSpec:
     image_size: int | None = None  # resize images to this square size (ImageFolder, MIO-TCD)
     test_fraction: float = 0.25  # held-out share when the data set has no test split
     cache: bool = True  # cache decoded image arrays beside the data
+    cache_dir: str | None = None  # where that cache goes when the data folder is not writable
 
 
 @dataclass(frozen=True)

@@ -115,6 +115,26 @@ def vgg16(n_classes: int, spec: ModelSpec) -> nn.Sequential:
     return _seeded_dropouts(nn.Sequential(net.features, net.avgpool, nn.Flatten(), *classifier))
 
 
+def vgg16_for_input(model: nn.Sequential, in_channels: int, side: int) -> nn.Sequential:
+    """Fit :func:`vgg16` to grayscale and to images under 32 px (MNIST's 28x28), which its five 2x2
+    poolings would shrink to nothing.
+
+    One channel: the first convolution's weights summed over its RGB inputs, which is exactly the
+    network on the gray image repeated in R, G and B (pretrained weights stay meaningful). Under 32 px:
+    a bilinear upsampling to 32x32 in front, inside the deterministic trunk.
+    """
+    if in_channels == 1:
+        first = model[0][0]
+        gray = nn.Conv2d(1, first.out_channels, first.kernel_size, first.stride, first.padding)
+        with torch.no_grad():
+            gray.weight.copy_(first.weight.sum(dim=1, keepdim=True))
+            gray.bias.copy_(first.bias)
+        model[0][0] = gray
+    if side < 32:
+        model = nn.Sequential(nn.Upsample(size=(32, 32), mode="bilinear", align_corners=False), *model)
+    return model
+
+
 def resolve_name(spec: ModelSpec, input_shape: tuple[int, ...]) -> str:
     """`auto` picks an MLP for feature vectors and the Gal CNN for images."""
     if spec.name != "auto":
@@ -146,9 +166,9 @@ def build_model(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int, s
                 raise ModelError(f"`model.name=gal_cnn` needs square images of at least 8 px, not {height}x{width}.")
             model = gal_cnn(channels, height, n_classes, spec.hidden, spec.dropout)
         elif name == "vgg16":
-            if input_shape[0] != 3:
-                raise ModelError(f"`model.name=vgg16` needs 3-channel images, not {input_shape[0]} channels.")
-            model = vgg16(n_classes, spec)
+            if input_shape[0] not in (1, 3):
+                raise ModelError(f"`model.name=vgg16` needs 1- or 3-channel images, not {input_shape[0]} channels.")
+            model = vgg16_for_input(vgg16(n_classes, spec), input_shape[0], min(input_shape[1:]))
         else:  # validated earlier
             raise ModelError(f"`model.name={name}` is not a known model.")
     return model

@@ -13,16 +13,16 @@ import numpy as np
 import torch
 
 from alrun.config import DatasetSpec
+from alrun.data.arrays import DATA_SEED, cap_indices
 from alrun.data.bundle import DataBundle, normalise_images
-from alrun.data.pathologies import stratified_split, subsample
+from alrun.data.cifar import load_cifar10, load_cifar100
+from alrun.data.imagefolder import load_imagefolder, load_miotcd
+from alrun.data.mnist import load_fashion_mnist, load_mnist
+from alrun.data.pathologies import stratified_split
 from alrun.errors import DataError
 from alrun.seeding import generator
 
 Loader = Callable[[DatasetSpec], DataBundle]
-
-# the data subset (max_train / max_test) and held-out splits are the same for every job seed,
-# so that seeds differ only in the active-learning choices
-DATA_SEED = 0
 
 
 def load_digits(spec: DatasetSpec) -> DataBundle:
@@ -74,6 +74,12 @@ def load_npz(spec: DatasetSpec) -> DataBundle:
 SOURCES: dict[str, Loader] = {
     "digits": load_digits,
     "npz": load_npz,
+    "cifar10": load_cifar10,
+    "cifar100": load_cifar100,
+    "mnist": load_mnist,
+    "fashion_mnist": load_fashion_mnist,
+    "imagefolder": load_imagefolder,
+    "miotcd": load_miotcd,
 }
 
 
@@ -84,8 +90,8 @@ def load_dataset(spec: DatasetSpec) -> DataBundle:
 
         raise ConfigError(f"`dataset.name={spec.name}` is not allowed: choose one of {', '.join(SOURCES)}.")
     bundle = SOURCES[spec.name](spec)
-    train_idx = subsample(len(bundle.y_train), spec.max_train, generator(DATA_SEED, "subset/train"))
-    test_idx = subsample(len(bundle.y_test), spec.max_test, generator(DATA_SEED, "subset/test"))
+    # image sources cap before decoding (same generators), so this finds nothing more to cut for them
+    train_idx, test_idx = cap_indices(len(bundle.y_train), len(bundle.y_test), spec)
     if len(train_idx) < len(bundle.y_train) or len(test_idx) < len(bundle.y_test):
         bundle = bundle.select(train_idx, test_idx)
     return bundle

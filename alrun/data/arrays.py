@@ -1,0 +1,75 @@
+"""Decoded uint8 images as every image source reads them, the seeded size caps, and the step to a DataBundle.
+
+The caps (`max_train`, `max_test`) are applied *before* images are normalised (and, for image folders,
+before they are decoded), so a small run on a large data set pays only for the items it keeps. They draw
+from the same generators as :func:`alrun.data.sources.load_dataset`, so capping early or late keeps the
+same items.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch.nn.functional as F
+
+from alrun.config import DatasetSpec
+from alrun.data.bundle import DataBundle, standardise_images
+from alrun.data.pathologies import subsample
+from alrun.errors import DataError
+from alrun.seeding import generator
+
+# the data subset (max_train / max_test) and held-out splits are the same for every job seed,
+# so that seeds differ only in the active-learning choices
+DATA_SEED = 0
+
+
+@dataclass
+class ImageArrays:
+    """A data set as read from disk: x_*: uint8 [N, H, W] or [N, H, W, C]; y_*: int64 [N]; class_names: [C]."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: list[str]
+    notes: list[str] = field(default_factory=list)
+
+
+def cap_indices(n_train: int, n_test: int, spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray]:
+    """The seeded `max_train` / `max_test` subsets: (train indices [<= n_train], test indices), ascending."""
+    train_idx = subsample(n_train, spec.max_train, generator(DATA_SEED, "subset/train"))
+    test_idx = subsample(n_test, spec.max_test, generator(DATA_SEED, "subset/test"))
+    return train_idx, test_idx
+
+
+def images_to_bundle(arrays: ImageArrays, spec: DatasetSpec) -> DataBundle:
+    """Cap, normalise (one set of statistics over the kept train and test images) and, when
+    `spec.image_size` differs from the stored size, resize to that square size (bilinear, antialiased).
+    """
+    train_idx, test_idx = cap_indices(len(arrays.y_train), len(arrays.y_test), spec)
+    n_train = len(train_idx)
+    both, stats = standardise_images(np.concatenate([arrays.x_train[train_idx], arrays.x_test[test_idx]]))
+    size = spec.image_size
+    if size is not None and tuple(both.shape[2:]) != (size, size):
+        # a convex combination of pixels: the statistics removed stay exact for the resized images
+        both = F.interpolate(both, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    y_train = np.asarray(arrays.y_train, dtype=np.int64)[train_idx]
+    y_test = np.asarray(arrays.y_test, dtype=np.int64)[test_idx]
+    return DataBundle(both[:n_train].contiguous(), y_train, both[n_train:].contiguous(), y_test,
+                      list(arrays.class_names), list(arrays.notes), stats)
+
+
+def check_labels(y: np.ndarray, n_classes: int) -> bool:
+    """True when every label lies in [0, n_classes)."""
+    y = np.asarray(y)
+    return y.size == 0 or (int(y.min()) >= 0 and int(y.max()) < n_classes)
+
+
+
+def data_root(spec: DatasetSpec) -> Path:
+    """`spec.root` as a path; DataError when the data set has none."""
+    if spec.root is None:
+        raise DataError(f"The {spec.name} data set needs `dataset.root=FOLDER`, the folder that holds it.")
+    return Path(spec.root).expanduser()

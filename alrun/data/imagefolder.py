@@ -1,0 +1,180 @@
+"""Image trees in torchvision's ImageFolder layout, `train/<class>/*` and optionally `test/<class>/*`,
+and the MIO-TCD classification set, which ships in that layout.
+
+Files are listed by torchvision (`make_dataset`, its image extensions), decoded with PIL as RGB and
+resized to `dataset.image_size` on a small thread pool (PIL decodes without the GIL), and the arrays
+are cached beside the data (alrun.data.image_cache). Only the files the run keeps (`max_train`,
+`max_test`) are decoded. Without a labelled `test/<class>/` tree a seeded, stratified test split is
+held out of `train/`, and the run's log says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+from alrun.config import DatasetSpec
+from alrun.data.arrays import DATA_SEED, ImageArrays, cap_indices, data_root, images_to_bundle
+from alrun.data.bundle import DataBundle
+from alrun.data.image_cache import cache_dirs, files_key, read_cache, write_cache
+from alrun.data.pathologies import stratified_split
+from alrun.errors import ConfigError, DataError
+from alrun.seeding import generator
+
+MIOTCD_CLASSES = (
+    "articulated_truck", "bicycle", "bus", "car", "motorcycle", "non-motorized_vehicle", "pedestrian",
+    "pickup_truck", "single_unit_truck", "work_van", "background",
+)
+MIOTCD_HOW = ("get MIO-TCD-Classification from the MIO-TCD challenge (http://podoce.dinf.usherbrooke.ca/challenge/"
+              "dataset/) and extract it so that `dataset.root` holds train/<class>/")
+
+
+@dataclass
+class ImageTree:
+    """The files of an image tree: (path, class index) pairs; test is None when no labelled test tree exists."""
+
+    class_names: list[str]
+    train: list[tuple[str, int]]
+    test: list[tuple[str, int]] | None
+
+
+def _class_folders(folder: Path) -> list[str]:
+    """Sorted names of the visible sub-folders (hidden ones, e.g. `.ipynb_checkpoints`, are not classes)."""
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+
+
+def scan_tree(root: Path, title: str, how: str, expected_classes: tuple[str, ...] | None = None) -> ImageTree:
+    """List the image files below `root`; DataError (saying `how` to get the data) when missing or incomplete."""
+    train_dir, test_dir = root / "train", root / "test"
+    classes = _class_folders(train_dir) if train_dir.is_dir() else []
+    if not classes:
+        raise DataError(f"{title} not found: looked for image files in train/<class>/ folders under {root}; {how}.")
+    if expected_classes is not None and set(classes) != set(expected_classes):
+        missing = sorted(set(expected_classes) - set(classes))
+        extra = sorted(set(classes) - set(expected_classes))
+        what = (f"the class folders {', '.join(missing)} are missing" if missing
+                else f"it holds class folders that {title} does not have ({', '.join(extra)})")
+        raise DataError(f"{title} is incomplete in {train_dir}: {what}; {how}.")
+    class_to_idx = {name: i for i, name in enumerate(classes)}
+    train = make_dataset(str(train_dir), class_to_idx, IMG_EXTENSIONS, allow_empty=True)
+    empty = sorted(set(classes) - {classes[label] for _, label in train})
+    if empty:
+        raise DataError(f"{title} is incomplete in {train_dir}: the class folders {', '.join(empty)} hold no image "
+                        f"files ({' '.join(IMG_EXTENSIONS)}); {how}.")
+    test = None
+    test_classes = _class_folders(test_dir) if test_dir.is_dir() else []
+    if test_classes:
+        unknown = sorted(set(test_classes) - set(classes))
+        if unknown:
+            raise DataError(f"The test/ folder in {root} has classes that train/ lacks ({', '.join(unknown)}); "
+                            "give every test class a train/ folder too.")
+        test = make_dataset(str(test_dir), class_to_idx, IMG_EXTENSIONS, allow_empty=True) or None
+    return ImageTree(classes, train, test)
+
+
+def decode_image(path: str, image_size: int | None) -> np.ndarray:
+    """One image file as uint8 [H, W, 3] (RGB), resized to image_size x image_size when given."""
+    try:
+        with Image.open(path) as img:
+            if image_size is not None:
+                img.draft(None, (image_size, image_size))  # JPEG: decode at 1/2, 1/4 or 1/8 scale when much larger
+            rgb = img.convert("RGB")
+        if image_size is not None and rgb.size != (image_size, image_size):
+            rgb = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR)
+        return np.asarray(rgb, dtype=np.uint8)
+    except Exception as exc:  # PIL raises many kinds (UnidentifiedImageError, truncated-file OSError, ...)
+        raise DataError(f"The image file {path} cannot be decoded ({type(exc).__name__}: {exc}); "
+                        "replace or delete it.") from None
+
+
+def decode_images(paths: list[str], image_size: int | None, workers: int | None = None) -> np.ndarray:
+    """Image files as uint8 [N, H, W, 3]; without `image_size` all images must share one size."""
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        images = list(pool.map(lambda p: decode_image(p, image_size), paths, chunksize=64))
+    if not images:
+        return np.zeros((0, image_size or 0, image_size or 0, 3), dtype=np.uint8)
+    first = images[0].shape
+    for path, image in zip(paths, images, strict=True):
+        if image.shape != first:
+            raise DataError(f"The images differ in size ({paths[0]} is {first[1]}x{first[0]}, {path} is "
+                            f"{image.shape[1]}x{image.shape[0]}): set `dataset.image_size=N` to resize them to NxN.")
+    return np.stack(images)
+
+
+def read_image_tree(spec: DatasetSpec, title: str, how: str,
+                    expected_classes: tuple[str, ...] | None = None) -> ImageArrays:
+    """Decode (or read from the cache) the images of `spec.root` that the run keeps."""
+    root = data_root(spec)
+    tree = scan_tree(root, title, how, expected_classes)
+    notes = []
+    train, test = tree.train, tree.test
+    if test is None:
+        labels = np.array([label for _, label in train])
+        tr, te = stratified_split(labels, spec.test_fraction, generator(DATA_SEED, f"{spec.name}/split"))
+        train, test = [train[i] for i in tr], [train[i] for i in te]
+        notes.append(f"{spec.name}: {root} has no labelled test/<class>/ images, so a seeded stratified "
+                     f"test split of {len(te)} of {len(labels)} train/ images (dataset.test_fraction="
+                     f"{spec.test_fraction}) is held out")
+    # decode only what the run keeps; load_dataset's caps then find nothing more to cut
+    tr, te = cap_indices(len(train), len(test), spec)
+    train, test = [train[i] for i in tr], [test[i] for i in te]
+    train_paths, test_paths = [p for p, _ in train], [p for p, _ in test]
+    size = spec.image_size
+    settings = f"size={size}|classes={','.join(tree.class_names)}"
+    key = files_key(root, [train_paths, test_paths], settings)
+    # one cache slot per (data set, size, selection rule): a changed tree overwrites its slot
+    rule = f"{tree.test is None}|{spec.test_fraction}|{spec.max_train}|{spec.max_test}"
+    filename = f"{spec.name}-{size or 'native'}px-{hashlib.sha256(rule.encode()).hexdigest()[:10]}.npz"
+    dirs = cache_dirs(root, spec.cache_dir)
+    cached = read_cache(dirs, filename, key) if spec.cache else None
+    if cached is not None:
+        arrays, path = cached
+        x_train, x_test = arrays["x_train"], arrays["x_test"]
+        notes.append(f"{spec.name}: read {len(x_train) + len(x_test)} decoded images from the cache {path} "
+                     "(the image files are unchanged since it was written)")
+    else:
+        tic = time.perf_counter()
+        x_train = decode_images(train_paths, size)
+        x_test = decode_images(test_paths, size) if test_paths else np.zeros((0, *x_train.shape[1:]), np.uint8)
+        if len(x_test) and len(x_train) and x_test.shape[1:] != x_train.shape[1:]:
+            raise DataError(f"The test images ({x_test.shape[2]}x{x_test.shape[1]}) differ in size from the train "
+                            f"images ({x_train.shape[2]}x{x_train.shape[1]}) under {root}: set `dataset.image_size=N`.")
+        seconds = time.perf_counter() - tic
+        written = write_cache(dirs, filename, key, {"x_train": x_train, "x_test": x_test}) if spec.cache else None
+        done = f"{spec.name}: decoded {len(x_train) + len(x_test)} images from {root} in {seconds:.1f} s"
+        if written is not None:
+            notes.append(f"{done} and cached them in {written}")
+        elif spec.cache:
+            notes.append(f"{done}; no cache could be written in {' or '.join(map(str, dirs))}")
+        else:
+            notes.append(f"{done} (dataset.cache=false)")
+    y_train = np.array([label for _, label in train], dtype=np.int64)
+    y_test = np.array([label for _, label in test], dtype=np.int64)
+    return ImageArrays(x_train, y_train, x_test, y_test, tree.class_names, notes)
+
+
+def load_imagefolder(spec: DatasetSpec) -> DataBundle:
+    """Any `train/<class>/*` (+ optional `test/<class>/*`) tree of image files, as RGB images."""
+    how = ("put the images in train/<class>/ (and optionally test/<class>/) folders there, "
+           "or point `dataset.root` at such a folder")
+    return images_to_bundle(read_image_tree(spec, "Image folder", how), spec)
+
+
+def load_miotcd(spec: DatasetSpec) -> DataBundle:
+    """MIO-TCD classification: 11 classes of traffic images of varying size, resized to `dataset.image_size`.
+
+    It ships no labelled test split (its test/ images are unlabelled), so one is held out of train/.
+    """
+    if spec.image_size is None:
+        raise ConfigError("`dataset.image_size=None` is not allowed for miotcd: its images vary in size, so give "
+                          "a size N to resize them to NxN (its config uses 64).")
+    return images_to_bundle(read_image_tree(spec, "MIO-TCD", MIOTCD_HOW, MIOTCD_CLASSES), spec)
