@@ -50,7 +50,9 @@ def images_to_bundle(arrays: ImageArrays, spec: DatasetSpec) -> DataBundle:
     """
     train_idx, test_idx = cap_indices(len(arrays.y_train), len(arrays.y_test), spec)
     n_train = len(train_idx)
-    both, stats = standardise_images(np.concatenate([arrays.x_train[train_idx], arrays.x_test[test_idx]]))
+    kept = [x if len(idx) == len(x) else x[idx]  # all kept: no fancy-index copy
+            for x, idx in ((arrays.x_train, train_idx), (arrays.x_test, test_idx))]
+    both, stats = standardise_images(np.concatenate(kept))
     size = spec.image_size
     if size is not None and tuple(both.shape[2:]) != (size, size):
         # a convex combination of pixels: the statistics removed stay exact for the resized images

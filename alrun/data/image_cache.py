@@ -25,11 +25,14 @@ def files_key(root: Path, groups: Sequence[Sequence[str]], settings: str) -> str
     """SHA-256 hex of `settings` and, per group (e.g. train files, then test files), every file's
     relative path, size and mtime in the order given."""
     digest = hashlib.sha256(f"alrun-image-cache/{FORMAT_VERSION}/{settings}".encode())
+    prefix = os.path.join(str(root), "")
     for group in groups:
         digest.update(b"\0group\n")
         for path in group:
             stat = os.stat(path)
-            digest.update(f"{os.path.relpath(path, root)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+            # a prefix cut, not os.path.relpath, which costs seconds on 60,000 paths
+            rel = path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, root)
+            digest.update(f"{rel}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 
