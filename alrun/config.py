@@ -22,6 +22,7 @@ HEURISTICS = (
     "mean_std",
 )
 MODELS = ("auto", "mlp", "gal_cnn", "vgg16")
+BACKBONES = ("efficientnet_lite0", "resnet18", "resnet50", "vgg16")  # alrun.backbones.BUILDERS
 OPTIMIZERS = ("adam", "sgd")
 EPOCH_SCHEDULES = ("fixed", "min_updates")
 
@@ -50,6 +51,12 @@ class ModelSpec:
     hidden: int = 128
     pretrained: bool = False
     weights_path: str | None = None
+    # a pretrained image trunk (alrun.backbones) under an MLP head; None: the network of `name` alone
+    backbone: str | None = None
+    finetune: bool = False  # with a backbone: train it too, instead of the head alone on cached features
+    feature_size: int = 128  # the backbone's input size in px (images are resized inside feature extraction)
+    feature_cache: str | None = None  # folder for the frozen backbone's features (None: computed, not stored)
+
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,13 @@ def validate(spec: RunSpec) -> None:
     _check(isinstance(m.dropout, (int, float)) and 0 <= m.dropout < 1, "model.dropout", m.dropout,
            "it must lie in [0, 1)")
     _check(_is_int(m.hidden) and m.hidden >= 1, "model.hidden", m.hidden, "it must be a positive integer")
+    _check(m.backbone is None or m.backbone in BACKBONES, "model.backbone", m.backbone,
+           f"choose one of {', '.join(BACKBONES)} or null")
+    _check(m.backbone is None or m.name in ("auto", "mlp"), "model.name", m.name,
+           "with `model.backbone` set the head is an MLP, so use mlp or auto")
+    _check(isinstance(m.finetune, bool), "model.finetune", m.finetune, "it must be true or false")
+    _check(_is_int(m.feature_size) and m.feature_size >= 32, "model.feature_size", m.feature_size,
+           "it must be an integer of at least 32 (px)")
     _check(_is_int(t.epochs) and t.epochs >= 1, "epochs", t.epochs, "it must be an integer of at least 1")
     _check(t.schedule in EPOCH_SCHEDULES, "train.schedule", t.schedule,
            f"choose one of {', '.join(EPOCH_SCHEDULES)}")

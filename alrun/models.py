@@ -4,8 +4,6 @@ explicit generator, so that it splits into a deterministic trunk and a stochasti
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
@@ -89,27 +87,9 @@ def vgg16(n_classes: int, spec: ModelSpec) -> nn.Sequential:
     With `pretrained`, ImageNet weights come from torchvision's weights API (its usual cache) or
     from `weights_path` (a local state-dict file, for machines without network access).
     """
-    from torchvision.models import VGG16_Weights
-    from torchvision.models import vgg16 as tv_vgg16
+    from alrun.backbones import torchvision_net
 
-    net = tv_vgg16(weights=None)
-    if spec.weights_path:
-        path = Path(spec.weights_path)
-        if not path.is_file():
-            raise ModelError(f"No weights file at {path}: set `model.weights_path` to a VGG-16 state-dict file.")
-        try:
-            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        except Exception as exc:
-            raise ModelError(f"The weights file {path} does not hold VGG-16 weights ({exc}).") from None
-    elif spec.pretrained:
-        try:
-            net = tv_vgg16(weights=VGG16_Weights.IMAGENET1K_V1)
-        except Exception as exc:
-            raise ModelError(
-                "VGG-16 ImageNet weights could not be loaded from torchvision's cache or the network "
-                f"({type(exc).__name__}); put the state dict in $TORCH_HOME/hub/checkpoints or pass "
-                "`model.weights_path=FILE`, or set `model.pretrained=false`."
-            ) from None
+    net = torchvision_net("vgg16", spec)
     classifier = list(net.classifier.children())
     classifier[-1] = nn.Linear(classifier[-1].in_features, n_classes)
     return _seeded_dropouts(nn.Sequential(net.features, net.avgpool, nn.Flatten(), *classifier))
@@ -136,7 +116,9 @@ def vgg16_for_input(model: nn.Sequential, in_channels: int, side: int) -> nn.Seq
 
 
 def resolve_name(spec: ModelSpec, input_shape: tuple[int, ...]) -> str:
-    """`auto` picks an MLP for feature vectors and the Gal CNN for images."""
+    """`auto` picks an MLP for feature vectors and the Gal CNN for images; with a backbone, `<backbone>+mlp`."""
+    if spec.backbone is not None:
+        return f"{spec.backbone}+mlp" + ("/finetune" if spec.finetune else "")
     if spec.name != "auto":
         return spec.name
     return "mlp" if len(input_shape) == 1 else "gal_cnn"
@@ -148,6 +130,8 @@ def build_model(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int, s
     Initial weights are drawn from a generator derived from `seed` (inside a forked RNG scope, so
     the global torch RNG is left as it was).
     """
+    if spec.backbone is not None:
+        return backbone_model(spec, input_shape, n_classes, seed)
     name = resolve_name(spec, input_shape)
     if name != "mlp" and len(input_shape) != 3:
         raise ModelError(
@@ -172,6 +156,32 @@ def build_model(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int, s
         else:  # validated earlier
             raise ModelError(f"`model.name={name}` is not a known model.")
     return model
+
+
+def backbone_model(
+    spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int, seed: int, trunk: nn.Module | None = None
+) -> nn.Sequential:
+    """The dropout MLP head on `spec.backbone`.
+
+    Frozen (`finetune=false`), the data already holds the backbone's features [D] (see
+    :func:`alrun.features.featurize`), so the model is the head alone. Fine-tuned, it is
+    Sequential(FeatureTrunk, *head) on images, with the same initial head for the same seed
+    (the head is drawn first). `trunk` replaces the registry's backbone (tests).
+    """
+    from alrun.backbones import FEATURE_DIMS, build_backbone
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derived_seed(seed, "model/init"))
+        if not spec.finetune:
+            if len(input_shape) != 1:
+                raise ModelError(f"`model.backbone={spec.backbone}` with `model.finetune=false` trains on features, "
+                                 f"but got inputs of shape {list(input_shape)}: pass the data through "
+                                 "alrun.features.featurize first.")
+            return mlp(input_shape[0], n_classes, spec.hidden, spec.dropout)
+        out_features = trunk.out_features if trunk is not None else FEATURE_DIMS[spec.backbone]
+        head = mlp(out_features, n_classes, spec.hidden, spec.dropout)
+        trunk = trunk if trunk is not None else build_backbone(spec)
+    return nn.Sequential(trunk, *head)
 
 
 def split_at_first_dropout(model: nn.Sequential) -> tuple[nn.Sequential, nn.Sequential]:

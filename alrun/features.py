@@ -1,0 +1,221 @@
+"""Frozen-backbone features: computed once per data set, cached on disk, then the head's only input.
+
+With `model.backbone` set and `model.finetune=false`, :func:`featurize` replaces a DataBundle's
+images [N, C, H, W] by the backbone's features [N, D] (train and test alike), so every
+active-learning step trains, and MC-samples, only the dropout MLP head. The features are stored in
+`model.feature_cache` under a key made of the data set (name, root, tensor shapes, a hash of
+the tensors), the backbone, a hash of its weights, the input size and the arithmetic (device
+type, AMP); a change in any of them computes the features anew.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alrun.backbones import IMAGENET_MEAN, IMAGENET_STD, FeatureTrunk, build_backbone
+from alrun.config import DatasetSpec, RunSpec
+from alrun.data.bundle import DataBundle
+from alrun.errors import ModelError
+from alrun.inference import autocast, to_device
+from alrun.seeding import derived_seed
+
+log = logging.getLogger("alrun")
+
+CACHE_VERSION = 1
+# CPU throughput of the backbones measured flat or falling beyond this batch (activations leave the caches)
+CPU_BATCH = 32
+
+Affine = tuple[torch.Tensor, torch.Tensor]
+
+
+def imagenet_affine(bundle: DataBundle) -> Affine | None:
+    """(scale, shift), each [1, C, 1, 1]: x * scale + shift turns the bundle's standardised images into
+    ImageNet-normalised ones, exactly, from `bundle.pixel_stats`; None when those are unknown (the
+    data set's own per-channel standardisation then stands in for ImageNet's).
+
+    Grey images are compared with the mean of ImageNet's three channels.
+    """
+    if bundle.pixel_stats is None:
+        return None
+    channels = bundle.x_train.shape[1]
+    mean, std = (torch.tensor(s, dtype=torch.float32).view(1, -1, 1, 1) for s in bundle.pixel_stats)
+    in_mean, in_std = (torch.tensor(s).view(1, 3, 1, 1) for s in (IMAGENET_MEAN, IMAGENET_STD))
+    if channels == 1:
+        in_mean, in_std = in_mean.mean(dim=1, keepdim=True), in_std.mean(dim=1, keepdim=True)
+    return std / in_std, (mean - in_mean) / in_std
+
+
+def to_imagenet_normalisation(bundle: DataBundle) -> DataBundle:
+    """The bundle with its images in ImageNet normalisation (for a fine-tuned backbone); notes say how."""
+    affine = imagenet_affine(bundle)
+    if affine is None:
+        note = ("images: no pixel statistics from the loader, so the data set's own per-channel "
+                "standardisation stands in for ImageNet's")
+        return DataBundle(bundle.x_train, bundle.y_train, bundle.x_test, bundle.y_test, bundle.class_names,
+                          [*bundle.notes, note])
+    scale, shift = affine
+    mean, std = _imagenet_stats(bundle.x_train.shape[1])
+    return DataBundle(bundle.x_train * scale + shift, bundle.y_train, bundle.x_test * scale + shift, bundle.y_test,
+                      bundle.class_names, [*bundle.notes, "images: mapped to ImageNet normalisation"],
+                      (tuple(mean.tolist()), tuple(std.tolist())))
+
+
+def _imagenet_stats(channels: int) -> torch.Tensor:
+    """[2, C]: ImageNet's mean and std (grey: the mean of its channels)."""
+    stats = torch.tensor([IMAGENET_MEAN, IMAGENET_STD])
+    return stats.mean(dim=1, keepdim=True) if channels == 1 else stats
+
+
+def extract_features(
+    trunk: FeatureTrunk,
+    x: torch.Tensor,
+    device: torch.device,
+    *,
+    batch_size: int = CPU_BATCH,
+    amp: bool = False,
+    affine: Affine | None = None,
+) -> torch.Tensor:
+    """Features [N, D] (float32, CPU) of images x [N, C, H, W] through the frozen `trunk`.
+
+    Batched under inference_mode; the batch is first mapped by `affine` (see :func:`imagenet_affine`).
+    On CUDA: pinned host memory and asynchronous copies, channels_last weights, autocast when `amp`.
+    """
+    trunk = trunk.to(device=device, memory_format=torch.channels_last).eval()
+    if affine is not None:
+        affine = (affine[0].to(device), affine[1].to(device))
+    chunks = []
+    with torch.inference_mode(), autocast(device, amp):
+        for start in range(0, x.shape[0], batch_size):
+            xb = to_device(x[start : start + batch_size], device)
+            if affine is not None:
+                xb = xb * affine[0] + affine[1]
+            chunks.append(trunk(xb).float())
+    if not chunks:
+        return torch.empty(0, trunk.out_features)
+    return torch.cat(chunks).cpu()
+
+
+def _update_with_tensor(digest: Any, x: torch.Tensor) -> None:
+    digest.update(f"{x.dtype}{list(x.shape)}".encode())
+    x = x.detach().cpu().contiguous().reshape(-1)  # 1-d: a byte view of a 0-d tensor is not allowed
+    if x.numel():
+        digest.update(memoryview(x.view(torch.uint8).numpy()))
+
+
+def tensor_hash(*tensors: torch.Tensor) -> str:
+    """A content hash of tensors (dtype, shape and every byte)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for x in tensors:
+        _update_with_tensor(digest, x)
+    return digest.hexdigest()
+
+
+def weights_hash(module: torch.nn.Module) -> str:
+    """A content hash of a module's parameters and buffers (names included)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, value in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        _update_with_tensor(digest, value)
+    return digest.hexdigest()
+
+
+def cache_identity(bundle: DataBundle, dataset: DatasetSpec, trunk: FeatureTrunk, compute: str,
+                   affine: Affine | None) -> dict[str, Any]:
+    """Everything the features depend on, as plain values (stored beside them and compared on read)."""
+    return {
+        "version": CACHE_VERSION,
+        "dataset": dataset.name,
+        "root": str(Path(dataset.root).expanduser().resolve()) if dataset.root else None,
+        "x_train_shape": list(bundle.x_train.shape),
+        "x_test_shape": list(bundle.x_test.shape),
+        "data_hash": tensor_hash(bundle.x_train, bundle.x_test, *(affine or ())),
+        "backbone": trunk.name,
+        "weights_hash": weights_hash(trunk),
+        "feature_size": trunk.size,
+        "compute": compute,
+    }
+
+
+def cache_path(cache_dir: Path, identity: dict[str, Any]) -> Path:
+    """`<dataset>-<backbone>-<size>px-<key>.pt`, the key a hash of the whole identity."""
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+    return cache_dir / f"{identity['dataset']}-{identity['backbone']}-{identity['feature_size']}px-{key}.pt"
+
+
+def _read_cache(path: Path, identity: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: compute again and overwrite it
+        log.warning("ignoring the unreadable feature cache %s (%s)", path, exc)
+        return None
+    if stored.get("identity") != identity:
+        return None
+    return stored["x_train"], stored["x_test"]
+
+
+def _write_cache(path: Path, identity: dict[str, Any], f_train: torch.Tensor, f_test: torch.Tensor) -> None:
+    """Write to a temporary name and rename, so a killed run never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save({"identity": identity, "x_train": f_train, "x_test": f_test}, tmp)
+    os.replace(tmp, path)
+
+
+def featurize(bundle: DataBundle, spec: RunSpec, device: torch.device) -> DataBundle:
+    """The bundle as the model sees it.
+
+    No backbone: unchanged. A fine-tuned backbone: images in ImageNet normalisation. A frozen
+    backbone: x_train / x_test replaced by its features [N, D], read from the cache when there is
+    one; `notes` say which, with the extraction speed when features were computed.
+    """
+    model = spec.model
+    if model.backbone is None:
+        return bundle
+    shape = tuple(bundle.x_train.shape)
+    if len(shape) != 4 or shape[1] not in (1, 3):
+        raise ModelError(f"`model.backbone={model.backbone}` needs images with 1 or 3 channels, but the data set "
+                         f"holds items of shape {list(shape[1:])}.")
+    if model.finetune:
+        return to_imagenet_normalisation(bundle)
+    # random weights (pretrained=false) are the same for every job: a fixed seed, not the job's
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derived_seed(0, "backbone/init"))
+        trunk = build_backbone(model)
+    affine = imagenet_affine(bundle)
+    amp = spec.amp and device.type == "cuda"
+    compute = f"{device.type}-{'amp' if amp else 'fp32'}"
+    notes = list(bundle.notes)
+    if affine is None:
+        notes.append("features: no pixel statistics from the loader, so the data set's own per-channel "
+                     "standardisation stands in for ImageNet's")
+    path = None
+    if model.feature_cache:
+        identity = cache_identity(bundle, spec.dataset, trunk, compute, affine)
+        path = cache_path(Path(model.feature_cache).expanduser(), identity)
+        cached = _read_cache(path, identity) if path.is_file() else None
+        if cached is not None:
+            notes.append(f"features: read {model.backbone} features {list(cached[0].shape[1:])} from the cache {path}")
+            return DataBundle(cached[0], bundle.y_train, cached[1], bundle.y_test, bundle.class_names, notes)
+    n = shape[0] + len(bundle.x_test)
+    log.info("computing %s features of %d images at %d px on %s", model.backbone, n, model.feature_size, device)
+    batch_size = spec.inference_batch_size if device.type == "cuda" else min(CPU_BATCH, spec.inference_batch_size)
+    tic = time.perf_counter()
+    f_train = extract_features(trunk, bundle.x_train, device, batch_size=batch_size, amp=amp, affine=affine)
+    f_test = extract_features(trunk, bundle.x_test, device, batch_size=batch_size, amp=amp, affine=affine)
+    seconds = time.perf_counter() - tic
+    notes.append(f"features: computed {model.backbone} features {list(f_train.shape[1:])} of {n} images at "
+                 f"{model.feature_size} px on {device} in {seconds:.1f} s ({n / max(seconds, 1e-9):.0f} images/s)")
+    if path is not None:
+        _write_cache(path, identity, f_train, f_test)
+        notes.append(f"features: wrote the cache {path}")
+    else:
+        notes.append("features: not stored (model.feature_cache is null)")
+    return DataBundle(f_train, bundle.y_train, f_test, bundle.y_test, bundle.class_names, notes)
