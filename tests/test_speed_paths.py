@@ -1,0 +1,95 @@
+"""The fast paths give the same answers as the plain ones: dropout masks, repeated heads, float32 scores,
+and the benchmark runner's bookkeeping (no timings are asserted anywhere)."""
+
+import math
+
+import pytest
+import torch
+
+from alrun import heuristics
+from alrun.models import SeededDropout, scaled_keep_mask
+
+
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.5, 0.9])
+def test_keep_mask_values_and_rate(p):
+    keep = 1 - p
+    mask = scaled_keep_mask((200, 500), keep, torch.Generator().manual_seed(0), torch.float32, torch.device("cpu"))
+    assert mask.shape == (200, 500) and mask.dtype == torch.float32
+    values = mask.unique().tolist()
+    assert values == [0.0, pytest.approx(1 / keep)]
+    rate = (mask > 0).double().mean().item()
+    sigma = math.sqrt(keep * (1 - keep) / mask.numel())
+    assert abs(rate - keep) < 5 * sigma + 2**-16
+
+
+def test_keep_mask_is_seeded_and_draws_all_16_bit_values():
+    a = scaled_keep_mask((7, 9), 0.5, torch.Generator().manual_seed(3), torch.float64, torch.device("cpu"))
+    b = scaled_keep_mask((7, 9), 0.5, torch.Generator().manual_seed(3), torch.float64, torch.device("cpu"))
+    c = scaled_keep_mask((7, 9), 0.5, torch.Generator().manual_seed(4), torch.float64, torch.device("cpu"))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    # keep so close to 1 that the 16-bit threshold would overflow: every unit is kept
+    assert torch.equal(scaled_keep_mask((5,), 1 - 1e-7, None, torch.float32, torch.device("cpu")),
+                       torch.full((5,), 1 / (1 - 1e-7)))
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_forward_repeated_equals_forward_on_the_repeated_input(shared):
+    layer = SeededDropout(0.3).train()
+    x = torch.randn(4, 6, generator=torch.Generator().manual_seed(0))
+    t = 5
+    layer.shared_mask_samples = t if shared else None
+    layer.generator = torch.Generator().manual_seed(9)
+    fast = layer.forward_repeated(x, t)
+    layer.reset_shared_masks()
+    layer.generator = torch.Generator().manual_seed(9)
+    plain = layer(x.repeat_interleave(t, dim=0))
+    assert fast.shape == (4 * t, 6)
+    assert torch.allclose(fast, plain, rtol=0, atol=1e-7)
+    assert (fast == 0).any()
+    layer.eval()
+    assert torch.equal(layer.forward_repeated(x, t), x.repeat_interleave(t, dim=0))
+
+
+def test_forward_repeated_keeps_gradients():
+    layer = SeededDropout(0.5).train()
+    x = torch.randn(3, 4, requires_grad=True)
+    layer.forward_repeated(x, 2).sum().backward()
+    assert x.grad is not None and x.grad.shape == (3, 4)
+
+
+def _probs(dtype, n=300, c=6, t=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    scale = torch.rand(n, 1, 1, generator=g, dtype=torch.float64) * 30
+    logits = torch.randn(n, c, t, generator=g, dtype=torch.float64) * scale
+    return logits.softmax(dim=1).to(dtype)  # some entries underflow to exactly 0 in float32
+
+
+@pytest.mark.parametrize("name", ["bald", "entropy"])
+def test_float32_scores_match_float64(name):
+    p32 = _probs(torch.float32)
+    assert (p32 == 0).any()
+    fn = heuristics.get(name)
+    s32, s64 = fn(p32), fn(p32.double())
+    assert s32.dtype == torch.float32 and torch.isfinite(s32).all()
+    assert torch.allclose(s32.double(), s64, rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("name", ["bald", "entropy"])
+def test_internal_chunks_do_not_change_scores(name, monkeypatch):
+    probs = _probs(torch.float64, n=50)
+    whole = heuristics.get(name)(probs)
+    monkeypatch.setattr(heuristics, "_CHUNK_ENTRIES", 100)  # two items per chunk
+    assert torch.equal(heuristics.get(name)(probs), whole)
+
+
+def test_benchmark_runner_finds_modules_and_formats_rows():
+    from benchmarks import run
+
+    names = run.discover()
+    assert names[:3] == ["bench_inference", "bench_scoring", "bench_step"]
+    r = {"name": "x", "alrun_s": 0.5, "peer_s": 6.0, "speedup": 12.0, "alrun items/s": 2000.0, "config": "T=20"}
+    assert run.line(r) == "x: alrun 0.500 s, baal 6.000 s, speedup 12.0x"
+    md = run.markdown([r], ["bench_y: RuntimeError: boom"], {"cpu": "test cpu"}, "python -m benchmarks.run",
+                      "2026-01-01 00:00", 1.0, "0.00, 0.00, 0.00")
+    assert "| x | 0.5 | baal | 6 | 12.0x | alrun items/s: 2000; config: T=20 |" in md
+    assert "- cpu: test cpu" in md and "bench_y: RuntimeError: boom" in md
