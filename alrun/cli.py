@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,35 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
+def job_index(hydra_cfg: DictConfig) -> int:
+    """The job's number in the sweep (`hydra.job.num`; 0 for a single run)."""
+    return int(OmegaConf.select(hydra_cfg, "job.num", default=0) or 0)
+
+
+def under_submitit(hydra_cfg: DictConfig) -> bool:
+    """Whether this job was started by a submitit launcher (its own process, maybe on another host)."""
+    return "submitit" in str(OmegaConf.select(hydra_cfg, "launcher._target_", default=""))
+
+
+def stop(message: str, out_dir: Path, hydra_cfg: DictConfig) -> dict[str, Any]:
+    """A user-facing error in a job: one sentence, and the run stops (exit 2).
+
+    Under submitit the job is a process of its own whose exit would reach the submit host only as
+    a traceback, so there the job prints the sentence to its log, records it in `error.txt` and a
+    `failed` marker (when the folder is writable), and the report callback repeats it on the
+    submit host.
+    """
+    if not under_submitit(hydra_cfg):
+        fail(message)
+    print(f"alrun: error: {message}", file=sys.stderr)
+    try:
+        atomic_write_text(out_dir / "error.txt", f"alrun: error: {message}\n")
+        atomic_write_text(out_dir / "failed", "")
+    except AlrunError:
+        pass  # the folder itself cannot be written: the sentence is in this job's log
+    return {"status": "error", "message": message, "dir": str(out_dir)}
+
+
 def job_settings(spec: RunSpec, input_shape: tuple[int, ...]) -> dict[str, Any]:
     """The settings every job records (the report groups by those that vary)."""
     from alrun.models import resolve_name
@@ -60,25 +90,36 @@ def job_settings(spec: RunSpec, input_shape: tuple[int, ...]) -> dict[str, Any]:
 
 def task(cfg: DictConfig) -> dict[str, Any]:
     """One job of the sweep (or the single run)."""
+    import torch
+
+    from alrun.devices import choose_device
     from alrun.loop import ActiveLearningJob, column_name
     from alrun.progress import job_progress
 
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
+    cpus = OmegaConf.select(hydra_cfg, "launcher.cpus_per_task", default=None)
+    if cpus:  # submitit: the job's share of the CPU (submitit_local starts every job at once on one machine)
+        torch.set_num_threads(int(cpus))
     plain = OmegaConf.to_container(cfg, resolve=True)
     report_sizes = (plain.get("report") or {}).get("sizes")
     try:
         spec = run_spec_from_dict(plain)
+        # jobs sharing a machine with several GPUs are spread over them by their number in the sweep
+        spec = replace(spec, device=choose_device(spec.device, job_index(hydra_cfg)))
         job = ActiveLearningJob(spec, out_dir)
     except AlrunError as exc:
-        fail(str(exc))
+        return stop(str(exc), out_dir, hydra_cfg)
     overrides = dict(o.split("=", 1) for o in hydra_cfg.overrides.task if "=" in o)
     settings = job_settings(spec, job.data.bundle.input_shape)
-    atomic_write_text(out_dir / "job.json", json.dumps(
-        {"overrides": {k.lstrip("+~"): v for k, v in overrides.items()}, "settings": settings,
-         "report_sizes": report_sizes, "study": plain.get("study"),
-         "reduced_classes": [column_name(job.data.bundle.class_names[c]) for c in job.data.reduced_classes]},
-        indent=2))
+    try:
+        atomic_write_text(out_dir / "job.json", json.dumps(
+            {"overrides": {k.lstrip("+~"): v for k, v in overrides.items()}, "settings": settings,
+             "report_sizes": report_sizes, "study": plain.get("study"),
+             "reduced_classes": [column_name(job.data.bundle.class_names[c]) for c in job.data.reduced_classes]},
+            indent=2))
+    except AlrunError as exc:
+        return stop(str(exc), out_dir, hydra_cfg)
     for note in job.data.bundle.notes:
         log.info(note)
     title = " ".join(f"{k}={v}" for k, v in overrides.items()) or f"{spec.heuristic} seed={spec.seed}"
@@ -86,13 +127,17 @@ def task(cfg: DictConfig) -> dict[str, Any]:
         with job_progress(title) as on_step:
             job.run(on_step)
     except AlrunError as exc:
-        fail(str(exc))
+        return stop(str(exc), out_dir, hydra_cfg)
     except Exception as exc:  # a crash in one job must not stop the others
-        atomic_write_text(out_dir / "error.txt", traceback.format_exc())
-        atomic_write_text(out_dir / "failed", "")
+        try:
+            atomic_write_text(out_dir / "error.txt", traceback.format_exc())
+            atomic_write_text(out_dir / "failed", "")
+        except AlrunError as write_error:
+            return stop(str(write_error), out_dir, hydra_cfg)
         log.error("job %s failed: %s (traceback in %s)", title, exc, out_dir / "error.txt")
         return {"status": "failed", "dir": str(out_dir)}
-    (out_dir / "failed").unlink(missing_ok=True)
+    for stale in ("failed", "error.txt"):  # an earlier attempt's failure, now resumed and finished
+        (out_dir / stale).unlink(missing_ok=True)
     return {"status": "done", "dir": str(out_dir)}
 
 

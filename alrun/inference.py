@@ -8,12 +8,39 @@ is held unless a caller asks for it (:func:`mc_probs`, for batch methods).
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from alrun.errors import ModelError
 from alrun.models import dropout_layers, mc_mode, set_dropout_generator, split_at_first_dropout
+
+log = logging.getLogger("alrun")
+
+
+@dataclass
+class InferenceBatch:
+    """A job's inference batch size (items per chunk): halved when the GPU runs out of memory, and
+    kept halved, so one job shares it across all its inference calls and says so once."""
+
+    size: int
+    halved: bool = False
+
+    def halve(self) -> None:
+        """Halve the size after an out-of-memory error; one log line the first time."""
+        if self.size <= 1:
+            raise ModelError(
+                "The GPU ran out of memory during inference even with a batch of 1 item; "
+                "use a smaller model or image size, amp=true, or device=cpu."
+            )
+        self.size = max(1, self.size // 2)
+        if not self.halved:
+            log.warning("The GPU ran out of memory during MC-Dropout inference, so the inference batch is halved "
+                        "to %d items (again if needed) and the job goes on.", self.size)
+        self.halved = True
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -38,7 +65,7 @@ def mc_prob_chunks(
     x: torch.Tensor,
     n_samples: int,
     *,
-    batch_size: int = 512,
+    batch_size: int | InferenceBatch = 512,
     generator: torch.Generator | None = None,
     consistent: bool = False,
     amp: bool = False,
@@ -50,6 +77,9 @@ def mc_prob_chunks(
     repeated trunk output. Exact: the same masks give the same probabilities as T full passes.
     `consistent` shares one dropout mask per sample t across all N items (BatchBALD needs it).
     `split=False` runs the whole network T times (the reference the split is tested against).
+    A CUDA out-of-memory error halves `batch_size` (pass an InferenceBatch to keep the halved
+    size for later calls) and retries the chunk from the same generator state, so the result
+    equals a run started with the smaller batch.
     """
     device = next(model.parameters()).device
     trunk, head = split_at_first_dropout(model) if split else (torch.nn.Sequential(), model)
@@ -59,19 +89,42 @@ def mc_prob_chunks(
     for layer in layers:
         layer.shared_mask_samples = n_samples if consistent else None
         layer.reset_shared_masks()
-    # with an empty trunk the whole network runs T times per item: keep the rows per call bounded
-    step = batch_size if len(trunk) else max(1, batch_size // n_samples)
+    batch = batch_size if isinstance(batch_size, InferenceBatch) else InferenceBatch(batch_size)
+
+    def chunk_probs(start: int, step: int) -> torch.Tensor:
+        xb = to_device(x[start : start + step], device)
+        features = trunk(xb) if len(trunk) else xb
+        b = features.shape[0]
+        # [B, ...] -> [B * T, ...], T consecutive rows per item
+        repeated = features.unsqueeze(1).expand(b, n_samples, *features.shape[1:])
+        logits = head(repeated.reshape(b * n_samples, *features.shape[1:]))
+        probs_btc = logits.float().softmax(dim=-1).view(b, n_samples, -1)
+        return probs_btc.permute(0, 2, 1)
+
     try:
         with torch.inference_mode(), autocast(device, amp):
-            for start in range(0, x.shape[0], step):
-                xb = to_device(x[start : start + step], device)
-                features = trunk(xb) if len(trunk) else xb
-                b = features.shape[0]
-                # [B, ...] -> [B * T, ...], T consecutive rows per item
-                repeated = features.unsqueeze(1).expand(b, n_samples, *features.shape[1:])
-                logits = head(repeated.reshape(b * n_samples, *features.shape[1:]))
-                probs_btc = logits.float().softmax(dim=-1).view(b, n_samples, -1)
-                yield probs_btc.permute(0, 2, 1)
+            start = 0
+            while start < x.shape[0]:
+                # with an empty trunk the whole network runs T times per item: keep the rows per call bounded
+                step = batch.size if len(trunk) else max(1, batch.size // n_samples)
+                rng_state = generator.get_state() if generator is not None else None
+                try:
+                    probs_bct = chunk_probs(start, step)
+                except torch.cuda.OutOfMemoryError:
+                    probs_bct = None  # handled below, once the failed chunk's tensors are released
+                if probs_bct is None:
+                    # retry the same items with half the batch, drawing the same masks again
+                    if rng_state is not None:
+                        generator.set_state(rng_state)
+                    if start == 0:  # consistent masks are drawn with the first chunk
+                        for layer in layers:
+                            layer.reset_shared_masks()
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    batch.halve()
+                    continue
+                yield probs_bct
+                start += probs_bct.shape[0]
     finally:
         for layer in layers:
             layer.shared_mask_samples = None

@@ -23,12 +23,13 @@ import torch
 
 from alrun.acquisition import acquire
 from alrun.active_set import ActiveSet
-from alrun.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from alrun.checkpoint import atomic_write_text, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from alrun.config import RunSpec, check_against_data
 from alrun.data import DataBundle, load_dataset
 from alrun.data.pathologies import corrupt_labels, imbalance_indices
+from alrun.devices import resolve_device
 from alrun.errors import ConfigError
-from alrun.features import featurize
+from alrun.inference import InferenceBatch
 from alrun.models import build_model
 from alrun.seeding import generator
 from alrun.training import evaluate, fit
@@ -36,16 +37,6 @@ from alrun.training import evaluate, fit
 log = logging.getLogger("alrun")
 
 StepCallback = Callable[[dict[str, Any], int], None]
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` is the first CUDA device when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"`device={name}` is not allowed: this machine has no CUDA device (use auto or cpu).")
-    return device
 
 
 def column_name(class_name: str) -> str:
@@ -75,7 +66,6 @@ def prepare_data(spec: RunSpec, bundle: DataBundle | None = None) -> PreparedDat
     bundle = bundle if bundle is not None else load_dataset(spec.dataset)
     n_classes = bundle.n_classes
     check_against_data(spec, len(bundle.y_train), n_classes)
-    bundle = featurize(bundle, spec, resolve_device(spec.device))  # a frozen backbone: images -> cached features
     if spec.imbalance_classes:
         eligible, reduced = imbalance_indices(
             bundle.y_train, spec.imbalance_classes, spec.imbalance_keep, n_classes,
@@ -112,7 +102,9 @@ class ActiveLearningJob:
         reachable = min(s.max_labelled, len(self.data.eligible))
         return 1 + max(0, -(-(reachable - s.initial_labelled) // s.query_size))
 
-    def _initial_state(self) -> tuple[ActiveSet, list[dict[str, Any]]]:
+    def _initial_state(self) -> tuple[ActiveSet, list[dict[str, Any]], bool]:
+        """(labelled set, rows so far, whether the last step was the final one) from the newest good
+        checkpoint, or the seeded initial labels."""
         active = ActiveSet(self.data.eligible, len(self.data.bundle.y_train))
         state = load_checkpoint(self.checkpoint_path)
         fingerprint = spec_fingerprint(self.spec)
@@ -124,15 +116,17 @@ class ActiveLearningJob:
                 )
             active.label(np.asarray(state["labelled"], dtype=np.int64))
             log.info("resuming %s after %d finished steps", self.out_dir, len(state["rows"]))
-            return active, list(state["rows"])
+            return active, list(state["rows"]), bool(state.get("finished", False))
         perm = torch.randperm(len(self.data.eligible), generator=generator(self.spec.seed, "initial")).numpy()
         active.label(self.data.eligible[perm[: self.spec.initial_labelled]])
-        return active, []
+        return active, [], False
 
-    def _save(self, active: ActiveSet, rows: list[dict[str, Any]]) -> None:
+    def _save(self, active: ActiveSet, rows: list[dict[str, Any]], finished: bool) -> None:
+        # the checkpoint first: steps.csv is always rebuilt from it, so a kill between the two is harmless
         save_checkpoint(
             self.checkpoint_path,
-            {"fingerprint": spec_fingerprint(self.spec), "labelled": active.labelled_indices.tolist(), "rows": rows},
+            {"fingerprint": spec_fingerprint(self.spec), "labelled": active.labelled_indices.tolist(), "rows": rows,
+             "finished": finished},
         )
         atomic_write_text(self.steps_path, pd.DataFrame(rows).to_csv(index=False))
 
@@ -140,9 +134,14 @@ class ActiveLearningJob:
         """Run (or resume) the job to the end; returns the rows of steps.csv."""
         spec, data, device = self.spec, self.data, self.device
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.out_dir)
         atomic_write_text(self.out_dir / "spec.json", json.dumps(asdict(spec), indent=2, default=str))
-        active, rows = self._initial_state()
+        active, rows, finished = self._initial_state()
         if self.done_path.exists():
+            return pd.read_csv(self.steps_path) if self.steps_path.exists() else pd.DataFrame(rows)
+        if finished:  # killed after the last checkpoint, before `done`: only the files are missing
+            atomic_write_text(self.steps_path, pd.DataFrame(rows).to_csv(index=False))
+            atomic_write_text(self.done_path, "")
             return pd.DataFrame(rows)
         bundle = data.bundle
         x_train = bundle.x_train.to(device) if device.type == "cuda" else bundle.x_train
@@ -153,6 +152,7 @@ class ActiveLearningJob:
             model = model.to(memory_format=torch.channels_last)
         initial_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         amp = spec.amp and device.type == "cuda"
+        inference_batch = InferenceBatch(spec.inference_batch_size)  # halved for the whole job on GPU out-of-memory
         for row in rows:
             if on_step:
                 on_step(row, self.n_steps_total)
@@ -168,7 +168,7 @@ class ActiveLearningJob:
                 generator(spec.seed, f"train/{step}"), generator(spec.seed, f"dropout/{step}", device), amp)
             time_train = time.perf_counter() - tic
             metrics = evaluate(model, x_test, bundle.y_test, spec.mc_samples,
-                               generator(spec.seed, f"eval/{step}", device), spec.inference_batch_size, amp)
+                               generator(spec.seed, f"eval/{step}", device), inference_batch, amp)
             row: dict[str, Any] = {
                 "step": step,
                 "labelled": len(labelled),
@@ -188,13 +188,13 @@ class ActiveLearningJob:
                     min(spec.query_size, room, len(candidates)), spec.mc_samples,
                     mc_generator=generator(spec.seed, f"mc/{step}", device),
                     acquisition_generator=generator(spec.seed, f"acquire/{step}"),
-                    batch_size=spec.inference_batch_size, amp=amp,
+                    batch_size=inference_batch, amp=amp,
                 )
                 active.label(ActiveSet.positions_to_indices(candidates, chosen.positions))
                 time_infer, time_acquire = chosen.time_infer, chosen.time_select
             row.update({"time_train": time_train, "time_infer": time_infer, "time_acquire": time_acquire})
             rows.append(row)
-            self._save(active, rows)
+            self._save(active, rows, finished=room <= 0)
             if on_step:
                 on_step(row, self.n_steps_total)
             if room <= 0:

@@ -59,6 +59,17 @@ def print_report(report: Report, folder: Path) -> None:
         for row in frame.itertuples(index=False):
             table.add_row(*(str(v) for v in row))
         out.print(table)
-    if report.failed_jobs:
-        out.print(f"[red]{len(report.failed_jobs)} job(s) failed:[/red] {', '.join(report.failed_jobs)}")
+    print_failures(report.failed_jobs, folder, out)
     out.print(f"Results in [bold]{folder}[/bold]: summary.csv, table.md, table.csv, curves.png")
+
+
+def print_failures(failed: list[str], folder: Path, out: Console | None = None) -> None:
+    """Name each failed job with the last line of its error.txt (the rest of the sweep is reported)."""
+    from alrun.report import failure_reason
+
+    if not failed:
+        return
+    out = out or Console()
+    out.print(f"[red]{len(failed)} job(s) failed:[/red]")
+    for job in failed:
+        out.print(f"  {job}: {failure_reason(Path(folder) / job)}", markup=False, highlight=False)

@@ -62,6 +62,21 @@ def _read_job(job_dir: Path, sweep_dir: Path) -> pd.DataFrame | None:
     return steps
 
 
+def failed_jobs(sweep_dir: Path) -> list[str]:
+    """Job folders under `sweep_dir` (relative names) that hold a `failed` marker."""
+    sweep_dir = Path(sweep_dir)
+    return sorted(str(p.parent.relative_to(sweep_dir)) for p in sweep_dir.rglob("failed"))
+
+
+def failure_reason(job_dir: Path) -> str:
+    """The last line of a failed job's error.txt: its one-sentence error or the exception it raised."""
+    try:
+        lines = [line for line in (Path(job_dir) / "error.txt").read_text().splitlines() if line.strip()]
+    except OSError:
+        return "no error.txt"
+    return lines[-1].strip() if lines else "empty error.txt"
+
+
 def collect(sweep_dir: Path) -> tuple[pd.DataFrame, list[str]]:
     """(every step of every job under `sweep_dir`, names of job folders that failed)."""
     sweep_dir = Path(sweep_dir)
@@ -70,7 +85,7 @@ def collect(sweep_dir: Path) -> tuple[pd.DataFrame, list[str]]:
         frame = _read_job(steps_path.parent, sweep_dir)
         if frame is not None:
             frames.append(frame)
-    failed = sorted(str(p.parent.relative_to(sweep_dir)) for p in sweep_dir.rglob("failed"))
+    failed = failed_jobs(sweep_dir)
     if not frames:
         return pd.DataFrame(), failed
     return pd.concat(frames, ignore_index=True, sort=False), failed
@@ -273,7 +288,8 @@ def write_report(sweep_dir: Path, sizes: list[int] | None = None) -> Report | No
         sections.append(f"## {title}\n")
         sections.append(to_markdown(frame))
     if failed:
-        sections.append(f"\nFailed jobs (see their `error.txt`): {', '.join(failed)}\n")
+        sections.append("\nFailed jobs (their `error.txt` has the details):\n")
+        sections.extend(f"- {job}: {failure_reason(sweep_dir / job)}" for job in failed)
     markdown = "\n".join(sections)
     atomic_write_text(sweep_dir / "table.md", markdown)
     plot_curves(summary, groups, sweep_dir / "curves.png")

@@ -11,7 +11,7 @@ from sklearn.metrics import f1_score
 from torch import nn
 
 from alrun.config import TrainSpec
-from alrun.inference import autocast, predictive_mean, to_device
+from alrun.inference import InferenceBatch, autocast, predictive_mean, to_device
 from alrun.models import set_dropout_generator
 
 
@@ -100,7 +100,7 @@ def evaluate(
     labels: np.ndarray,
     n_samples: int,
     generator: torch.Generator | None,
-    batch_size: int = 512,
+    batch_size: int | InferenceBatch = 512,
     amp: bool = False,
 ) -> Evaluation:
     """Metrics of the MC-averaged predictive (T = n_samples dropout samples) on a test set."""

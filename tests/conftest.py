@@ -32,3 +32,17 @@ def steps_without_timings(path: Path) -> pd.DataFrame:
 @pytest.fixture
 def alrun_runner():
     return run_alrun
+
+
+# one torch thread per process for the runs below: they share 2 cores with other tests, and torch's
+# threads then spend far more time waiting for each other than computing
+THREADS = {"OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="session")
+def smoke_reference(tmp_path_factory) -> Path:
+    """The sweep `alrun scale=smoke heuristic=bald seed=0,1` with the basic launcher, run once per session:
+    the launcher and fault tests compare their runs with it."""
+    cwd = tmp_path_factory.mktemp("reference")
+    run_alrun(["scale=smoke", "heuristic=bald", "seed=0,1", f"hydra.sweep.dir={cwd / 'sweep'}"], cwd, env=THREADS)
+    return cwd / "sweep"
