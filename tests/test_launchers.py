@@ -4,6 +4,8 @@ smoke_reference)."""
 
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 import pytest
 
@@ -54,3 +56,36 @@ def test_table_equals_the_basic_launcher(launched, smoke_reference):
     pd.testing.assert_frame_equal(table, pd.read_csv(smoke_reference / "table.csv"))
     assert (table["n"] == 2).all()
     assert "(2)" in (sweep / "table.md").read_text()
+
+
+def test_slurm_launcher_config_makes_the_sbatch_script(tmp_path, monkeypatch):
+    """`hydra/launcher=slurm` with the README's overrides gives the sbatch options it promises. No cluster
+    here: the parameters go through submitit's own SLURM executor (as hydra-submitit-launcher passes them)
+    up to the script it would submit; a stand-in `srun` on PATH satisfies its check for a cluster."""
+    submitit = pytest.importorskip("submitit", reason="the `cluster` extra is not installed")
+    from hydra import compose, initialize_config_dir
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from omegaconf import OmegaConf
+
+    from alrun.cli import config_dir
+
+    (tmp_path / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (tmp_path / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    overrides = ["+experiment=noise", "hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                 "hydra.launcher.timeout_min=1440", "hydra.launcher.mem_gb=64"]
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    assert params.pop("_target_").endswith("SlurmLauncher")
+    params.update(name="alrun")
+    executor = submitit.AutoExecutor(folder=tmp_path / "submitit", cluster="slurm",
+                                     slurm_max_num_timeout=params.pop("max_num_timeout"))
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()
+                                  if k != "submitit_folder"})
+    script = executor._executor._make_submission_file_text("python -m submitit.core._submit x", "uid")
+    for line in ("--partition=gpu", "--gpus-per-node=1", "--time=1440", "--mem=64GB", "--cpus-per-task=8",
+                 "--ntasks-per-node=1", "--signal=USR2@120"):
+        assert f"#SBATCH {line}\n" in script
+    assert executor._executor.max_num_timeout == 3  # a job cut at its time limit is requeued and resumes
