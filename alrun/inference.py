@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from alrun.errors import ModelError
-from alrun.models import dropout_layers, mc_mode, set_dropout_generator, split_at_first_dropout
+from alrun.models import SeededDropout, dropout_layers, mc_mode, set_dropout_generator, split_at_first_dropout
 
 log = logging.getLogger("alrun")
 
@@ -90,14 +90,20 @@ def mc_prob_chunks(
         layer.shared_mask_samples = n_samples if consistent else None
         layer.reset_shared_masks()
     batch = batch_size if isinstance(batch_size, InferenceBatch) else InferenceBatch(batch_size)
+    # a head that starts with dropout repeats its input itself, without a [B * T, ...] copy
+    first_dropout = head[0] if len(head) and isinstance(head[0], SeededDropout) else None
+    rest = head[1:] if first_dropout is not None else head
 
     def chunk_probs(start: int, step: int) -> torch.Tensor:
         xb = to_device(x[start : start + step], device)
         features = trunk(xb) if len(trunk) else xb
         b = features.shape[0]
         # [B, ...] -> [B * T, ...], T consecutive rows per item
-        repeated = features.unsqueeze(1).expand(b, n_samples, *features.shape[1:])
-        logits = head(repeated.reshape(b * n_samples, *features.shape[1:]))
+        if first_dropout is not None:
+            logits = rest(first_dropout.forward_repeated(features, n_samples))
+        else:
+            repeated = features.unsqueeze(1).expand(b, n_samples, *features.shape[1:])
+            logits = head(repeated.reshape(b * n_samples, *features.shape[1:]))
         probs_btc = logits.float().softmax(dim=-1).view(b, n_samples, -1)
         return probs_btc.permute(0, 2, 1)
 

@@ -56,6 +56,20 @@ def _stop_after_first_step(row_: dict, n_total: int) -> None:
     raise _FirstStepDone
 
 
+def step_config(quick: bool) -> tuple[RunSpec, DataBundle, str]:
+    """The alrun spec, the data and a one-line description of the step both libraries run."""
+    n_pool, n_test, initial, query, epochs = (2000, 500, 100, 100, 10) if quick else (10_000, 2000, 100, 100, 20)
+    spec = RunSpec(
+        seed=0, heuristic="bald", query_size=query, initial_labelled=initial, max_labelled=initial + query,
+        mc_samples=T, model=ModelSpec(name="gal_cnn", hidden=128, dropout=0.5),
+        train=TrainSpec(epochs=epochs, batch_size=32, optimizer="adam", lr=1e-3), device="cpu",
+        inference_batch_size=INFER_BATCH,
+    )
+    config = (f"Gal CNN, pool {n_pool} x 28x28x1, test {n_test}, labelled {initial} + query {query}, "
+              f"{epochs} epochs, T={T}, BALD")
+    return spec, mnist_shaped(n_pool, n_test), config
+
+
 def run(quick: bool) -> list[dict]:
     require_baal()
     from baal.active import ActiveLearningDataset, ActiveLearningLoop
@@ -64,15 +78,9 @@ def run(quick: bool) -> list[dict]:
     from baal.modelwrapper import ModelWrapper, TrainingArgs
     from baal.utils.metrics import Accuracy
 
-    n_pool, n_test, initial, query, epochs = (2000, 500, 100, 100, 10) if quick else (10_000, 2000, 100, 100, 20)
+    spec, bundle, config = step_config(quick)
+    n_pool, initial, query, epochs = len(bundle.y_train), spec.initial_labelled, spec.query_size, spec.train.epochs
     repeats = 2 if quick else 3
-    bundle = mnist_shaped(n_pool, n_test)
-    spec = RunSpec(
-        seed=0, heuristic="bald", query_size=query, initial_labelled=initial, max_labelled=initial + query,
-        mc_samples=T, model=ModelSpec(name="gal_cnn", hidden=128, dropout=0.5),
-        train=TrainSpec(epochs=epochs, batch_size=32, optimizer="adam", lr=1e-3), device="cpu",
-        inference_batch_size=INFER_BATCH,
-    )
     data = prepare_data(spec, bundle)
     timings: dict[str, float] = {}
 
@@ -124,7 +132,6 @@ def run(quick: bool) -> list[dict]:
             "alrun train / evaluate+other / infer+score / select s": " / ".join(
                 f"{v:.2f}" for v in (timings["time_train"], evaluate_s, timings["time_infer"], timings["time_acquire"])
             ),
-            "config": f"pool {n_pool}, test {n_test}, labelled {initial} + query {query}, {epochs} epochs, "
-                      f"T={T}, BALD, best of {repeats}",
+            "config": f"{config}, best of {repeats}",
         },
     )]
