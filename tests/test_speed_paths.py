@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from alrun import heuristics
+from alrun.acquisition import top_positions
 from alrun.models import SeededDropout, scaled_keep_mask
 
 
@@ -93,3 +94,14 @@ def test_benchmark_runner_finds_modules_and_formats_rows():
                       "2026-01-01 00:00", 1.0, "0.00, 0.00, 0.00")
     assert "| x | 0.5 | baal | 6 | 12.0x | alrun items/s: 2000; config: T=20 |" in md
     assert "- cpu: test cpu" in md and "bench_y: RuntimeError: boom" in md
+
+
+@pytest.mark.parametrize("k", [0, 1, 5, 37, 200, 250])
+def test_top_positions_equal_a_stable_descending_sort(k):
+    g = torch.Generator().manual_seed(k)
+    scores = torch.randint(0, 6, (200,), generator=g).float() / 5  # many ties
+    expected = torch.argsort(scores.double(), descending=True, stable=True)[:k]
+    assert torch.equal(top_positions(scores, k), expected)
+    scores[3] = float("nan")
+    expected = torch.argsort(scores.double(), descending=True, stable=True)[:k]
+    assert torch.equal(top_positions(scores, k), expected)
