@@ -15,7 +15,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run_alrun(args: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `python -m alrun ARGS` in `cwd` (a temporary folder) and return the finished process."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "ALRUN_DATA_DIR": str(cwd / "data"), **(env or {})}
+    # one torch thread per run unless the caller says otherwise: on 2 shared cores, torch's threads
+    # otherwise spend more time waiting for each other than computing
+    full_env = {"OMP_NUM_THREADS": "1", **os.environ, "PYTHONUNBUFFERED": "1", "ALRUN_DATA_DIR": str(cwd / "data"),
+                **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "alrun", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:
