@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from alrun import heuristics
-from alrun.inference import streamed_scores
+from alrun import batch, heuristics
+from alrun.inference import InferenceBatch, mc_probs, streamed_scores
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,21 @@ def acquire(
     acquisition_generator: torch.Generator,
     batch_size: int = 512,
     amp: bool = False,
+    heuristic_params: dict[str, Any] | None = None,
 ) -> Acquisition:
     """Top-`query_size` candidates by `heuristic`, scored from `n_samples` MC-Dropout samples.
 
-    x_candidates: [M, ...]. Model-free heuristics (random) skip inference entirely.
+    x_candidates: [M, ...]. Model-free heuristics (random) skip inference entirely. Batch-aware
+    heuristics (alrun.batch): `batchbald` holds the candidates' probabilities [M, C, T] drawn with
+    consistent masks; the stochastic ones stream their base scores as the per-item heuristics do,
+    then draw the batch. `heuristic_params` are the heuristic's settings (beta, num_samples, ...).
     """
-    score_fn = heuristics.get(heuristic)
+    params = dict(heuristic_params or {})
+    if heuristic == "batchbald":
+        return _acquire_batchbald(model, x_candidates, query_size, n_samples, params, mc_generator=mc_generator,
+                                  acquisition_generator=acquisition_generator, batch_size=batch_size, amp=amp)
+    rule = batch.STOCHASTIC.get(heuristic)
+    score_fn = heuristics.get(rule.base if rule else heuristic)
     tic = time.perf_counter()
     if heuristic in heuristics.MODEL_FREE:
         scores = score_fn(torch.empty(x_candidates.shape[0], 1, 1), generator=acquisition_generator)
@@ -48,6 +58,9 @@ def acquire(
         )
     time_infer = time.perf_counter() - tic
     tic = time.perf_counter()
+    if rule:
+        chosen = batch.stochastic_batch(heuristic, scores, query_size, generator=acquisition_generator, **params)
+        return Acquisition(chosen.indices, time_infer, time.perf_counter() - tic)
     return Acquisition(top_positions(scores, query_size), time_infer, time.perf_counter() - tic)
 
 
@@ -64,3 +77,20 @@ def top_positions(scores: torch.Tensor, k: int) -> torch.Tensor:
             order = torch.argsort(scores[candidates].double(), descending=True, stable=True)
             return candidates[order[:k]]
     return torch.argsort(scores.double(), descending=True, stable=True)[:k]
+
+
+def _acquire_batchbald(model: nn.Sequential, x_candidates: torch.Tensor, query_size: int, n_samples: int,
+                       params: dict[str, Any], *, mc_generator: torch.Generator | None,
+                       acquisition_generator: torch.Generator, batch_size: int | InferenceBatch,
+                       amp: bool) -> Acquisition:
+    """BatchBALD needs every candidate's T samples from the same T models: consistent masks, [M, C, T]."""
+    tic = time.perf_counter()
+    probs = mc_probs(model, x_candidates, n_samples, consistent=True, generator=mc_generator,
+                     batch_size=batch_size, amp=amp)
+    time_infer = time.perf_counter() - tic
+    tic = time.perf_counter()
+    options = {"num_samples": int(params["num_samples"])} if "num_samples" in params else {}
+    if "max_memory_mb" in params:
+        options["max_memory_bytes"] = int(params["max_memory_mb"] * 2**20)
+    chosen = batch.batchbald(probs, query_size, generator=acquisition_generator, **options)
+    return Acquisition(chosen.indices, time_infer, time.perf_counter() - tic)

@@ -20,7 +20,25 @@ HEURISTICS = (
     "least_confidence",
     "variation_ratios",
     "mean_std",
+    # batch-aware (alrun.batch)
+    "batchbald",
+    "power_bald",
+    "power_entropy",
+    "softmax_bald",
+    "softrank_bald",
 )
+# the settings a heuristic takes beside `name` (configs/heuristic/<name>.yaml): key -> (check, what is allowed)
+_BETA = {"beta": (lambda v: _is_number(v) and v >= 0, "a number of at least 0")}
+HEURISTIC_PARAMS: dict[str, dict[str, tuple]] = {
+    "batchbald": {
+        "num_samples": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+        "max_memory_mb": (lambda v: _is_number(v) and v > 0, "a positive number (MiB)"),
+    },
+    "power_bald": _BETA,
+    "power_entropy": _BETA,
+    "softmax_bald": _BETA,
+    "softrank_bald": _BETA,
+}
 MODELS = ("auto", "mlp", "gal_cnn", "vgg16")
 BACKBONES = ("efficientnet_lite0", "resnet18", "resnet50", "vgg16")  # alrun.backbones.BUILDERS
 OPTIMIZERS = ("adam", "sgd")
@@ -108,10 +126,19 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def validate(spec: RunSpec) -> None:
     """Check every value that does not depend on the data; raise ConfigError with one sentence."""
     _check(_is_int(spec.seed), "seed", spec.seed, "it must be an integer")
     _check(spec.heuristic in HEURISTICS, "heuristic", spec.heuristic, f"choose one of {', '.join(HEURISTICS)}")
+    allowed = HEURISTIC_PARAMS.get(spec.heuristic, {})
+    for key, value in spec.heuristic_params.items():
+        _check(key in allowed, f"heuristic.{key}", value,
+               f"{spec.heuristic} takes {', '.join(allowed) if allowed else 'no settings'}")
+        _check(allowed[key][0](value), f"heuristic.{key}", value, f"it must be {allowed[key][1]}")
     _check(_is_int(spec.query_size) and spec.query_size >= 1, "query_size", spec.query_size,
            "it must be an integer of at least 1")
     _check(_is_int(spec.initial_labelled) and spec.initial_labelled >= 1, "initial_labelled",

@@ -188,7 +188,7 @@ class ActiveLearningJob:
                     min(spec.query_size, room, len(candidates)), spec.mc_samples,
                     mc_generator=generator(spec.seed, f"mc/{step}", device),
                     acquisition_generator=generator(spec.seed, f"acquire/{step}"),
-                    batch_size=inference_batch, amp=amp,
+                    batch_size=inference_batch, amp=amp, heuristic_params=spec.heuristic_params,
                 )
                 active.label(ActiveSet.positions_to_indices(candidates, chosen.positions))
                 time_infer, time_acquire = chosen.time_infer, chosen.time_select
