@@ -34,4 +34,5 @@ def bench(session: nox.Session) -> None:
     # BaaL 2.1.0 declares jupyter and structlog<23 that it does not need at run time
     session.install("--no-deps", "baal==2.1.0")
     session.install("structlog", "h5py", "tqdm", "torchmetrics", "scikit-learn")
+    session.install("batchbald_redux")  # the peer of benchmarks/bench_batchbald.py
     session.run("python", "-m", "benchmarks.run", *session.posargs)

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import itertools
 import json
 import time
+from importlib.metadata import version
 
 import torch
 
@@ -112,6 +114,7 @@ def _case(name: str, n: int, c: int, q: int) -> dict:
     exact_picks = min(q, next(i for i in itertools.count() if c**i > NUM_SAMPLES))
     return row(
         name, alrun["seconds"], peer["seconds"],
+        peer=f"batchbald_redux {version('batchbald_redux')}",
         alrun_peak_mib=alrun["peak_mib"],
         peer_peak_mib=peer["peak_mib"],
         **_agreement(alrun["indices"], peer["indices"]),
@@ -129,6 +132,8 @@ def _case(name: str, n: int, c: int, q: int) -> dict:
 def run(quick: bool) -> list[dict]:
     """An exact case (C=4, Q=7: 4^6 <= 10,000 configurations, every pick exact) and a CIFAR-like one
     (C=10: the first 5 picks exact, sampled after)."""
+    if importlib.util.find_spec("batchbald_redux") is None:
+        raise RuntimeError("This benchmark compares against batchbald_redux: `pip install batchbald_redux`.")
     n = 1000 if quick else 5000
     return [
         _case("batchbald_exact", n, 4, 7),
