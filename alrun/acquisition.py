@@ -31,7 +31,7 @@ def acquire(
     *,
     mc_generator: torch.Generator | None,
     acquisition_generator: torch.Generator,
-    batch_size: int = 512,
+    batch_size: int | InferenceBatch = 512,
     amp: bool = False,
     heuristic_params: dict[str, Any] | None = None,
 ) -> Acquisition:

@@ -76,7 +76,6 @@ class ModelSpec:
     feature_cache: str | None = None  # folder for the frozen backbone's features (None: computed, not stored)
 
 
-
 @dataclass(frozen=True)
 class TrainSpec:
     """How the model is fitted at every step (from its initial weights)."""

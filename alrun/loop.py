@@ -29,6 +29,7 @@ from alrun.data import DataBundle, load_dataset
 from alrun.data.pathologies import corrupt_labels, imbalance_indices
 from alrun.devices import resolve_device
 from alrun.errors import ConfigError
+from alrun.features import featurize
 from alrun.inference import InferenceBatch
 from alrun.models import build_model
 from alrun.seeding import generator
@@ -66,6 +67,7 @@ def prepare_data(spec: RunSpec, bundle: DataBundle | None = None) -> PreparedDat
     bundle = bundle if bundle is not None else load_dataset(spec.dataset)
     n_classes = bundle.n_classes
     check_against_data(spec, len(bundle.y_train), n_classes)
+    bundle = featurize(bundle, spec, resolve_device(spec.device))  # a frozen backbone: images -> cached features
     if spec.imbalance_classes:
         eligible, reduced = imbalance_indices(
             bundle.y_train, spec.imbalance_classes, spec.imbalance_keep, n_classes,
