@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from alrun.backbones import IMAGENET_MEAN, IMAGENET_STD, FeatureTrunk, build_backbone
+from alrun.backbones import NORMALISATION, FeatureTrunk, Normalisation, build_backbone
 from alrun.config import DatasetSpec, RunSpec
 from alrun.data.bundle import DataBundle
 from alrun.errors import ModelError
@@ -36,42 +36,41 @@ CPU_BATCH = 32
 Affine = tuple[torch.Tensor, torch.Tensor]
 
 
-def imagenet_affine(bundle: DataBundle) -> Affine | None:
+def input_affine(bundle: DataBundle, normalisation: Normalisation) -> Affine | None:
     """(scale, shift), each [1, C, 1, 1]: x * scale + shift turns the bundle's standardised images into
-    ImageNet-normalised ones, exactly, from `bundle.pixel_stats`; None when those are unknown (the
-    data set's own per-channel standardisation then stands in for ImageNet's).
+    images in `normalisation` (a backbone's (mean, std), see alrun.backbones.NORMALISATION), exactly,
+    from `bundle.pixel_stats`; None when those are unknown (the data set's own per-channel
+    standardisation then stands in).
 
-    Grey images are compared with the mean of ImageNet's three channels.
+    Grey images are compared with the mean of the normalisation's three channels.
     """
     if bundle.pixel_stats is None:
         return None
-    channels = bundle.x_train.shape[1]
     mean, std = (torch.tensor(s, dtype=torch.float32).view(1, -1, 1, 1) for s in bundle.pixel_stats)
-    in_mean, in_std = (torch.tensor(s).view(1, 3, 1, 1) for s in (IMAGENET_MEAN, IMAGENET_STD))
-    if channels == 1:
-        in_mean, in_std = in_mean.mean(dim=1, keepdim=True), in_std.mean(dim=1, keepdim=True)
-    return std / in_std, (mean - in_mean) / in_std
+    target_mean, target_std = _target(normalisation, bundle.x_train.shape[1])
+    return std / target_std.view(1, -1, 1, 1), (mean - target_mean.view(1, -1, 1, 1)) / target_std.view(1, -1, 1, 1)
 
 
-def to_imagenet_normalisation(bundle: DataBundle) -> DataBundle:
-    """The bundle with its images in ImageNet normalisation (for a fine-tuned backbone); notes say how."""
-    affine = imagenet_affine(bundle)
+def _target(normalisation: Normalisation, channels: int) -> torch.Tensor:
+    """[2, C]: the normalisation's mean and std (grey: the mean over its channels)."""
+    stats = torch.tensor(normalisation, dtype=torch.float32)
+    return stats.mean(dim=1, keepdim=True) if channels == 1 else stats
+
+
+def to_backbone_normalisation(bundle: DataBundle, backbone: str) -> DataBundle:
+    """The bundle with its images in the normalisation `backbone` expects (for fine-tuning); notes say how."""
+    normalisation = NORMALISATION[backbone]
+    affine = input_affine(bundle, normalisation)
     if affine is None:
-        note = ("images: no pixel statistics from the loader, so the data set's own per-channel "
-                "standardisation stands in for ImageNet's")
+        note = (f"images: no pixel statistics from the loader, so the data set's own per-channel "
+                f"standardisation stands in for the normalisation {backbone} was trained with")
         return DataBundle(bundle.x_train, bundle.y_train, bundle.x_test, bundle.y_test, bundle.class_names,
                           [*bundle.notes, note])
     scale, shift = affine
-    mean, std = _imagenet_stats(bundle.x_train.shape[1])
+    mean, std = _target(normalisation, bundle.x_train.shape[1])
     return DataBundle(bundle.x_train * scale + shift, bundle.y_train, bundle.x_test * scale + shift, bundle.y_test,
-                      bundle.class_names, [*bundle.notes, "images: mapped to ImageNet normalisation"],
+                      bundle.class_names, [*bundle.notes, f"images: in the normalisation {backbone} was trained with"],
                       (tuple(mean.tolist()), tuple(std.tolist())))
-
-
-def _imagenet_stats(channels: int) -> torch.Tensor:
-    """[2, C]: ImageNet's mean and std (grey: the mean of its channels)."""
-    stats = torch.tensor([IMAGENET_MEAN, IMAGENET_STD])
-    return stats.mean(dim=1, keepdim=True) if channels == 1 else stats
 
 
 def extract_features(
@@ -85,7 +84,7 @@ def extract_features(
 ) -> torch.Tensor:
     """Features [N, D] (float32, CPU) of images x [N, C, H, W] through the frozen `trunk`.
 
-    Batched under inference_mode; the batch is first mapped by `affine` (see :func:`imagenet_affine`).
+    Batched under inference_mode; the batch is first mapped by `affine` (see :func:`input_affine`).
     On CUDA: pinned host memory and asynchronous copies, channels_last weights, autocast when `amp`.
     """
     trunk = trunk.to(device=device, memory_format=torch.channels_last).eval()
@@ -184,18 +183,18 @@ def featurize(bundle: DataBundle, spec: RunSpec, device: torch.device) -> DataBu
         raise ModelError(f"`model.backbone={model.backbone}` needs images with 1 or 3 channels, but the data set "
                          f"holds items of shape {list(shape[1:])}.")
     if model.finetune:
-        return to_imagenet_normalisation(bundle)
+        return to_backbone_normalisation(bundle, model.backbone)
     # random weights (pretrained=false) are the same for every job: a fixed seed, not the job's
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derived_seed(0, "backbone/init"))
         trunk = build_backbone(model)
-    affine = imagenet_affine(bundle)
+    affine = input_affine(bundle, trunk.normalisation)
     amp = spec.amp and device.type == "cuda"
     compute = f"{device.type}-{'amp' if amp else 'fp32'}"
     notes = list(bundle.notes)
     if affine is None:
-        notes.append("features: no pixel statistics from the loader, so the data set's own per-channel "
-                     "standardisation stands in for ImageNet's")
+        notes.append(f"features: no pixel statistics from the loader, so the data set's own per-channel "
+                     f"standardisation stands in for the normalisation {model.backbone} was trained with")
     path = None
     if model.feature_cache:
         identity = cache_identity(bundle, spec.dataset, trunk, compute, affine)

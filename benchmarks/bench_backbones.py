@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from alrun.backbones import build_backbone
 from alrun.config import ModelSpec
 from alrun.data.bundle import DataBundle, standardise_images
-from alrun.features import extract_features, imagenet_affine
+from alrun.features import extract_features, input_affine
 
 
 def main() -> None:
@@ -39,8 +39,8 @@ def main() -> None:
     x, stats = standardise_images(pixels)
     bundle = DataBundle(x, np.zeros(len(x), dtype=np.int64), x[:1], np.zeros(1, dtype=np.int64), ["a"],
                         pixel_stats=stats)
-    affine = imagenet_affine(bundle)
     trunk = build_backbone(ModelSpec(backbone=args.backbone, pretrained=True, feature_size=args.size))
+    affine = input_affine(bundle, trunk.normalisation)
     nchw = build_backbone(ModelSpec(backbone=args.backbone, pretrained=True, feature_size=args.size)).net
 
     def channels_last(batch: int) -> None:  # what a run does

@@ -18,7 +18,7 @@ from alrun.backbones import FeatureTrunk, build_backbone, torchvision_net
 from alrun.config import DatasetSpec, ModelSpec, RunSpec, TrainSpec
 from alrun.data.bundle import DataBundle, standardise_images
 from alrun.errors import ConfigError, ModelError
-from alrun.features import extract_features, featurize, imagenet_affine
+from alrun.features import extract_features, featurize, input_affine
 from alrun.inference import predictive_mean
 from alrun.loop import ActiveLearningJob, prepare_data
 from alrun.models import backbone_model, build_model
@@ -121,18 +121,20 @@ def test_frozen_mode_equals_the_full_network_with_a_frozen_trunk():
     assert not torch.allclose(probs_head, predictive_mean(head, features_test, 7, generator=generator(3, "mc")))
 
 
-def test_pixel_statistics_give_exact_imagenet_normalisation():
+def test_pixel_statistics_give_the_backbone_normalisation_exactly():
     rng = np.random.default_rng(1)
     pixels = rng.integers(0, 256, (6, 5, 5, 3), dtype=np.uint8)
     x, stats = standardise_images(pixels)
     bundle = DataBundle(x[:4], np.zeros(4, dtype=np.int64), x[4:], np.zeros(2, dtype=np.int64), ["a"],
                         pixel_stats=stats)
-    scale, shift = imagenet_affine(bundle)
-    expected = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255
-                - torch.tensor(backbones.IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(
-                    backbones.IMAGENET_STD).view(1, 3, 1, 1)
+    scale, shift = input_affine(bundle, backbones.IMAGENET)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in backbones.IMAGENET)
+    expected = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255 - mean) / std
     torch.testing.assert_close(x * scale + shift, expected, rtol=1e-5, atol=1e-5)
-    assert imagenet_affine(replace(bundle, pixel_stats=None)) is None
+    scale, shift = input_affine(bundle, backbones.NORMALISATION["efficientnet_lite0"])
+    expected = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() - 127) / 128  # (pixel - 127) / 128
+    torch.testing.assert_close(x * scale + shift, expected, rtol=1e-5, atol=1e-5)
+    assert input_affine(replace(bundle, pixel_stats=None), backbones.IMAGENET) is None
 
 
 @pytest.mark.skipif(not HAS_EFFICIENTNET, reason=NO_EFFICIENTNET)
@@ -143,7 +145,7 @@ def test_efficientnet_lite0_loads_imagenet_weights_and_gives_1280_features():
     assert not any(isinstance(m, nn.Dropout) for m in trunk.modules())  # a deterministic trunk
     colour, grey = image_bundle(n_train=3, n_test=1, size=32), image_bundle(n_train=2, n_test=1, size=28, channels=1)
     for bundle in (colour, grey):
-        features = extract_features(trunk, bundle.x_train, CPU, affine=imagenet_affine(bundle))
+        features = extract_features(trunk, bundle.x_train, CPU, affine=input_affine(bundle, trunk.normalisation))
         assert features.shape == (len(bundle.x_train), 1280) and torch.isfinite(features).all()
         assert (features >= 0).all()  # averaged ReLU6 activations
         assert not torch.allclose(features[0], features[1])
@@ -202,7 +204,7 @@ def test_finetune_mode_trains_the_whole_network(tmp_path):
     spec = replace(frozen_spec(None, finetune=True, feature_cache=None), max_labelled=8, train=TrainSpec(epochs=1))
     data = prepare_data(spec, bundle)
     assert data.bundle.x_train.shape == bundle.x_train.shape  # images stay images
-    assert any("ImageNet normalisation" in n for n in data.bundle.notes)
+    assert any("in the normalisation resnet18 was trained with" in n for n in data.bundle.notes)
     rows = ActiveLearningJob(spec, tmp_path / "job", data).run()
     assert rows["labelled"].tolist() == [4, 8] and np.isfinite(rows["test_nll"]).all()
 
