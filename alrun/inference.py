@@ -16,7 +16,14 @@ import torch
 from torch import nn
 
 from alrun.errors import ModelError
-from alrun.models import SeededDropout, dropout_layers, mc_mode, set_dropout_generator, split_at_first_dropout
+from alrun.models import (
+    SeededDropout,
+    dropout_layers,
+    fold_for_inference,
+    mc_mode,
+    set_dropout_generator,
+    split_at_first_dropout,
+)
 
 log = logging.getLogger("alrun")
 
@@ -90,6 +97,7 @@ def mc_prob_chunks(
         layer.shared_mask_samples = n_samples if consistent else None
         layer.reset_shared_masks()
     batch = batch_size if isinstance(batch_size, InferenceBatch) else InferenceBatch(batch_size)
+    trunk = fold_for_inference(trunk)  # VGG-16 on small images: its 25088-input layer folded to 512 inputs
     # a head that starts with dropout repeats its input itself, without a [B * T, ...] copy
     first_dropout = head[0] if len(head) and isinstance(head[0], SeededDropout) else None
     rest = head[1:] if first_dropout is not None else head

@@ -229,6 +229,49 @@ def backbone_model(
     return nn.Sequential(trunk, *head)
 
 
+class _PoolFlattenLinear(nn.Module):
+    """Linear(Flatten(AdaptiveAvgPool2d(x))), computed with a folded weight when x is 1x1.
+
+    The pool then only copies each channel to all oh x ow cells, so the Linear equals one on the
+    channels alone whose weight sums the copies' columns: VGG-16 on 32x32 images reads a 512-input
+    weight (8 MB) instead of the 25088-input one (411 MB). Exact up to float summation order.
+    """
+
+    def __init__(self, pool: nn.AdaptiveAvgPool2d, linear: nn.Linear) -> None:
+        super().__init__()
+        self.pool, self.linear = pool, linear
+        self._folded: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[-2:] != (1, 1):
+            return self.linear(self.pool(x).flatten(1))
+        if self._folded is None:
+            weight = self.linear.weight
+            self._folded = weight.view(weight.shape[0], x.shape[1], -1).sum(dim=2)
+        return nn.functional.linear(x.flatten(1), self._folded, self.linear.bias)
+
+
+def fold_for_inference(trunk: nn.Sequential) -> nn.Sequential:
+    """The trunk with each AdaptiveAvgPool2d -> Flatten -> Linear run as :class:`_PoolFlattenLinear`.
+
+    For inference only: the folded weight is computed on the first 1x1 input and kept by the
+    returned trunk, so fold again after the weights change. The model itself is left as it is.
+    """
+    children = list(trunk.children())
+    out: list[nn.Module] = []
+    i = 0
+    while i < len(children):
+        a, b, c = (children[i : i + 3] + [None, None])[:3]
+        if (isinstance(a, nn.AdaptiveAvgPool2d) and isinstance(b, nn.Flatten) and b.start_dim == 1
+                and b.end_dim == -1 and isinstance(c, nn.Linear)):
+            out.append(_PoolFlattenLinear(a, c))
+            i += 3
+        else:
+            out.append(a)
+            i += 1
+    return nn.Sequential(*out)
+
+
 def split_at_first_dropout(model: nn.Sequential) -> tuple[nn.Sequential, nn.Sequential]:
     """(trunk, head): the children before the first one holding a dropout layer, and the rest.
 

@@ -8,7 +8,8 @@ import torch
 
 from alrun import heuristics
 from alrun.acquisition import top_positions
-from alrun.models import SeededDropout, scaled_keep_mask
+from alrun.inference import mc_probs
+from alrun.models import SeededDropout, fold_for_inference, scaled_keep_mask
 
 
 @pytest.mark.parametrize("p", [0.1, 0.25, 0.5, 0.9])
@@ -105,3 +106,30 @@ def test_top_positions_equal_a_stable_descending_sort(k):
     scores[3] = float("nan")
     expected = torch.argsort(scores.double(), descending=True, stable=True)[:k]
     assert torch.equal(top_positions(scores, k), expected)
+
+
+@pytest.mark.parametrize("side", [4, 8])  # 4 px: the pool sees 1x1 and the folded weight is used; 8 px: 2x2, not
+def test_pool_flatten_linear_folding_is_exact(side):
+    torch.manual_seed(0)
+    trunk = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(4),
+        torch.nn.AdaptiveAvgPool2d((3, 3)), torch.nn.Flatten(), torch.nn.Linear(8 * 9, 5), torch.nn.ReLU(),
+    )
+    folded = fold_for_inference(trunk)
+    assert len(folded) == len(trunk) - 2
+    x = torch.randn(6, 3, side, side)
+    with torch.inference_mode():
+        assert torch.allclose(folded(x), trunk(x), rtol=1e-5, atol=1e-6)
+    assert (folded[3]._folded is not None) == (side == 4)
+
+
+def test_folded_trunk_gives_the_same_mc_probabilities_as_full_passes():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d((2, 2)), torch.nn.Flatten(), torch.nn.Linear(16, 8),
+        torch.nn.ReLU(), SeededDropout(0.5), torch.nn.Linear(8, 3),
+    )
+    x = torch.randn(5, 3, 3, 3)  # the conv leaves 1x1
+    split = mc_probs(model, x, 4, generator=torch.Generator().manual_seed(2))
+    full = mc_probs(model, x, 4, generator=torch.Generator().manual_seed(2), split=False)
+    assert torch.allclose(split, full, atol=1e-6)
