@@ -101,6 +101,18 @@ def mc_prob_chunks(
     # a head that starts with dropout repeats its input itself, without a [B * T, ...] copy
     first_dropout = head[0] if len(head) and isinstance(head[0], SeededDropout) else None
     rest = head[1:] if first_dropout is not None else head
+    reusable: dict[str, torch.Tensor] = {}
+
+    def output_buffer(features: torch.Tensor) -> torch.Tensor | None:
+        """One buffer for the first dropout's [B * T, ...] output, reused by every chunk on the CPU,
+        where a fresh block of that size (40 MB for the Gal CNN) costs page faults each time."""
+        numel = features.numel() * n_samples
+        if features.device.type != "cpu":
+            return None
+        held = reusable.get("out")
+        if held is None or held.numel() < numel or held.dtype != features.dtype:
+            held = reusable["out"] = torch.empty(numel, dtype=features.dtype)
+        return held
 
     def chunk_probs(start: int, step: int) -> torch.Tensor:
         xb = to_device(x[start : start + step], device)
@@ -108,7 +120,7 @@ def mc_prob_chunks(
         b = features.shape[0]
         # [B, ...] -> [B * T, ...], T consecutive rows per item
         if first_dropout is not None:
-            logits = rest(first_dropout.forward_repeated(features, n_samples))
+            logits = rest(first_dropout.forward_repeated(features, n_samples, out=output_buffer(features)))
         else:
             repeated = features.unsqueeze(1).expand(b, n_samples, *features.shape[1:])
             logits = head(repeated.reshape(b * n_samples, *features.shape[1:]))

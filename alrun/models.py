@@ -14,26 +14,43 @@ from alrun.errors import ModelError
 from alrun.seeding import derived_seed
 
 
+def keep_mask(
+    shape: tuple[int, ...],
+    keep: float,
+    generator: torch.Generator | None,
+    dtype: torch.dtype,
+    device: torch.device,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """A dropout keep-mask of `shape`: 1 with probability `keep`, else 0.
+
+    On the CPU each entry is an integer draw compared with a threshold, several draws per 64-bit
+    random word: 8-bit draws when keep is a multiple of 1/256 (p = 0.5, 0.25 ...: exact), else
+    16-bit draws, which round keep to a multiple of 2**-16 (within 8e-6). Several times faster
+    than ``bernoulli_`` (one double per entry), which made mask drawing the largest cost of MC
+    inference on small heads. On other devices ``bernoulli_``, which is fast there.
+    `out`: a flat buffer of at least that many elements (and `dtype`) to write the mask into.
+    """
+    numel = math.prod(shape)
+    mask = torch.empty(shape, dtype=dtype, device=device) if out is None else out.view(-1)[:numel].view(shape)
+    if torch.device(device).type != "cpu":
+        return mask.bernoulli_(keep, generator=generator)
+    if float(keep * 256).is_integer():
+        draw_dtype, per_word, threshold, top = torch.uint8, 8, int(keep * 256), 255  # draws uniform on [0, 255]
+    else:
+        draw_dtype, per_word, threshold, top = torch.int16, 4, round(keep * 65536) - 32768, 32767  # [-32768, 32767]
+    if threshold > top:
+        return mask.fill_(1.0)
+    words = torch.empty(-(-numel // per_word), dtype=torch.int64).random_(-(2**63), None, generator=generator)
+    draws = words.view(draw_dtype)[:numel].view(shape)
+    return torch.lt(draws, threshold, out=mask)
+
+
 def scaled_keep_mask(
     shape: tuple[int, ...], keep: float, generator: torch.Generator | None, dtype: torch.dtype, device: torch.device
 ) -> torch.Tensor:
-    """An inverted-dropout mask of `shape`: 1/keep with probability `keep`, else 0.
-
-    On the CPU each entry is a 16-bit integer draw compared with a threshold, four draws per
-    64-bit random word: several times faster than ``bernoulli_`` (one double per entry), which
-    made mask drawing the largest cost of MC inference on small heads. `keep` is thereby rounded
-    to a multiple of 2**-16 (exact for p = 0.5, 0.25, 0.125 ...; within 8e-6 otherwise). On other
-    devices ``bernoulli_``, which is fast there.
-    """
-    if torch.device(device).type != "cpu":
-        return torch.empty(shape, dtype=dtype, device=device).bernoulli_(keep, generator=generator).div_(keep)
-    threshold = round(keep * 65536) - 32768  # int16 draws are uniform on [-32768, 32767]
-    if threshold > 32767:
-        return torch.full(shape, 1.0 / keep, dtype=dtype)
-    numel = math.prod(shape)
-    words = torch.empty((numel + 3) // 4, dtype=torch.int64).random_(-(2**63), None, generator=generator)
-    draws = words.view(torch.int16)[:numel].view(shape)
-    return torch.lt(draws, threshold, out=torch.empty(shape, dtype=dtype)).mul_(1.0 / keep)
+    """An inverted-dropout mask of `shape`: 1/keep with probability `keep`, else 0 (see :func:`keep_mask`)."""
+    return keep_mask(shape, keep, generator, dtype, device).mul_(1.0 / keep)
 
 
 class SeededDropout(nn.Dropout):
@@ -72,22 +89,30 @@ class SeededDropout(nn.Dropout):
         x_btd = x.view(-1, t, *x.shape[1:])
         return (x_btd * self._shared(t, tuple(x.shape[1:]), x)).view_as(x)
 
-    def forward_repeated(self, x: torch.Tensor, n_samples: int) -> torch.Tensor:
+    def forward_repeated(self, x: torch.Tensor, n_samples: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """x: [B, ...] -> [B * T, ...]: `forward` of x repeated T times (T consecutive rows per item).
 
         The same masks and values as repeating first, without materialising the repeated input:
-        the mask is drawn at the output's size and multiplied by the broadcast input.
+        the mask is drawn at the output's size and multiplied by the broadcast input. `out`: a flat
+        buffer (at least B * T * item elements, x's dtype and device) the result is written into,
+        so that a caller can reuse one across chunks; not used while autograd records.
         """
         b, item = x.shape[0], tuple(x.shape[1:])
+        shape = (b, n_samples, *item)
         if not self.training or self.p == 0.0:
-            return x.unsqueeze(1).expand(b, n_samples, *item).reshape(b * n_samples, *item)
+            return x.unsqueeze(1).expand(shape).reshape(b * n_samples, *item)
+        if torch.is_grad_enabled() and x.requires_grad:
+            masks = self._shared(n_samples, item, x) if self.shared_mask_samples is not None else self._mask(shape, x)
+            return (x.unsqueeze(1) * masks).view(b * n_samples, *item)
         if self.shared_mask_samples is not None:
-            out = x.unsqueeze(1) * self._shared(n_samples, item, x)
-        elif torch.is_grad_enabled() and x.requires_grad:
-            out = self._mask((b, n_samples, *item), x) * x.unsqueeze(1)
+            target = torch.empty(shape, dtype=x.dtype, device=x.device) if out is None else \
+                out.view(-1)[: math.prod(shape)].view(shape)
+            result = torch.mul(x.unsqueeze(1), self._shared(n_samples, item, x), out=target)
         else:
-            out = self._mask((b, n_samples, *item), x).mul_(x.unsqueeze(1))
-        return out.view(b * n_samples, *item)
+            keep = 1.0 - self.p
+            mask = keep_mask(shape, keep, self.generator, x.dtype, x.device, out=out)
+            result = mask.mul_(x.unsqueeze(1) * (1.0 / keep))  # m * (x / keep): the same values as x * (m / keep)
+        return result.view(b * n_samples, *item)
 
 
 def _seeded_dropouts(module: nn.Module) -> nn.Module:

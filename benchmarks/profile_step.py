@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from alrun.loop import ActiveLearningJob, prepare_data
 from benchmarks.bench_step import _FirstStepDone, step_config
 
@@ -23,7 +25,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the --quick configuration of bench_step")
     parser.add_argument("--top", type=int, default=15, help="how many functions to list")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     spec, bundle, config = step_config(args.quick)
     data = prepare_data(spec, bundle)
     phases: dict[str, float] = {}
@@ -45,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     profiler.runcall(step)
     total = time.perf_counter() - tic
     rest = total - sum(phases.values())
-    print(f"one step ({config}): {total:.2f} s under cProfile")
+    print(f"one step ({config}), {torch.get_num_threads()} torch threads: {total:.2f} s under cProfile")
     print(f"  train {phases['time_train']:.2f} s, MC inference + scoring {phases['time_infer']:.2f} s, "
           f"selection {phases['time_acquire']:.3f} s, evaluation and the rest {rest:.2f} s")
     out = io.StringIO()

@@ -52,6 +52,20 @@ def test_forward_repeated_equals_forward_on_the_repeated_input(shared):
     assert torch.equal(layer.forward_repeated(x, t), x.repeat_interleave(t, dim=0))
 
 
+def test_forward_repeated_into_a_reused_buffer():
+    layer = SeededDropout(0.25).train()
+    layer.generator = torch.Generator().manual_seed(5)
+    x1, x2 = torch.randn(3, 7), torch.randn(2, 7)
+    with torch.inference_mode():
+        fresh = [layer.forward_repeated(x, 4) for x in (x1, x2)]
+        layer.generator = torch.Generator().manual_seed(5)
+        buffer = torch.empty(3 * 4 * 7)
+        first = layer.forward_repeated(x1, 4, out=buffer).clone()
+        second = layer.forward_repeated(x2, 4, out=buffer)
+    assert torch.equal(first, fresh[0]) and torch.equal(second, fresh[1])
+    assert second.data_ptr() == buffer.data_ptr()
+
+
 def test_forward_repeated_keeps_gradients():
     layer = SeededDropout(0.5).train()
     x = torch.randn(3, 4, requires_grad=True)
