@@ -58,7 +58,7 @@ def _stop_after_first_step(row_: dict, n_total: int) -> None:
 
 def step_config(quick: bool) -> tuple[RunSpec, DataBundle, str]:
     """The alrun spec, the data and a one-line description of the step both libraries run."""
-    n_pool, n_test, initial, query, epochs = (2000, 500, 100, 100, 10) if quick else (10_000, 2000, 100, 100, 20)
+    n_pool, n_test, initial, query, epochs = (1500, 500, 100, 100, 10) if quick else (5000, 1000, 100, 100, 20)
     spec = RunSpec(
         seed=0, heuristic="bald", query_size=query, initial_labelled=initial, max_labelled=initial + query,
         mc_samples=T, model=ModelSpec(name="gal_cnn", hidden=128, dropout=0.5),

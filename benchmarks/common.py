@@ -85,10 +85,14 @@ def peak_extra_mib(fn: Callable[[], object]) -> float:
 
 
 def in_subprocess(module: str, *args: str) -> dict:
-    """Run `python -m module args...` (which prints one JSON object last) and return that object."""
+    """Run `python -m module args...` (which prints one JSON object last) and return that object.
+
+    The child gets this process's torch thread count (OMP_NUM_THREADS), so `--threads` reaches it too.
+    """
     root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.run([sys.executable, "-m", module, *args], cwd=root, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{module} {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

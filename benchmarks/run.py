@@ -66,14 +66,14 @@ def markdown(rows: list[dict], failures: list[str], info: dict[str, str], comman
         "",
         "## Results",
         "",
-        "| benchmark | alrun (s) | peer | peer (s) | speedup | details |",
-        "|---|---:|---|---:|---:|---|",
+        "| benchmark | torch threads | alrun (s) | peer | peer (s) | speedup | details |",
+        "|---|---:|---:|---|---:|---:|---|",
     ]
     for r in rows:
         extra = "; ".join(f"{k}: {_num(v)}" for k, v in r.items()
-                          if k not in ("name", "alrun_s", "peer_s", "speedup", "peer"))
-        out.append(f"| {r['name']} | {r['alrun_s']:.4g} | {r.get('peer', 'baal')} | {r['peer_s']:.4g} | "
-                   f"{r['speedup']:.1f}x | {extra} |")
+                          if k not in ("name", "alrun_s", "peer_s", "speedup", "peer", "threads"))
+        out.append(f"| {r['name']} | {r.get('threads', '')} | {r['alrun_s']:.4g} | {r.get('peer', 'baal')} | "
+                   f"{r['peer_s']:.4g} | {r['speedup']:.1f}x | {extra} |")
     if failures:
         out += ["", "## Failed or skipped", "", *[f"- {f}" for f in failures]]
     return "\n".join(out) + "\n"
@@ -84,10 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes and fewer repeats (minutes on 2 cores)")
     parser.add_argument("--only", nargs="+", metavar="MODULE", help="run only these bench_* modules")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md", help="where the table goes")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads for both libraries (default: torch's)")
+    parser.add_argument("--threads", type=int, nargs="+", metavar="N",
+                        help="torch intra-op threads for both libraries, one whole run per value (default: torch's)")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     names = discover()
     if args.only:
         unknown = sorted(set(args.only) - set(names))
@@ -97,26 +96,33 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks.run" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
     info = machine()  # before the run: the load average then
+    info.pop("torch threads")  # a column of the table instead
     tic = time.perf_counter()
     rows: list[dict] = []
     failures: list[str] = []
     skipped: list[str] = []
-    for name in names:
-        try:
-            module = importlib.import_module(f"benchmarks.{name}")
-            if not callable(getattr(module, "run", None)):
-                print(f"{name}: skipped (it has no run(quick) function)", flush=True)
-                skipped.append(name)
+    for threads in args.threads or [torch.get_num_threads()]:
+        torch.set_num_threads(threads)
+        suffix = f" ({threads} thread{'s' if threads > 1 else ''})" if args.threads else ""
+        for name in names:
+            if name in skipped:
                 continue
-            for r in module.run(args.quick):
-                rows.append(r)
-                print(line(r), flush=True)
-        except SystemExit:
-            raise
-        except Exception as exc:
-            traceback.print_exc()
-            failures.append(f"{name}: {type(exc).__name__}: {exc}")
-            print(f"{name}: FAILED ({type(exc).__name__}: {exc})", flush=True)
+            try:
+                module = importlib.import_module(f"benchmarks.{name}")
+                if not callable(getattr(module, "run", None)):
+                    print(f"{name}: skipped (it has no run(quick) function)", flush=True)
+                    skipped.append(name)
+                    continue
+                for r in module.run(args.quick):
+                    r = {**r, "name": r["name"] + suffix, "threads": threads}
+                    rows.append(r)
+                    print(line(r), flush=True)
+            except SystemExit:
+                raise
+            except Exception as exc:
+                traceback.print_exc()
+                failures.append(f"{name}{suffix}: {type(exc).__name__}: {exc}")
+                print(f"{name}{suffix}: FAILED ({type(exc).__name__}: {exc})", flush=True)
     load_after = machine()["load average (1, 5, 15 min)"]
     info["load average before the run (1, 5, 15 min)"] = info.pop("load average (1, 5, 15 min)")
     if skipped:

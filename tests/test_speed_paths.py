@@ -107,7 +107,7 @@ def test_benchmark_runner_finds_modules_and_formats_rows():
     assert run.line(r) == "x: alrun 0.500 s, baal 6.000 s, speedup 12.0x"
     md = run.markdown([r], ["bench_y: RuntimeError: boom"], {"cpu": "test cpu"}, "python -m benchmarks.run",
                       "2026-01-01 00:00", 1.0, "0.00, 0.00, 0.00")
-    assert "| x | 0.5 | baal | 6 | 12.0x | alrun items/s: 2000; config: T=20 |" in md
+    assert "| x |  | 0.5 | baal | 6 | 12.0x | alrun items/s: 2000; config: T=20 |" in md
     assert "- cpu: test cpu" in md and "bench_y: RuntimeError: boom" in md
 
 
