@@ -49,7 +49,7 @@ def _memory_main(lib: str, name: str, path: str) -> None:
 
 def run(quick: bool) -> list[dict]:
     probs = make_probs()
-    repeats = 5 if quick else 15
+    repeats = 15 if quick else 30  # each call takes milliseconds: many repeats, so that one falls in a quiet moment
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "probs.npy")
