@@ -30,7 +30,7 @@ from alrun.seeding import derived_seed
 log = logging.getLogger("alrun")
 
 CACHE_VERSION = 1
-# CPU throughput of the backbones measured flat or falling beyond this batch (activations leave the caches)
+# images per batch on the CPU: 16, 32 and 64 measured alike (benchmarks/bench_backbones.py); more only adds memory
 CPU_BATCH = 32
 
 Affine = tuple[torch.Tensor, torch.Tensor]
