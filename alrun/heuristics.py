@@ -17,6 +17,9 @@ _EPS = 1e-12
 # entropy and BALD run over items in chunks of about this many entries: the temporaries stay in
 # the CPU cache and the extra memory is O(chunk) + O(N), never another [N, C, T]
 _CHUNK_ENTRIES = 1 << 18
+# entropy keeps no [chunk, C, T] temporary: larger chunks, fewer parallel regions (each one can
+# stall for a scheduler time slice when another process holds the other core)
+_ENTROPY_CHUNK_ENTRIES = 1 << 22
 
 
 def _entropy_nc(probs_nc: torch.Tensor) -> torch.Tensor:
@@ -31,41 +34,47 @@ def _compute_dtype(probs: torch.Tensor) -> torch.dtype:
     return torch.float64 if probs.dtype == torch.float64 else torch.float32
 
 
-def _item_slices(probs: torch.Tensor) -> list[slice]:
+def _item_slices(probs: torch.Tensor, entries: int | None = None) -> list[slice]:
     n, c, t = probs.shape
-    step = max(1, _CHUNK_ENTRIES // max(1, c * t))
+    step = max(1, (entries or _CHUNK_ENTRIES) // max(1, c * t))
     return [slice(start, start + step) for start in range(0, n, step)]
 
 
-def _sample_mean(probs_nct: torch.Tensor) -> torch.Tensor:
-    """mean_t p[n, c, t] -> [N, C], as a matrix-vector product (faster than a reduction over a short last axis)."""
-    t = probs_nct.shape[2]
-    return probs_nct @ torch.full((t,), 1.0 / t, dtype=probs_nct.dtype, device=probs_nct.device)
+def _sample_means(probs: torch.Tensor, dtype: torch.dtype, entries: int) -> torch.Tensor:
+    """mean_t p[n, c, t] -> [N, C], chunk by chunk, each as a matrix-vector product (faster than a
+    reduction over a short last axis)."""
+    n, c, t = probs.shape
+    weights = torch.full((t,), 1.0 / t, dtype=dtype, device=probs.device)
+    means = torch.empty((n, c), dtype=dtype, device=probs.device)
+    for rows in _item_slices(probs, entries):
+        means[rows] = probs[rows].to(dtype) @ weights
+    return means
 
 
 def entropy(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Predictive entropy H[mean_t p(y|x, w_t)]; log C for a uniform predictive."""
     dtype = _compute_dtype(probs)
-    out = torch.empty(probs.shape[0], dtype=dtype, device=probs.device)
-    for rows in _item_slices(probs):
-        out[rows] = _entropy_nc(_sample_mean(probs[rows].to(dtype)))
-    return out.to(probs.dtype)
+    return _entropy_nc(_sample_means(probs, dtype, _ENTROPY_CHUNK_ENTRIES)).to(probs.dtype)
 
 
 def bald(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """BALD mutual information: H[mean_t p_t] - mean_t H[p_t]; 0 when all T samples agree."""
     dtype = _compute_dtype(probs)
     n, c, t = probs.shape
-    out = torch.empty(n, dtype=dtype, device=probs.device)
+    sum_plogp = torch.empty(n, dtype=dtype, device=probs.device)
+    means = torch.empty((n, c), dtype=dtype, device=probs.device)
+    weights = torch.full((t,), 1.0 / t, dtype=dtype, device=probs.device)
     slices = _item_slices(probs)
     # one buffer for p log p, reused by every chunk: fresh allocations would cost page faults each time
     buffer = torch.empty((min(n, slices[0].stop), c, t), dtype=dtype, device=probs.device) if n else None
     for rows in slices:
         p = probs[rows].to(dtype)
         plogp = torch.clamp_min(p, _EPS, out=buffer[: p.shape[0]]).log_().mul_(p)
-        expected_entropy = plogp.sum(dim=(1, 2)).div_(-t)
-        out[rows] = _entropy_nc(_sample_mean(p)) - expected_entropy
-    return out.clamp_min_(0.0).to(probs.dtype)
+        sum_plogp[rows] = plogp.sum(dim=(1, 2))
+        means[rows] = p @ weights  # while the chunk is in cache
+    # the entropies of the [N, C] means in whole-pool operations: a few large calls, not a few per chunk
+    mi = _entropy_nc(means).add_(sum_plogp, alpha=1.0 / t)
+    return mi.clamp_min_(0.0).to(probs.dtype)
 
 
 def margin(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -95,6 +95,7 @@ def test_internal_chunks_do_not_change_scores(name, monkeypatch):
     probs = _probs(torch.float64, n=50)
     whole = heuristics.get(name)(probs)
     monkeypatch.setattr(heuristics, "_CHUNK_ENTRIES", 100)  # two items per chunk
+    monkeypatch.setattr(heuristics, "_ENTROPY_CHUNK_ENTRIES", 100)
     assert torch.equal(heuristics.get(name)(probs), whole)
 
 
