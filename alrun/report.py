@@ -48,7 +48,8 @@ def _read_job(job_dir: Path, sweep_dir: Path) -> pd.DataFrame | None:
     meta_path = job_dir / "job.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     settings = meta.get("settings", {})
-    for key, value in {**settings, **meta.get("overrides", {})}.items():
+    # typed settings win over the override strings (query_size 1000 sorts after 250)
+    for key, value in {**meta.get("overrides", {}), **settings}.items():
         steps[key] = value if not isinstance(value, (list, dict)) else json.dumps(value)
     steps["study"] = meta.get("study")
     reduced = meta.get("reduced_classes") or []
