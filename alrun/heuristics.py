@@ -23,8 +23,8 @@ _ENTROPY_CHUNK_ENTRIES = 1 << 22
 
 
 def _entropy_nc(probs_nc: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy (nats) over the class axis of [N, C] -> [N]."""
-    return -(probs_nc * torch.log(probs_nc.clamp_min(_EPS))).sum(dim=1)
+    """Shannon entropy (nats) over the class axis of [N, C] -> [N] (one [N, C] temporary)."""
+    return probs_nc.clamp_min(_EPS).log_().mul_(probs_nc).sum(dim=1).neg_()
 
 
 def _compute_dtype(probs: torch.Tensor) -> torch.dtype:
