@@ -68,7 +68,7 @@ def top_positions(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Positions of the k highest scores [M] -> [k], highest first, ties broken by the lowest position.
 
     The same as a stable descending argsort cut at k, but only the items that reach the k-th score
-    (found by topk) are sorted: 5x faster on a million candidates.
+    (found by topk) are sorted, which matters on pools of a million candidates.
     """
     if 0 < k < scores.numel():
         top = scores.topk(k).values
