@@ -26,7 +26,7 @@ from importlib.metadata import version
 
 import torch
 
-from benchmarks.common import in_subprocess, row
+from benchmarks.common import in_subprocess, row, status_kib
 
 K = 20
 NUM_SAMPLES = 10_000
@@ -46,23 +46,15 @@ def pool_probs(n: int, c: int, k: int = K, seed: int = 0) -> torch.Tensor:
     return (logits + spread * torch.randn(n, c, k, generator=g, dtype=torch.float64)).softmax(dim=1)
 
 
-def _vm_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise OSError(f"no {field} in /proc/self/status")
-
-
 def _timed_peak(fn) -> tuple[float, float, object]:
     """(seconds, peak resident MiB added by the call, result), in this process."""
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM to the current resident size
-    before = _vm_kib("VmRSS")
+    before = status_kib("VmRSS")
     tic = time.perf_counter()
     out = fn()
     seconds = time.perf_counter() - tic
-    return seconds, max(0.0, (_vm_kib("VmHWM") - before) / 1024), out
+    return seconds, max(0.0, (status_kib("VmHWM") - before) / 1024), out
 
 
 def _quiet_redux():

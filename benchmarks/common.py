@@ -61,7 +61,8 @@ def row(name: str, alrun_s: float, peer_s: float, **extra) -> dict:
     return {"name": name, "alrun_s": alrun_s, "peer_s": peer_s, "speedup": peer_s / alrun_s, **extra}
 
 
-def _status_kib(key: str) -> int:
+def status_kib(key: str) -> int:
+    """A kiB field of /proc/self/status (VmRSS, VmHWM)."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(key + ":"):
@@ -79,9 +80,9 @@ def peak_extra_mib(fn: Callable[[], object]) -> float:
     gc.collect()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to VmRSS
-    before = _status_kib("VmRSS")
+    before = status_kib("VmRSS")
     fn()
-    return max(0.0, (_status_kib("VmHWM") - before) / 1024)
+    return max(0.0, (status_kib("VmHWM") - before) / 1024)
 
 
 def in_subprocess(module: str, *args: str) -> dict:
