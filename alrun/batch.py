@@ -27,6 +27,7 @@ from alrun import heuristics
 from alrun.errors import ConfigError
 
 _TINY = torch.finfo(torch.float64).tiny  # clamp for log(0); log(_TINY) is about -708
+FIRST_CHUNK = 16  # candidates scored in the first chunk of each lazy greedy step (see _best_candidate)
 
 
 @dataclass(frozen=True)
@@ -193,16 +194,23 @@ def _best_candidate(w_mk: torch.Tensor, pi_m: torch.Tensor, probs_nkc: torch.Ten
 
     bounds_n: [N] an upper bound of every candidate's gain (-inf for chosen items). The gain of an
     item never grows as the batch grows (submodularity), so its last computed gain is a bound: visit
-    candidates by decreasing bound and stop once the best gain found beats every bound left. This is
-    exactly the greedy choice (up to rounding) and usually evaluates a small part of the pool.
+    candidates by decreasing bound and stop once the best gain found beats every bound left. While the
+    joint entropy is exact this is exactly the greedy choice (up to rounding) and usually evaluates a
+    small part of the pool. Sampled estimates are submodular only approximately, so once the batch's
+    information nears its ceiling (log K) the lazy choice can differ from a full scan among
+    near-equal gains.
     Returns (position, gain, evaluated positions, their gains).
     """
     n_open = int(torch.isfinite(bounds_n).sum())
     order = torch.argsort(bounds_n, descending=True, stable=True)[:n_open]
     best_pos, best_gain = -1, -math.inf
     seen, gains = [], []
-    for start in range(0, n_open, rows):
-        idx = order[start : start + rows]
+    # chunks start small and double up to `rows`: usually a few dozen evaluations settle the step, and
+    # one memory-sized chunk would evaluate hundreds of candidates whose bounds are already beaten
+    start, size = 0, min(rows, FIRST_CHUNK)
+    while start < n_open:
+        idx = order[start : start + size]
+        start, size = start + size, min(rows, 2 * size)
         if best_gain >= float(bounds_n[idx[0]]):
             break
         gain_b = conditional_entropy_given_batch(w_mk, pi_m, probs_nkc[idx], workspace) - cond_n[idx]

@@ -105,6 +105,30 @@ def test_lazy_evaluation_equals_scoring_every_candidate():
     assert chosen.indices.tolist() == picked
 
 
+def test_lazy_steps_score_a_small_part_of_the_pool(monkeypatch):
+    """Each step scores candidates in chunks that start at FIRST_CHUNK and double: a memory-sized
+    first chunk would score hundreds whose bounds the best gain already beats."""
+    probs = _probs(7, n=3000, c=4, t=8)
+    scored = []
+    real = batch.conditional_entropy_given_batch
+
+    def counting(w_mk, pi_m, probs_bkc, workspace=None):
+        scored.append(probs_bkc.shape[0])
+        return real(w_mk, pi_m, probs_bkc, workspace)
+
+    monkeypatch.setattr(batch, "conditional_entropy_given_batch", counting)
+    batch.batchbald(probs, 6, num_samples=4**6, dtype=torch.float64)
+    steps = [[]]
+    for size in scored:
+        if size == batch.FIRST_CHUNK and steps[-1]:
+            steps.append([])
+        steps[-1].append(size)
+    assert len(steps) == 6
+    for sizes in steps:
+        assert sizes == [batch.FIRST_CHUNK * 2**i for i in range(len(sizes))]
+    assert sum(scored) < 6 * 3000 / 2  # a full scan per step would score 6 x 3,000
+
+
 def test_repeated_pool_top_q_picks_copies_batchbald_does_not():
     probs = repeated_pool()
     q = 10
