@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from alrun.backbones import NORMALISATION, FeatureTrunk, Normalisation, build_ba
 from alrun.config import DatasetSpec, RunSpec
 from alrun.data.bundle import DataBundle
 from alrun.errors import ModelError
+from alrun.filelock import exclusive
 from alrun.inference import autocast, to_device
 from alrun.seeding import derived_seed
 
@@ -34,6 +36,7 @@ CACHE_VERSION = 1
 CPU_BATCH = 32
 
 Affine = tuple[torch.Tensor, torch.Tensor]
+_GLOBAL_RNG = threading.Lock()  # held while a backbone is built from the seeded global generator
 
 
 def input_affine(bundle: DataBundle, normalisation: Normalisation) -> Affine | None:
@@ -168,6 +171,22 @@ def _write_cache(path: Path, identity: dict[str, Any], f_train: torch.Tensor, f_
     os.replace(tmp, path)
 
 
+def _compute_features(bundle: DataBundle, spec: RunSpec, trunk: FeatureTrunk, device: torch.device,
+                      affine: Affine | None, amp: bool, notes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The trunk's features of the train and test images: ([N, D], [N_test, D]); says how fast in `notes`."""
+    model = spec.model
+    n = len(bundle.x_train) + len(bundle.x_test)
+    log.info("computing %s features of %d images at %d px on %s", model.backbone, n, model.feature_size, device)
+    batch_size = spec.inference_batch_size if device.type == "cuda" else min(CPU_BATCH, spec.inference_batch_size)
+    tic = time.perf_counter()
+    f_train = extract_features(trunk, bundle.x_train, device, batch_size=batch_size, amp=amp, affine=affine)
+    f_test = extract_features(trunk, bundle.x_test, device, batch_size=batch_size, amp=amp, affine=affine)
+    seconds = time.perf_counter() - tic
+    notes.append(f"features: computed {model.backbone} features {list(f_train.shape[1:])} of {n} images at "
+                 f"{model.feature_size} px on {device} in {seconds:.1f} s ({n / max(seconds, 1e-9):.0f} images/s)")
+    return f_train, f_test
+
+
 def featurize(bundle: DataBundle, spec: RunSpec, device: torch.device) -> DataBundle:
     """The bundle as the model sees it.
 
@@ -184,8 +203,9 @@ def featurize(bundle: DataBundle, spec: RunSpec, device: torch.device) -> DataBu
                          f"holds items of shape {list(shape[1:])}.")
     if model.finetune:
         return to_backbone_normalisation(bundle, model.backbone)
-    # random weights (pretrained=false) are the same for every job: a fixed seed, not the job's
-    with torch.random.fork_rng(devices=[]):
+    # random weights (pretrained=false) are the same for every job: a fixed seed, not the job's. torchvision
+    # initialises from the global generator, so it is forked, seeded and restored, one thread at a time
+    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
         torch.manual_seed(derived_seed(0, "backbone/init"))
         trunk = build_backbone(model)
     affine = input_affine(bundle, trunk.normalisation)
@@ -195,26 +215,19 @@ def featurize(bundle: DataBundle, spec: RunSpec, device: torch.device) -> DataBu
     if affine is None:
         notes.append(f"features: no pixel statistics from the loader, so the data set's own per-channel "
                      f"standardisation stands in for the normalisation {model.backbone} was trained with")
-    path = None
-    if model.feature_cache:
-        identity = cache_identity(bundle, spec.dataset, trunk, compute, affine)
-        path = cache_path(Path(model.feature_cache).expanduser(), identity)
+    if not model.feature_cache:
+        f_train, f_test = _compute_features(bundle, spec, trunk, device, affine, amp, notes)
+        notes.append("features: not stored (model.feature_cache is null)")
+        return DataBundle(f_train, bundle.y_train, f_test, bundle.y_test, bundle.class_names, notes)
+    identity = cache_identity(bundle, spec.dataset, trunk, compute, affine)
+    path = cache_path(Path(model.feature_cache).expanduser(), identity)
+    # the jobs of a sweep start together: one computes, the others wait here and read its cache
+    with exclusive(path.with_name(f"{path.name}.lock"), f"{model.backbone} features"):
         cached = _read_cache(path, identity) if path.is_file() else None
         if cached is not None:
             notes.append(f"features: read {model.backbone} features {list(cached[0].shape[1:])} from the cache {path}")
             return DataBundle(cached[0], bundle.y_train, cached[1], bundle.y_test, bundle.class_names, notes)
-    n = shape[0] + len(bundle.x_test)
-    log.info("computing %s features of %d images at %d px on %s", model.backbone, n, model.feature_size, device)
-    batch_size = spec.inference_batch_size if device.type == "cuda" else min(CPU_BATCH, spec.inference_batch_size)
-    tic = time.perf_counter()
-    f_train = extract_features(trunk, bundle.x_train, device, batch_size=batch_size, amp=amp, affine=affine)
-    f_test = extract_features(trunk, bundle.x_test, device, batch_size=batch_size, amp=amp, affine=affine)
-    seconds = time.perf_counter() - tic
-    notes.append(f"features: computed {model.backbone} features {list(f_train.shape[1:])} of {n} images at "
-                 f"{model.feature_size} px on {device} in {seconds:.1f} s ({n / max(seconds, 1e-9):.0f} images/s)")
-    if path is not None:
+        f_train, f_test = _compute_features(bundle, spec, trunk, device, affine, amp, notes)
         _write_cache(path, identity, f_train, f_test)
-        notes.append(f"features: wrote the cache {path}")
-    else:
-        notes.append("features: not stored (model.feature_cache is null)")
+    notes.append(f"features: wrote the cache {path}")
     return DataBundle(f_train, bundle.y_train, f_test, bundle.y_test, bundle.class_names, notes)

@@ -9,6 +9,7 @@ again. Files are written under a temporary name and renamed, so parallel jobs an
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -16,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from alrun.filelock import exclusive
 
 CACHE_FOLDER = ".alrun_cache"
 FORMAT_VERSION = 1
@@ -80,3 +83,16 @@ def write_cache(dirs: Sequence[Path], filename: str, key: str, arrays: dict[str,
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
     return None
+
+
+def cache_lock(dirs: Sequence[Path], filename: str) -> contextlib.AbstractContextManager[bool]:
+    """An exclusive lock for building `filename`, held in the first folder of `dirs` that is writable: the
+    jobs of a sweep that start together decode the images once and the others read the cache."""
+    for folder in dirs:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(folder, os.W_OK):
+            return exclusive(folder / f".{filename}.lock", "decoded images")
+    return contextlib.nullcontext(False)

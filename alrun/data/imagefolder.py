@@ -10,6 +10,7 @@ held out of `train/`, and the run's log says so.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -24,7 +25,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 from alrun.config import DatasetSpec
 from alrun.data.arrays import DATA_SEED, ImageArrays, cap_indices, data_root, images_to_bundle
 from alrun.data.bundle import DataBundle
-from alrun.data.image_cache import cache_dirs, files_key, read_cache, write_cache
+from alrun.data.image_cache import cache_dirs, cache_lock, files_key, read_cache, write_cache
 from alrun.data.pathologies import stratified_split
 from alrun.errors import ConfigError, DataError
 from alrun.seeding import generator
@@ -135,28 +136,31 @@ def read_image_tree(spec: DatasetSpec, title: str, how: str,
     rule = f"{tree.test is None}|{spec.test_fraction}|{spec.max_train}|{spec.max_test}"
     filename = f"{spec.name}-{size or 'native'}px-{hashlib.sha256(rule.encode()).hexdigest()[:10]}.npz"
     dirs = cache_dirs(root, spec.cache_dir)
-    cached = read_cache(dirs, filename, key) if spec.cache else None
-    if cached is not None:
-        arrays, path = cached
-        x_train, x_test = arrays["x_train"], arrays["x_test"]
-        notes.append(f"{spec.name}: read {len(x_train) + len(x_test)} decoded images from the cache {path} "
-                     "(the image files are unchanged since it was written)")
-    else:
-        tic = time.perf_counter()
-        x_train = decode_images(train_paths, size)
-        x_test = decode_images(test_paths, size) if test_paths else np.zeros((0, *x_train.shape[1:]), np.uint8)
-        if len(x_test) and len(x_train) and x_test.shape[1:] != x_train.shape[1:]:
-            raise DataError(f"The test images ({x_test.shape[2]}x{x_test.shape[1]}) differ in size from the train "
-                            f"images ({x_train.shape[2]}x{x_train.shape[1]}) under {root}: set `dataset.image_size=N`.")
-        seconds = time.perf_counter() - tic
-        written = write_cache(dirs, filename, key, {"x_train": x_train, "x_test": x_test}) if spec.cache else None
-        done = f"{spec.name}: decoded {len(x_train) + len(x_test)} images from {root} in {seconds:.1f} s"
-        if written is not None:
-            notes.append(f"{done} and cached them in {written}")
-        elif spec.cache:
-            notes.append(f"{done}; no cache could be written in {' or '.join(map(str, dirs))}")
+    # parallel jobs on a cold cache: one decodes, the others wait and read what it wrote
+    with cache_lock(dirs, filename) if spec.cache else contextlib.nullcontext(False):
+        cached = read_cache(dirs, filename, key) if spec.cache else None
+        if cached is not None:
+            arrays, path = cached
+            x_train, x_test = arrays["x_train"], arrays["x_test"]
+            notes.append(f"{spec.name}: read {len(x_train) + len(x_test)} decoded images from the cache {path} "
+                         "(the image files are unchanged since it was written)")
         else:
-            notes.append(f"{done} (dataset.cache=false)")
+            tic = time.perf_counter()
+            x_train = decode_images(train_paths, size)
+            x_test = decode_images(test_paths, size) if test_paths else np.zeros((0, *x_train.shape[1:]), np.uint8)
+            if len(x_test) and len(x_train) and x_test.shape[1:] != x_train.shape[1:]:
+                raise DataError(f"The test images ({x_test.shape[2]}x{x_test.shape[1]}) differ in size from the "
+                                f"train images ({x_train.shape[2]}x{x_train.shape[1]}) under {root}: set "
+                                "`dataset.image_size=N`.")
+            seconds = time.perf_counter() - tic
+            written = write_cache(dirs, filename, key, {"x_train": x_train, "x_test": x_test}) if spec.cache else None
+            done = f"{spec.name}: decoded {len(x_train) + len(x_test)} images from {root} in {seconds:.1f} s"
+            if written is not None:
+                notes.append(f"{done} and cached them in {written}")
+            elif spec.cache:
+                notes.append(f"{done}; no cache could be written in {' or '.join(map(str, dirs))}")
+            else:
+                notes.append(f"{done} (dataset.cache=false)")
     y_train = np.array([label for _, label in train], dtype=np.int64)
     y_test = np.array([label for _, label in test], dtype=np.int64)
     return ImageArrays(x_train, y_train, x_test, y_test, tree.class_names, notes)

@@ -1,0 +1,46 @@
+"""An exclusive advisory lock around computing a cached result, so that parallel jobs compute it once.
+
+The jobs of a sweep start together on a cold cache: without a lock each would extract the same features
+(minutes on a CPU) and write the same file. With it the first computes while the others wait, then they
+read its cache. The lock is `flock` on a small file beside the cache: the kernel releases it when the
+holder exits or is killed, so a crash never leaves a stale lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger("alrun")
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: Path, what: str) -> Iterator[bool]:
+    """Hold an exclusive lock on `lock_path` for the block; yields whether it is held.
+
+    Where the lock file cannot be created (a read-only folder) or the platform has no `fcntl`, the block
+    runs unlocked: the caches are written atomically, so the cost is only a repeated computation.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield False
+        return
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another job computing %s (lock %s)", what, lock_path)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield True
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
