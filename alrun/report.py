@@ -123,14 +123,17 @@ def rows_at_size(summary: pd.DataFrame, size: int) -> pd.DataFrame:
 
 
 def long_table(summary: pd.DataFrame, groups: list[str], sizes: list[int], metrics=METRICS) -> pd.DataFrame:
-    """mean, std (over seeds, ddof=1) and n per (group, size, metric)."""
+    """mean, std (over seeds, ddof=1) and n per (group, size, metric); read_at: the labelled size the
+    cell was read at (below `labelled` where a group's steps skip that size, e.g. a large query size)."""
     parts = []
     for size in sizes:
         at = rows_at_size(summary, size)
         for metric in metrics:
             if metric not in at.columns:
                 continue
-            agg = at.groupby(groups, dropna=False)[metric].agg(["mean", "std", "count"]).reset_index()
+            grouped = at.groupby(groups, dropna=False)
+            agg = grouped[metric].agg(["mean", "std", "count"]).reset_index()
+            agg["read_at"] = grouped["labelled"].max().to_numpy()
             agg.insert(len(groups), "labelled", size)
             agg.insert(len(groups) + 1, "metric", metric)
             parts.append(agg.rename(columns={"count": "n"}))
@@ -139,12 +142,15 @@ def long_table(summary: pd.DataFrame, groups: list[str], sizes: list[int], metri
     return pd.concat(parts, ignore_index=True)
 
 
-def format_cell(mean: float, std: float, n: int) -> str:
-    """'1.234 +- 0.012 (3)': mean +- std over seeds, with the seed count."""
+def format_cell(mean: float, std: float, n: int, read_at: float | None = None, size: int | None = None) -> str:
+    """'1.234 +- 0.012 (3)': mean +- std over seeds, with the seed count; ' @500' when the cell was read
+    at 500 labelled items rather than at the column's size (the group's steps skip that size)."""
     if n == 0 or pd.isna(mean):
         return "-"
     spread = "" if n < 2 or pd.isna(std) else f" +- {std:.3f}"
-    return f"{mean:.3f}{spread} ({n})"
+    where = "" if read_at is None or size is None or pd.isna(read_at) or int(read_at) == int(size) \
+        else f" @{int(read_at)}"
+    return f"{mean:.3f}{spread} ({n}){where}"
 
 
 def wide_table(table: pd.DataFrame, groups: list[str], metric: str) -> pd.DataFrame:
@@ -152,7 +158,9 @@ def wide_table(table: pd.DataFrame, groups: list[str], metric: str) -> pd.DataFr
     part = table[table["metric"] == metric].copy()
     if part.empty:
         return pd.DataFrame()
-    part["cell"] = [format_cell(m, s, int(n)) for m, s, n in zip(part["mean"], part["std"], part["n"], strict=True)]
+    read_at = part["read_at"] if "read_at" in part.columns else [None] * len(part)
+    part["cell"] = [format_cell(m, s, int(n), r, size) for m, s, n, r, size
+                    in zip(part["mean"], part["std"], part["n"], read_at, part["labelled"], strict=True)]
     wide = part.pivot_table(index=groups, columns="labelled", values="cell", aggfunc="first")
     wide.columns = [f"{c} labelled" for c in wide.columns]
     return wide.reset_index()
@@ -226,8 +234,13 @@ def paired_gain(summary: pd.DataFrame, groups: list[str], sizes: list[int], metr
         if reference not in wide.columns or method not in wide.columns:
             continue
         gain = (wide[reference] - wide[method]).dropna().rename("gain").reset_index()
-        agg = gain.groupby(others, dropna=False)["gain"].agg(["mean", "std", "count"]).reset_index() if others \
-            else pd.DataFrame([gain["gain"].agg(["mean", "std", "count"])])
+        if others:
+            agg = gain.groupby(others, dropna=False)["gain"].agg(["mean", "std", "count"]).reset_index()
+            agg["read_at"] = at.groupby(others, dropna=False)["labelled"].max().reindex(
+                pd.MultiIndex.from_frame(agg[others]) if len(others) > 1 else agg[others[0]]).to_numpy()
+        else:
+            agg = pd.DataFrame([gain["gain"].agg(["mean", "std", "count"])])
+            agg["read_at"] = at["labelled"].max()
         agg["labelled"] = size
         agg["metric"] = f"gain_{metric}"
         parts.append(agg.rename(columns={"count": "n"}))
@@ -297,7 +310,8 @@ def write_report(sweep_dir: Path, sizes: list[int] | None = None) -> Report | No
     atomic_write_text(sweep_dir / "summary.csv", summary.drop(columns=["report_sizes"]).to_csv(index=False))
     atomic_write_text(sweep_dir / "table.csv", table.to_csv(index=False))
     sections = [f"# Results of {sweep_dir.name}\n",
-                "Cells: mean +- std over seeds (number of seeds). Read at the labelled sizes shown.\n"]
+                "Cells: mean +- std over seeds (number of seeds). Read at the labelled sizes shown; a cell marked "
+                "@N was read at N labelled items, the group's last step below that size.\n"]
     for metric in METRICS:
         sections.append(f"## {METRIC_TITLES[metric]}\n")
         sections.append(to_markdown(wide_table(table, groups, metric)))

@@ -12,11 +12,12 @@ from alrun.report import choose_sizes, format_cell, write_report
 
 
 def write_job(sweep: Path, heuristic: str, seed: int, nll: list[float], extra: dict | None = None,
-              study: str = "convergence", reduced: list[str] | None = None, times: list[float] | None = None):
+              study: str = "convergence", reduced: list[str] | None = None, times: list[float] | None = None,
+              labelled: list[int] | None = None):
     folder = sweep / f"heuristic={heuristic},seed={seed}" if not extra else \
         sweep / (",".join(f"{k}={v}" for k, v in extra.items()) + f",heuristic={heuristic},seed={seed}")
     folder.mkdir(parents=True)
-    labelled = [10, 20, 30][: len(nll)]
+    labelled = labelled or [10, 20, 30][: len(nll)]
     times = times or [0.5] * len(nll)
     rows = pd.DataFrame({
         "step": range(len(nll)), "labelled": labelled, "test_nll": nll, "test_acc": [0.5] * len(nll),
@@ -49,6 +50,20 @@ def test_paired_active_gain(tmp_path):
     assert "Active gain" in md and "1.400 +- 0.141 (2)" in md  # random NLL at 20 labels
     for name in ("summary.csv", "table.csv", "curves.png"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+def test_cells_read_below_the_column_size_say_where(tmp_path):
+    """A query size of 20 steps 10 -> 30: its cell in the 20 column is read at 10 and must say so."""
+    for heuristic, nll in (("bald", [2.0, 0.5]), ("random", [2.0, 0.9])):
+        write_job(tmp_path, heuristic, 0, nll, extra={"query_size": 20}, study="query_size", labelled=[10, 30])
+        write_job(tmp_path, heuristic, 0, [2.0, 1.0, 0.5], extra={"query_size": 10}, study="query_size")
+    report = write_report(tmp_path, [10, 20, 30])
+    nll = report.table[(report.table["metric"] == "test_nll") & (report.table["labelled"] == 20)]
+    assert sorted(nll["read_at"]) == [10, 10, 20, 20]
+    md = (tmp_path / "table.md").read_text()
+    assert "| 20 | bald | 2.000 (1) | 2.000 (1) @10 | 0.500 (1) |" in md
+    assert "| 10 | bald | 2.000 (1) | 1.000 (1) | 0.500 (1) |" in md
+    assert "| 20 | 0.000 (1) | 0.000 (1) @10 | 0.400 (1) |" in md  # the paired gain table too
 
 
 def test_pool_fraction_speedup_and_reduced_f1(tmp_path):
