@@ -1,0 +1,47 @@
+"""The paper's setup as each study composes it (`scale=paper`, the experiments' default): no data needed."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from alrun.cli import config_dir
+from alrun.config import run_spec_from_dict
+
+STUDIES = {  # study -> (data set, the swept keys besides seed)
+    "baseline": ("cifar10", {"heuristic"}),
+    "noise": ("cifar10", {"lambda", "heuristic"}),
+    "convergence": ("cifar10", {"epochs", "heuristic"}),
+    "query_size": ("cifar10", {"query_size", "heuristic"}),
+    "pool_size": ("cifar10", {"pool_fraction", "heuristic"}),
+    "imbalance": ("cifar100", {"delta", "heuristic"}),
+    "miotcd": ("miotcd", {"heuristic"}),
+}
+
+
+def composed(study: str):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        params = compose("config", overrides=[f"+experiment={study}"], return_hydra_config=True).hydra.sweeper.params
+        cfg = compose("config", overrides=[f"+experiment={study}"])
+    return run_spec_from_dict(OmegaConf.to_container(cfg, resolve=True)), dict(params), cfg
+
+
+@pytest.mark.parametrize("study", sorted(STUDIES))
+def test_each_study_composes_the_papers_setup(study):
+    spec, params, cfg = composed(study)
+    dataset, swept = STUDIES[study]
+    assert spec.dataset.name == dataset
+    # the whole pretrained VGG-16 trains at every step (no frozen backbone)
+    assert spec.model.name == "vgg16" and spec.model.pretrained and spec.model.backbone is None
+    assert (spec.initial_labelled, spec.query_size, spec.max_labelled, spec.mc_samples) == (500, 100, 20000, 20)
+    assert set(params) == swept | {"seed"}
+    assert str(OmegaConf.select(cfg, "grid.seeds")) == "0,1,2,3,4"
+    assert list(cfg.report.sizes) == [5000, 10000, 20000]
+    assert spec.dataset.max_test == 10000
+
+
+def test_miotcd_keeps_a_pool_of_20000_and_a_bounded_test_set():
+    spec, _, _ = composed("miotcd")
+    assert spec.dataset.max_train == 20000 and spec.dataset.max_test == 10000
+    assert spec.dataset.test_fraction == 0.25
