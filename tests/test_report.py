@@ -64,6 +64,12 @@ def test_cells_read_below_the_column_size_say_where(tmp_path):
     assert "| 20 | bald | 2.000 (1) | 2.000 (1) @10 | 0.500 (1) |" in md
     assert "| 10 | bald | 2.000 (1) | 1.000 (1) | 0.500 (1) |" in md
     assert "| 20 | 0.000 (1) | 0.000 (1) @10 | 0.400 (1) |" in md  # the paired gain table too
+    times = dict(report.extra)["Seconds per acquisition (MC inference over the scored pool + selection)"]
+    q20 = times[(times["query_size"] == 20) & (times["heuristic"] == "bald")].iloc[0]
+    q10 = times[(times["query_size"] == 10) & (times["heuristic"] == "bald")].iloc[0]
+    # write_job times 0.5 s per acquisition: one acquisition for Q = 20, two for Q = 10
+    assert (q20["seconds_per_acquisition"], q20["seconds_per_job"]) == (0.5, 0.5)
+    assert (q10["seconds_per_acquisition"], q10["seconds_per_job"]) == (0.5, 1.0)
 
 
 def test_pool_fraction_speedup_and_reduced_f1(tmp_path):
