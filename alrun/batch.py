@@ -173,6 +173,24 @@ def conditional_entropy_given_batch(w_mk: torch.Tensor, pi_m: torch.Tensor, prob
 # --- BatchBALD --------------------------------------------------------------------------------------
 
 
+class Workspace:
+    """One flat buffer for the chunks' intermediates, grown only when a chunk needs more: fresh
+    allocations of varying sizes per chunk would fault in new pages and fragment the heap, and one
+    allocation sized for the largest possible chunk costs its page faults even when lazy steps score
+    a few dozen candidates."""
+
+    def __init__(self, dtype: torch.dtype, device: torch.device | str) -> None:
+        self.buffer = torch.empty(0, dtype=dtype, device=device)
+
+    def take(self, numel: int) -> torch.Tensor:
+        """A flat view of `numel` elements (contents undefined)."""
+        if self.buffer.numel() < numel:
+            self.buffer = torch.empty(0, dtype=self.buffer.dtype, device=self.buffer.device)  # release first
+            self.buffer = torch.empty(numel, dtype=self.buffer.dtype, device=self.buffer.device)
+        return self.buffer[:numel]
+
+
+
 def _add_to_batch(configs: Configurations, probs_nkc: torch.Tensor, chosen: list[int], num_samples: int,
                   generator: torch.Generator) -> Configurations:
     """The configurations of the batch after chosen[-1] joined it: exact while C^|B| <= num_samples."""
@@ -189,7 +207,7 @@ def _add_to_batch(configs: Configurations, probs_nkc: torch.Tensor, chosen: list
 
 def _best_candidate(w_mk: torch.Tensor, pi_m: torch.Tensor, probs_nkc: torch.Tensor, cond_n: torch.Tensor,
                     bounds_n: torch.Tensor, rows: int,
-                    workspace: torch.Tensor | None = None) -> tuple[int, float, torch.Tensor, torch.Tensor]:
+                    workspace: Workspace | None = None) -> tuple[int, float, torch.Tensor, torch.Tensor]:
     """The candidate with the largest gain I(y_x; w | y_B) = H[y_x | y_B] - E_w H[y_x | w], lazily.
 
     bounds_n: [N] an upper bound of every candidate's gain (-inf for chosen items). The gain of an
@@ -213,7 +231,8 @@ def _best_candidate(w_mk: torch.Tensor, pi_m: torch.Tensor, probs_nkc: torch.Ten
         start, size = start + size, min(rows, 2 * size)
         if best_gain >= float(bounds_n[idx[0]]):
             break
-        gain_b = conditional_entropy_given_batch(w_mk, pi_m, probs_nkc[idx], workspace) - cond_n[idx]
+        buffer = workspace.take(2 * w_mk.shape[0] * len(idx) * probs_nkc.shape[2]) if workspace is not None else None
+        gain_b = conditional_entropy_given_batch(w_mk, pi_m, probs_nkc[idx], buffer) - cond_n[idx]
         top_gain, top = gain_b.max(dim=0)
         if float(top_gain) > best_gain:
             best_pos, best_gain = int(idx[top]), float(top_gain)
@@ -266,17 +285,12 @@ def batchbald(
     configs = empty_configurations(k, probs.device)
     chosen: list[int] = []
     scores: list[float] = []
-    # one buffer for every chunk's intermediates, grown when a step needs more: fresh allocations of
-    # varying sizes each chunk would fault in new pages and fragment the heap
-    workspace: torch.Tensor | None = None
+    workspace = Workspace(dtype, probs.device)
     for _ in range(q):
         if chosen:
             configs = _add_to_batch(configs, probs_nkc, chosen, num_samples, generator)
         w_mk, pi_m = posterior_weights(configs, dtype)
         rows = min(n, max(1, (max_memory_bytes - state_bytes) // candidate_bytes(w_mk.shape[0])))
-        if workspace is None or workspace.numel() < 2 * w_mk.shape[0] * rows * c:
-            workspace = None  # release the smaller one before allocating
-            workspace = torch.empty(2 * w_mk.shape[0] * rows * c, dtype=dtype, device=probs.device)
         pos, gain, seen, gains = _best_candidate(w_mk, pi_m, probs_nkc, cond_n, bounds_n, rows, workspace)
         bounds_n[seen] = gains
         bounds_n[pos] = -math.inf
