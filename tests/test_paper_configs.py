@@ -45,3 +45,20 @@ def test_miotcd_keeps_a_pool_of_20000_and_a_bounded_test_set():
     spec, _, _ = composed("miotcd")
     assert spec.dataset.max_train == 20000 and spec.dataset.max_test == 10000
     assert spec.dataset.test_fraction == 0.25
+
+
+@pytest.mark.parametrize("scale, pool_cap, sizes", [
+    ("cpu", 10000, [1000, 2000, 3000]),
+    ("cpu_paper_sizes", None, [5000, 10000, 20000]),
+])
+def test_cpu_scales_use_the_frozen_offline_backbone(scale, pool_cap, sizes):
+    """Both CPU scales train only a head on cached EfficientNet-Lite0 features; the second to the paper's sizes."""
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=["+experiment=noise", f"scale={scale}", "dataset=imagefolder",
+                                           "dataset.root=unused"])
+    spec = run_spec_from_dict(OmegaConf.to_container(cfg, resolve=True))
+    assert spec.model.backbone == "efficientnet_lite0" and not spec.model.finetune
+    assert spec.dataset.max_train == pool_cap
+    assert list(cfg.report.sizes) == sizes and spec.max_labelled == sizes[-1]
+    # every labelled size the table reads is reached exactly by the steps
+    assert all((size - spec.initial_labelled) % spec.query_size == 0 for size in sizes)
