@@ -190,7 +190,6 @@ class Workspace:
         return self.buffer[:numel]
 
 
-
 def _add_to_batch(configs: Configurations, probs_nkc: torch.Tensor, chosen: list[int], num_samples: int,
                   generator: torch.Generator) -> Configurations:
     """The configurations of the batch after chosen[-1] joined it: exact while C^|B| <= num_samples."""
