@@ -50,12 +50,27 @@ class InferenceBatch:
         self.halved = True
 
 
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """Mixed precision on CUDA when enabled (bfloat16 where supported); a no-op on CPU."""
+def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
+    """The autocast dtype: on CUDA when enabled, bfloat16 where the GPU has it, else float16 (V100, T4);
+    None (full precision) on the CPU or when disabled."""
     if enabled and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast(device_type="cuda", dtype=dtype)
-    return contextlib.nullcontext()
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return None
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """Mixed precision in :func:`amp_dtype`'s dtype; a no-op when that is None (the CPU)."""
+    dtype = amp_dtype(device, enabled)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
+    """Loss scaling for training under :func:`autocast`: on with float16, whose gradients below 6e-8
+    underflow to zero unless the loss is scaled up first; off (a pass-through) with bfloat16, which
+    has float32's exponent range, and in full precision."""
+    return torch.amp.GradScaler(device.type, enabled=amp_dtype(device, enabled) == torch.float16)
 
 
 def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -149,7 +149,7 @@ class ActiveLearningJob:
         x_train = bundle.x_train.to(device) if device.type == "cuda" else bundle.x_train
         x_test = bundle.x_test.to(device) if device.type == "cuda" else bundle.x_test
         oracle = torch.as_tensor(data.oracle_labels)
-        model = build_model(spec.model, bundle.input_shape, bundle.n_classes, spec.seed).to(device)
+        model = build_model(spec.model, bundle.input_shape, bundle.n_classes, spec.seed, bundle.pixel_stats).to(device)
         if device.type == "cuda" and x_train.ndim == 4:
             model = model.to(memory_format=torch.channels_last)
         initial_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -151,18 +151,82 @@ def gal_cnn(in_channels: int, image_size: int, n_classes: int, hidden: int, drop
     )
 
 
-def vgg16(n_classes: int, spec: ModelSpec) -> nn.Sequential:
+VGG16_HIDDEN = 4096  # the width of torchvision's VGG-16 classifier, the only one its ImageNet weights fit
+
+
+class InputAffine(nn.Module):
+    """x * scale + shift with fixed per-channel scale and shift [1, C, 1, 1] (buffers, not trained).
+
+    In front of a pretrained network it turns the data set's standardised images into the
+    normalisation its weights were trained with; deterministic, so it is part of the MC trunk.
+    """
+
+    def __init__(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("scale", scale.detach().clone().float())
+        self.register_buffer("shift", shift.detach().clone().float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.shift.to(x.dtype), x, self.scale.to(x.dtype))
+
+
+class _VGGAvgPool(nn.AdaptiveAvgPool2d):
+    """VGG-16's adaptive average pool to 7x7, computed as a copy where that is what it does.
+
+    On 32 px images the pool gets [B, 512, 1, 1] and copies each value to 7x7 cells; at 224 px it
+    gets 7x7 and is the identity. Computed so, its backward is a sum rather than CUDA's adaptive-pool
+    kernel, which has no deterministic implementation (`deterministic=true` would warn); the same
+    values either way. A subclass, so :func:`fold_for_inference` still folds it into fc6.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = tuple(self.output_size) if isinstance(self.output_size, (tuple, list)) else (self.output_size,) * 2
+        if x.dim() == 4 and tuple(x.shape[-2:]) == out:
+            return x
+        if x.dim() == 4 and x.shape[-2:] == (1, 1) and None not in out:
+            return x.expand(*x.shape[:-2], *out)
+        return super().forward(x)
+
+
+def vgg16(n_classes: int, spec: ModelSpec, pixel_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+          in_channels: int = 3) -> nn.Sequential:
     """torchvision's VGG-16 as a flat Sequential; the last layer is replaced for `n_classes`.
 
     With `pretrained`, ImageNet weights come from torchvision's weights API (its usual cache) or
     from `weights_path` (a local state-dict file, for machines without network access).
+
+    `model.dropout` is the p of the classifier's two dropout layers (torchvision's 0.5 at the
+    default) and `model.hidden` the width of its two hidden layers (fc6, fc7). ImageNet weights
+    exist for width 4096 only: with another width fc6 and fc7 are new layers (torchvision's VGG
+    initialisation, from the seeded RNG) and only the convolutions keep their pretrained weights.
+
+    With ImageNet weights the network starts with an :class:`InputAffine` that maps the data
+    set's standardised images (`pixel_stats`: the (mean, std) per channel the standardisation
+    removed, in [0, 1] pixel units) to ImageNet's mean and std, which the weights expect; grey
+    images (`in_channels=1`) to the mean of ImageNet's three channels. Without `pixel_stats`
+    (vectors, or a loader that does not record them) the data set's own standardisation stands in.
     """
-    from alrun.backbones import torchvision_net
+    from alrun.backbones import IMAGENET, torchvision_net
 
     net = torchvision_net("vgg16", spec)
-    classifier = list(net.classifier.children())
-    classifier[-1] = nn.Linear(classifier[-1].in_features, n_classes)
-    return _seeded_dropouts(nn.Sequential(net.features, net.avgpool, nn.Flatten(), *classifier))
+    fc6, _, _, fc7, _, _, last = list(net.classifier.children())
+    if spec.hidden != VGG16_HIDDEN:
+        fc6, fc7 = nn.Linear(fc6.in_features, spec.hidden), nn.Linear(spec.hidden, spec.hidden)
+        for layer in (fc6, fc7):  # torchvision's VGG initialisation
+            nn.init.normal_(layer.weight, 0, 0.01)
+            nn.init.constant_(layer.bias, 0)
+    classifier = [fc6, nn.ReLU(True), SeededDropout(spec.dropout), fc7, nn.ReLU(True), SeededDropout(spec.dropout),
+                  nn.Linear(spec.hidden, n_classes)]
+    front: list[nn.Module] = []
+    if (spec.pretrained or spec.weights_path) and pixel_stats is not None:
+        mean, std = (torch.tensor(s, dtype=torch.float32) for s in pixel_stats)
+        target_mean, target_std = (torch.tensor(s, dtype=torch.float32) for s in IMAGENET)
+        if in_channels == 1:  # a grey image enters as R = G = B (see vgg16_for_input)
+            target_mean, target_std = target_mean.mean(dim=0, keepdim=True), target_std.mean(dim=0, keepdim=True)
+        shape = (1, -1, 1, 1)
+        # x = (p - mean) / std, so (p - t_mean) / t_std = x * std / t_std + (mean - t_mean) / t_std
+        front.append(InputAffine((std / target_std).view(shape), ((mean - target_mean) / target_std).view(shape)))
+    return nn.Sequential(*front, net.features, _VGGAvgPool(net.avgpool.output_size), nn.Flatten(), *classifier)
 
 
 def vgg16_for_input(model: nn.Sequential, in_channels: int, side: int) -> nn.Sequential:
@@ -174,12 +238,13 @@ def vgg16_for_input(model: nn.Sequential, in_channels: int, side: int) -> nn.Seq
     a bilinear upsampling to 32x32 in front, inside the deterministic trunk.
     """
     if in_channels == 1:
-        first = model[0][0]
+        features = next(m for m in model if isinstance(m, nn.Sequential))  # after an InputAffine, if any
+        first = features[0]
         gray = nn.Conv2d(1, first.out_channels, first.kernel_size, first.stride, first.padding)
         with torch.no_grad():
             gray.weight.copy_(first.weight.sum(dim=1, keepdim=True))
             gray.bias.copy_(first.bias)
-        model[0][0] = gray
+        features[0] = gray
     if side < 32:
         model = nn.Sequential(nn.Upsample(size=(32, 32), mode="bilinear", align_corners=False), *model)
     return model
@@ -194,8 +259,12 @@ def resolve_name(spec: ModelSpec, input_shape: tuple[int, ...]) -> str:
     return "mlp" if len(input_shape) == 1 else "gal_cnn"
 
 
-def build_model(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int, seed: int) -> nn.Sequential:
+def build_model(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int, seed: int,
+                pixel_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> nn.Sequential:
     """Build the model named by `spec` for inputs of `input_shape` ([D] or [C, H, W]).
+
+    `pixel_stats`: the data's `DataBundle.pixel_stats`, which a pretrained VGG-16 needs to bring
+    the images to ImageNet's normalisation (see :func:`vgg16`).
 
     Initial weights are drawn from a generator derived from `seed` (inside a forked RNG scope, so
     the global torch RNG is left as it was).
@@ -222,7 +291,8 @@ def build_model(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int, s
         elif name == "vgg16":
             if input_shape[0] not in (1, 3):
                 raise ModelError(f"`model.name=vgg16` needs 1- or 3-channel images, not {input_shape[0]} channels.")
-            model = vgg16_for_input(vgg16(n_classes, spec), input_shape[0], min(input_shape[1:]))
+            model = vgg16_for_input(vgg16(n_classes, spec, pixel_stats, input_shape[0]), input_shape[0],
+                                    min(input_shape[1:]))
         else:  # validated earlier
             raise ModelError(f"`model.name={name}` is not a known model.")
     return model

@@ -11,7 +11,7 @@ from sklearn.metrics import f1_score
 from torch import nn
 
 from alrun.config import TrainSpec
-from alrun.inference import InferenceBatch, autocast, predictive_mean, to_device
+from alrun.inference import InferenceBatch, autocast, grad_scaler, predictive_mean, to_device
 from alrun.models import set_dropout_generator
 
 
@@ -26,10 +26,23 @@ def epochs_for(spec: TrainSpec, n_labelled: int) -> int:
 def _optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
     params = list(model.parameters())
     # one fused kernel per step instead of ~10 small ops per parameter: much cheaper steps for small models on CPU
+    # (fused Adam and SGD run on the CPU since torch 2.4, on CUDA since 2.0)
     fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params) or None
-    if spec.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay, fused=fused)
-    return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay, fused=fused)
+
+    def make(fused: bool | None) -> torch.optim.Optimizer:
+        if spec.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay,
+                                   fused=fused)
+        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay, fused=fused)
+
+    try:
+        return make(fused)
+    except RuntimeError:
+        # a torch without the fused kernel for these parameters' device or dtype refuses `fused=True` when
+        # the optimizer is built: the default implementation computes the same update
+        if not fused:
+            raise
+        return make(None)
 
 
 def fit(
@@ -51,6 +64,7 @@ def fit(
     set_dropout_generator(model, dropout_generator)
     optimizer = _optimizer(model, spec)
     loss_fn = nn.CrossEntropyLoss()
+    scaler = grad_scaler(device, amp)
     n = x.shape[0]
     x_dev, y_dev = to_device(x, device), to_device(y, device)
     last = float("nan")
@@ -62,8 +76,9 @@ def fit(
             with autocast(device, amp):
                 loss = loss_fn(model(x_dev[batch]).float(), y_dev[batch])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()  # float16: the loss scaled up so small gradients do not underflow
+            scaler.step(optimizer)  # unscales; skips the step when a gradient overflowed
+            scaler.update()
             total += float(loss.detach()) * len(batch)
             count += len(batch)
         last = total / max(count, 1)

@@ -68,6 +68,6 @@ def run(quick: bool) -> list[dict]:
     return [
         _case("mc_inference_gal_cnn", ModelSpec(name="gal_cnn", hidden=128, dropout=0.5), (1, 28, 28),
               n_pool=1000 if quick else 5000, batch=128, repeats=2 if quick else 3),
-        _case("mc_inference_vgg16", ModelSpec(name="vgg16", pretrained=False), (3, 32, 32),
+        _case("mc_inference_vgg16", ModelSpec(name="vgg16", pretrained=False, hidden=4096), (3, 32, 32),
               n_pool=64 if quick else 256, batch=32, repeats=2 if quick else 3),
     ]

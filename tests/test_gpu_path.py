@@ -1,0 +1,224 @@
+"""The GPU path, checked on the CPU: loss scaling under float16, VGG-16's input normalisation and
+settings, the fused-optimizer fallback (issue 16). GPU claiming and determinism: test_gpu_claim.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import alrun.backbones
+import alrun.inference
+import alrun.training
+from alrun.backbones import IMAGENET
+from alrun.config import ModelSpec, TrainSpec
+from alrun.data.bundle import standardise_images
+from alrun.inference import amp_dtype, grad_scaler
+from alrun.models import VGG16_HIDDEN, InputAffine, build_model, split_at_first_dropout
+from alrun.training import _optimizer, fit
+
+# --- 1. loss scaling -------------------------------------------------------------------------------
+
+
+class Scale(nn.Module):
+    """Multiplies by a tiny constant: in float16 the gradient flowing back through it underflows."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+
+def _tiny_gradient_model() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 3), Scale(1e-6))
+
+
+def _data() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(64, 8, generator=g), torch.randint(0, 3, (64,), generator=g)
+
+
+@pytest.fixture
+def float16_on_cpu(monkeypatch):
+    """Autocast in float16 on the CPU, as on a GPU without bfloat16 (V100, T4)."""
+    monkeypatch.setattr(alrun.inference, "amp_dtype",
+                        lambda device, enabled: torch.float16 if enabled else None)
+
+
+def _train(model: nn.Module, amp: bool) -> None:
+    x, y = _data()
+    fit(model, x, y, TrainSpec(epochs=2, batch_size=32, lr=1e-2), torch.Generator().manual_seed(2), None, amp)
+
+
+def test_float16_training_scales_the_loss_so_small_gradients_survive(float16_on_cpu):
+    model = _tiny_gradient_model()
+    before = model[0].weight.detach().clone()
+    _train(model, amp=True)
+    assert grad_scaler(torch.device("cpu"), True).is_enabled()
+    assert not torch.equal(model[0].weight, before)  # the float16 gradients reached the weights
+
+
+def test_without_the_scaler_the_float16_gradients_underflow(float16_on_cpu, monkeypatch):
+    # the same run with loss scaling off: every gradient is 0 in float16 and Adam does not move.
+    # This is what the scaler prevents (and what makes the test above able to fail).
+    monkeypatch.setattr(alrun.training, "grad_scaler",
+                        lambda device, enabled: torch.amp.GradScaler(device.type, enabled=False))
+    model = _tiny_gradient_model()
+    before = model[0].weight.detach().clone()
+    _train(model, amp=True)
+    assert torch.equal(model[0].weight, before)
+
+
+def test_full_precision_training_is_unchanged_by_the_scaler():
+    # amp off (or the CPU): the scaler is a pass-through, so results equal plain backward/step
+    model_a, model_b = _tiny_gradient_model(), _tiny_gradient_model()
+    _train(model_a, amp=False)
+    x, y = _data()
+    spec = TrainSpec(epochs=2, batch_size=32, lr=1e-2)
+    opt, order_gen = _optimizer(model_b, spec), torch.Generator().manual_seed(2)
+    for _ in range(2):
+        order = torch.randperm(64, generator=order_gen)
+        for start in range(0, 64, 32):
+            batch = order[start : start + 32]
+            loss = nn.functional.cross_entropy(model_b(x[batch]).float(), y[batch])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    assert torch.equal(model_a[0].weight, model_b[0].weight)
+    assert not grad_scaler(torch.device("cpu"), True).is_enabled()  # no autocast on the CPU, no scaling
+
+
+@pytest.mark.parametrize("bf16,expected", [(True, torch.bfloat16), (False, torch.float16)])
+def test_cuda_autocast_dtype_and_scaling(monkeypatch, bf16, expected):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    cuda = torch.device("cuda", 0)
+    assert amp_dtype(cuda, True) is expected
+    assert amp_dtype(cuda, False) is None and amp_dtype(torch.device("cpu"), True) is None
+    # the scaler is asked for exactly when the dtype is float16 (GradScaler itself switches off
+    # where CUDA is missing, so its `enabled` argument is what is checked)
+    seen = {}
+    monkeypatch.setattr(torch.amp, "GradScaler", lambda device, enabled: seen.update(device=device, enabled=enabled))
+    grad_scaler(cuda, True)
+    assert seen == {"device": "cuda", "enabled": not bf16}
+
+
+# --- 6. fused optimizers, and the fallback where torch has none -------------------------------------
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+def test_fused_optimizer_on_cpu(name):
+    opt = _optimizer(nn.Linear(3, 2), TrainSpec(optimizer=name))
+    assert opt.defaults["fused"] is True
+
+
+@pytest.mark.parametrize("name,cls", [("adam", "Adam"), ("sgd", "SGD")])
+def test_fused_optimizer_falls_back_where_torch_has_no_fused_kernel(monkeypatch, name, cls):
+    real = getattr(torch.optim, cls)
+
+    def old_torch(params, *args, fused=None, **kwargs):  # torch < 2.4 on the CPU
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of "
+                               "supported devices: ['cuda', 'xpu', 'privateuseone'].")
+        return real(params, *args, fused=fused, **kwargs)
+
+    monkeypatch.setattr(torch.optim, cls, old_torch)
+    model = _tiny_gradient_model()
+    opt = _optimizer(model, TrainSpec(optimizer=name))
+    assert isinstance(opt, real) and not opt.defaults["fused"]
+    before = model[0].weight.detach().clone()
+    x, y = _data()
+    fit(model, x, y, TrainSpec(epochs=1, optimizer=name, lr=1e-2), torch.Generator().manual_seed(0))
+    assert not torch.equal(model[0].weight, before)
+
+
+# --- 2. and 3. VGG-16: ImageNet normalisation, dropout and hidden width -------------------------------
+
+
+@pytest.fixture
+def fake_imagenet_vgg16(monkeypatch):
+    """`pretrained=true` without a download: a seeded VGG-16 stands in for the ImageNet weights."""
+    nets = []
+
+    def torchvision_net(arch, spec):
+        assert arch == "vgg16"
+        torch.manual_seed(123)
+        net = torchvision.models.vgg16(weights=None)
+        nets.append(net.state_dict())
+        return net
+
+    monkeypatch.setattr(alrun.backbones, "torchvision_net", torchvision_net)
+    return nets
+
+
+def _first_conv_input(model: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    seen = []
+    handle = conv.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    with torch.no_grad():
+        model.eval()(x)
+    handle.remove()
+    return seen[0]
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_vgg16_with_imagenet_weights_sees_imagenet_normalised_images(fake_imagenet_vgg16, channels):
+    rng = np.random.default_rng(0)
+    # pixel statistics far from ImageNet's: dark, low-contrast images
+    shape = (6, 32, 32, channels) if channels == 3 else (6, 32, 32)
+    raw = rng.integers(10, 90, size=shape, dtype=np.uint8)
+    x, stats = standardise_images(raw)
+    model = build_model(ModelSpec(name="vgg16", pretrained=True, hidden=16), tuple(x.shape[1:]), 4, 0, stats)
+    seen = _first_conv_input(model, x)
+    mean, std = (torch.tensor(s).view(1, 3, 1, 1) for s in IMAGENET)
+    if channels == 1:
+        mean, std = mean.mean(dim=1, keepdim=True), std.mean(dim=1, keepdim=True)
+    pixels = torch.from_numpy(raw).float().div(255).reshape(6, 32, 32, channels).permute(0, 3, 1, 2)
+    expected = (pixels - mean) / std
+    torch.testing.assert_close(seen, expected, atol=2e-5, rtol=1e-5)
+    # the conversion is a fixed part of the deterministic trunk: MC inference runs it once per input
+    trunk, _ = split_at_first_dropout(model)
+    assert isinstance(trunk[0], InputAffine)
+    assert not any(p.requires_grad for p in trunk[0].parameters())
+
+
+def test_vgg16_without_pretrained_weights_keeps_the_data_standardisation():
+    x, stats = standardise_images(np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8))
+    model = build_model(ModelSpec(name="vgg16", pretrained=False, hidden=16), (3, 32, 32), 4, 0, stats)
+    assert torch.equal(_first_conv_input(model, x), x)
+
+
+def test_vgg16_honours_dropout_and_hidden(fake_imagenet_vgg16):
+    model = build_model(ModelSpec(name="vgg16", pretrained=True, hidden=64, dropout=0.3), (3, 32, 32), 5, 0)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(512 * 7 * 7, 64), (64, 64), (64, 5)]
+    assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.3, 0.3]
+    # another width cannot take ImageNet's fc6 / fc7, but the convolutions keep their pretrained weights
+    pretrained = fake_imagenet_vgg16[-1]
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert torch.equal(convs[0].weight, pretrained["features.0.weight"])
+    assert torch.equal(convs[-1].weight, pretrained["features.28.weight"])
+    with torch.no_grad():
+        assert tuple(model.eval()(torch.randn(2, 3, 32, 32)).shape) == (2, 5)
+
+
+def test_vgg16_default_width_keeps_the_pretrained_classifier(fake_imagenet_vgg16):
+    model = build_model(ModelSpec(name="vgg16", pretrained=True, hidden=VGG16_HIDDEN, dropout=0.5), (3, 32, 32), 5, 0)
+    pretrained = fake_imagenet_vgg16[-1]
+    fc6, fc7, last = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert torch.equal(fc6.weight, pretrained["classifier.0.weight"])
+    assert torch.equal(fc7.weight, pretrained["classifier.3.weight"])
+    assert last.out_features == 5
+    assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.5, 0.5]
+
+
+def test_vgg16_dropout_zero_is_a_deterministic_network():
+    model = build_model(ModelSpec(name="vgg16", pretrained=False, hidden=8, dropout=0.0), (3, 32, 32), 3, 0)
+    model.train()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
