@@ -89,7 +89,17 @@ def job_settings(spec: RunSpec, input_shape: tuple[int, ...]) -> dict[str, Any]:
 
 
 def task(cfg: DictConfig) -> dict[str, Any]:
-    """One job of the sweep (or the single run)."""
+    """One job of the sweep (or the single run); with `device=auto` on a machine with GPUs it holds a
+    GPU no other alrun job holds, for its whole lifetime, waiting for one when all are taken."""
+    from alrun.devices import claimed_device
+
+    name = str(OmegaConf.select(cfg, "device", default="auto"))
+    with claimed_device(name, job_index(HydraConfig.get())) as device:
+        return run_job(cfg, device)
+
+
+def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
+    """The job itself, on the `claimed` device (None: the one `device` names)."""
     import torch
 
     from alrun.devices import choose_device
@@ -105,8 +115,8 @@ def task(cfg: DictConfig) -> dict[str, Any]:
     report_sizes = (plain.get("report") or {}).get("sizes")
     try:
         spec = run_spec_from_dict(plain)
-        # jobs sharing a machine with several GPUs are spread over them by their number in the sweep
-        spec = replace(spec, device=choose_device(spec.device, job_index(hydra_cfg)))
+        # jobs sharing a machine with several GPUs each hold a free one (see `task`)
+        spec = replace(spec, device=claimed or choose_device(spec.device, job_index(hydra_cfg)))
         job = ActiveLearningJob(spec, out_dir)
     except AlrunError as exc:
         return stop(str(exc), out_dir, hydra_cfg)

@@ -111,6 +111,7 @@ class RunSpec:
     device: str = "auto"
     amp: bool = True  # mixed precision on GPU only
     inference_batch_size: int = 512
+    deterministic: bool = False  # torch's deterministic algorithms and cuDNN settings (bit-for-bit GPU runs)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -158,6 +159,7 @@ def validate(spec: RunSpec) -> None:
            spec.device, "use auto, cpu, cuda or cuda:N")
     _check(_is_int(spec.inference_batch_size) and spec.inference_batch_size >= 1, "inference_batch_size",
            spec.inference_batch_size, "it must be a positive integer")
+    _check(isinstance(spec.deterministic, bool), "deterministic", spec.deterministic, "it must be true or false")
     m, t, d = spec.model, spec.train, spec.dataset
     _check(m.name in MODELS, "model.name", m.name, f"choose one of {', '.join(MODELS)}")
     _check(isinstance(m.dropout, (int, float)) and 0 <= m.dropout < 1, "model.dropout", m.dropout,

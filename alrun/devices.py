@@ -1,16 +1,29 @@
-"""Which device a job runs on.
+"""Which device a job runs on, and the process-wide settings a job sets for it.
 
 A job uses the devices it is given: under SLURM (one GPU per job) the scheduler sets
 CUDA_VISIBLE_DEVICES, so the job sees one GPU, `cuda:0`. When several jobs share a machine that
 shows them several GPUs (the joblib launcher, or submitit_local with `gpus_per_node` set to all of
-them), `auto` spreads them by the job's number in the sweep: job k runs on `cuda:(k % count)`.
+them), `auto` gives each job a GPU no other alrun job holds, for the job's lifetime
+(:func:`claimed_device`): jobs finish out of order, so a GPU picked by the job's number alone could
+still be busy while another idles.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
 import torch
 
 from alrun.errors import ConfigError
+from alrun.filelock import exclusive_nowait
+
+log = logging.getLogger("alrun")
 
 
 def choose_device(name: str, job_index: int = 0, device_count: int | None = None) -> str:
@@ -43,3 +56,89 @@ def choose_device(name: str, job_index: int = 0, device_count: int | None = None
 def resolve_device(name: str, job_index: int = 0) -> torch.device:
     """:func:`choose_device` as a torch.device."""
     return torch.device(choose_device(name, job_index))
+
+
+def gpu_lock_dir() -> Path:
+    """Where the per-GPU locks live: $ALRUN_GPU_LOCK_DIR, else a folder of this user's in the machine's
+    temporary directory (local to the machine, as the GPUs are)."""
+    configured = os.environ.get("ALRUN_GPU_LOCK_DIR")
+    if configured:
+        return Path(configured)
+    user = os.getuid() if hasattr(os, "getuid") else os.getlogin()
+    return Path(tempfile.gettempdir()) / f"alrun-gpu-locks-{user}"
+
+
+def gpu_identity(index: int) -> str:
+    """A name for visible GPU `index` that is the same in every process on the machine: its UUID, else its
+    CUDA_VISIBLE_DEVICES entry, else the index. (Jobs that each see one GPU as `cuda:0` must not
+    share one lock.)"""
+    try:
+        return str(torch.cuda.get_device_properties(index).uuid)
+    except Exception:  # no CUDA here (tests), or a torch without `uuid`
+        visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+        return visible[index] if index < len(visible) else str(index)
+
+
+@contextlib.contextmanager
+def claimed_device(
+    name: str,
+    job_index: int = 0,
+    device_count: int | None = None,
+    *,
+    lock_dir: Path | None = None,
+    identity: Callable[[int], str] | None = None,
+    poll_s: float = 0.5,
+) -> Iterator[str | None]:
+    """For `device=auto` or `cuda` on a machine with GPUs: hold a free GPU for the block; yields `cuda:N`.
+
+    Each GPU has a lock file (:func:`alrun.filelock.exclusive_nowait`); the job tries them starting at
+    its own number in the sweep (so on an idle machine job k gets `cuda:(k % count)`, as before) and
+    holds the first free one until the block ends. When every GPU is held the job waits, trying
+    again every `poll_s` seconds, and takes the first one released. The kernel releases a lock when
+    its process ends, so a killed job never leaves its GPU claimed. Yields None where nothing is
+    claimed (cpu, cuda:N, no GPU, an invalid name: :func:`choose_device` decides those). Where locks
+    are not available the job runs on `cuda:(k % count)`, unlocked, and says so. `identity` names
+    GPU i's lock (default :func:`gpu_identity`).
+    """
+    count = torch.cuda.device_count() if device_count is None else device_count
+    if name not in ("auto", "cuda") or count == 0:
+        yield None
+        return
+    folder = gpu_lock_dir() if lock_dir is None else lock_dir
+    names = [(identity or gpu_identity)(i) for i in range(count)]
+    order = [(job_index + i) % count for i in range(count)]
+    waiting_since = None
+    while True:
+        for index in order:
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in names[index])
+            with exclusive_nowait(folder / f"gpu-{safe}.lock") as held:
+                if held is False:
+                    continue
+                if held is None:
+                    log.warning("GPU locks cannot be used in %s, so this job takes cuda:%d without claiming it.",
+                                folder, job_index % count)
+                    yield f"cuda:{job_index % count}"
+                    return
+                if waiting_since is not None:
+                    log.info("cuda:%d is free now, after %.0f s of waiting", index, time.monotonic() - waiting_since)
+                yield f"cuda:{index}"
+                return
+        if waiting_since is None:
+            waiting_since = time.monotonic()
+            log.info("all %d GPUs are held by other alrun jobs: waiting for one to be released", count)
+        time.sleep(poll_s)
+
+
+def configure_determinism(enabled: bool) -> None:
+    """`deterministic=true`: torch's deterministic algorithms, cuDNN without autotuning or nondeterministic
+    kernels, and the cuBLAS workspace setting its deterministic mode needs (kept when already set).
+
+    An op without a deterministic CUDA kernel then warns, naming itself, instead of stopping a
+    long run (`warn_only`). False leaves torch's settings as they are.
+    """
+    if not enabled:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False

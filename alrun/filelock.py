@@ -44,3 +44,33 @@ def exclusive(lock_path: Path, what: str) -> Iterator[bool]:
         yield True
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+@contextlib.contextmanager
+def exclusive_nowait(lock_path: Path) -> Iterator[bool | None]:
+    """One attempt, without waiting, at an exclusive lock on `lock_path`, held for the block.
+
+    Yields True when this process now holds it, False when another holder has it (the block should
+    leave at once), None when locks are not available here (no `fcntl`, or the lock file cannot be
+    created): the caller decides how to go on unlocked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield None
+        return
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield None
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

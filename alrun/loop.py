@@ -27,7 +27,7 @@ from alrun.checkpoint import atomic_write_text, load_checkpoint, remove_stale_te
 from alrun.config import RunSpec, check_against_data
 from alrun.data import DataBundle, load_dataset
 from alrun.data.pathologies import corrupt_labels, imbalance_indices
-from alrun.devices import resolve_device
+from alrun.devices import configure_determinism, resolve_device
 from alrun.errors import ConfigError
 from alrun.features import featurize
 from alrun.inference import InferenceBatch
@@ -49,6 +49,7 @@ def spec_fingerprint(spec: RunSpec) -> str:
     """A short hash of the resolved config (device aside): a resumed job must match it."""
     values = asdict(spec)
     values.pop("device", None)
+    values.pop("deterministic", None)  # like the device: how the numbers are computed, not which study it is
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -92,6 +93,7 @@ class ActiveLearningJob:
         self.spec = spec
         self.out_dir = Path(out_dir)
         self.device = resolve_device(spec.device)
+        configure_determinism(spec.deterministic)  # before any GPU work (cuBLAS reads its setting once)
         self.data = data if data is not None else prepare_data(spec)
         self.class_columns = [column_name(c) for c in self.data.bundle.class_names]
         self.checkpoint_path = self.out_dir / "checkpoint.json"

@@ -1,0 +1,261 @@
+"""GPU claiming with a fake number of GPUs, and `deterministic=true` (issue 16).
+
+Jobs are threads here: each opens its own lock file descriptor, and `flock` locks belong to the open
+file, so threads contend for them exactly as the processes of a joblib sweep do (one test uses a
+second process to show that too).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+from alrun.config import RunSpec, run_spec_from_dict
+from alrun.devices import claimed_device, configure_determinism
+from alrun.errors import ConfigError
+from alrun.loop import spec_fingerprint
+
+LIVENESS_S = 30  # only a bound on how long a broken test may hang; no assertion depends on time
+
+
+def _names(i: int) -> str:
+    return f"GPU-fake-{i}"
+
+
+class Ledger:
+    """Which job holds which GPU, checked at every claim: never two running jobs on one GPU."""
+
+    def __init__(self, count: int) -> None:
+        self.lock = threading.Lock()
+        self.holders: dict[int, int | None] = dict.fromkeys(range(count))
+        self.history: list[tuple[int, int]] = []  # (job, gpu) in claim order
+
+    def enter(self, job: int, device: str) -> None:
+        gpu = int(device.split(":")[1])
+        with self.lock:
+            assert self.holders[gpu] is None, f"job {job} got cuda:{gpu} while job {self.holders[gpu]} runs there"
+            self.holders[gpu] = job
+            self.history.append((job, gpu))
+
+    def leave(self, job: int, device: str) -> None:
+        with self.lock:
+            self.holders[int(device.split(":")[1])] = None
+
+
+def test_jobs_finishing_out_of_order_never_share_a_gpu_and_take_the_idle_one(tmp_path):
+    """The issue's case: 2 GPUs, jobs 0 and 1 start; job 1 finishes first; job 2 must get cuda:1 (the idle
+    one), not cuda:0 (2 mod 2) where job 0 still runs."""
+    ledger = Ledger(2)
+    release = {k: threading.Event() for k in range(3)}
+    started = {k: threading.Event() for k in range(3)}
+
+    def job(k: int) -> str:
+        with claimed_device("auto", k, device_count=2, lock_dir=tmp_path, identity=_names, poll_s=0.01) as device:
+            ledger.enter(k, device)
+            started[k].set()
+            assert release[k].wait(LIVENESS_S)
+            ledger.leave(k, device)
+            return device
+
+    with ThreadPoolExecutor(3) as pool:
+        first = [pool.submit(job, 0), pool.submit(job, 1)]
+        assert started[0].wait(LIVENESS_S) and started[1].wait(LIVENESS_S)
+        third = pool.submit(job, 2)  # both GPUs are held: job 2 waits
+        release[1].set()  # job 1 finishes first, job 0 keeps running
+        assert first[1].result(LIVENESS_S) == "cuda:1"
+        assert started[2].wait(LIVENESS_S)
+        assert ledger.holders == {0: 0, 1: 2}  # job 2 runs on the GPU job 1 left, beside job 0
+        release[0].set()
+        release[2].set()
+        assert [first[0].result(LIVENESS_S), third.result(LIVENESS_S)] == ["cuda:0", "cuda:1"]
+
+
+def test_a_sweep_with_as_many_workers_as_gpus_never_waits_and_never_shares(tmp_path, caplog):
+    """Ten jobs of uneven length on 3 fake GPUs through 3 workers (joblib's n_jobs = number of GPUs):
+    a worker starts a job only after its last one ended, so a GPU is always free for it, and no job
+    ever waits, however the jobs finish."""
+    count, ledger = 3, Ledger(3)
+    # job k's length in scheduler turns: long jobs early, so later jobs overtake them
+    turns = [5, 1, 1, 4, 1, 2, 1, 1, 3, 1]
+    gates = [threading.Semaphore(0) for _ in turns]
+
+    def job(k: int) -> str:
+        with claimed_device("auto", k, device_count=count, lock_dir=tmp_path, identity=_names,
+                            poll_s=0.01) as device:
+            ledger.enter(k, device)
+            for _ in range(turns[k]):
+                assert gates[k].acquire(timeout=LIVENESS_S)
+            ledger.leave(k, device)
+            return device
+
+    caplog.set_level("INFO", logger="alrun")
+    with ThreadPoolExecutor(count) as pool:
+        futures = [pool.submit(job, k) for k in range(len(turns))]
+        while not all(f.done() for f in futures):
+            for gate in gates:  # one turn for every job, running or not yet started
+                gate.release()
+            threading.Event().wait(0.005)
+        devices = [f.result(LIVENESS_S) for f in futures]
+    assert len(ledger.history) == len(turns) and set(devices) <= {"cuda:0", "cuda:1", "cuda:2"}
+    assert "waiting" not in caplog.text
+    # the first jobs spread as before the claiming: job k on cuda:k
+    assert devices[:3] == ["cuda:0", "cuda:1", "cuda:2"]
+
+
+def test_more_jobs_than_gpus_wait_and_then_run_one_per_gpu(tmp_path, caplog):
+    count, ledger = 2, Ledger(2)
+    n_jobs = 6
+
+    def job(k: int) -> str:
+        with claimed_device("auto", k, device_count=count, lock_dir=tmp_path, identity=_names,
+                            poll_s=0.005) as device:
+            ledger.enter(k, device)
+            threading.Event().wait(0.02 * (1 + k % 3))
+            ledger.leave(k, device)
+            return device
+
+    caplog.set_level("INFO", logger="alrun")
+    with ThreadPoolExecutor(n_jobs) as pool:  # every job at once: most must wait
+        devices = [f.result(LIVENESS_S) for f in [pool.submit(job, k) for k in range(n_jobs)]]
+    assert len(ledger.history) == n_jobs and set(devices) == {"cuda:0", "cuda:1"}
+    assert "waiting for one to be released" in caplog.text
+
+
+def test_a_gpu_held_by_another_process_is_skipped(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.readline()",
+         str(tmp_path / "gpu-GPU-fake-0.lock")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with claimed_device("auto", 0, device_count=2, lock_dir=tmp_path, identity=_names) as device:
+            assert device == "cuda:1"
+    finally:
+        holder.stdin.close()
+        holder.wait(LIVENESS_S)
+    # the process ended, so the kernel released its lock: cuda:0 is free again
+    with claimed_device("auto", 0, device_count=2, lock_dir=tmp_path, identity=_names) as device:
+        assert device == "cuda:0"
+
+
+def test_the_claim_ends_with_the_job_even_when_it_fails(tmp_path):
+    with pytest.raises(RuntimeError):
+        with claimed_device("auto", 0, device_count=1, lock_dir=tmp_path, identity=_names) as device:
+            assert device == "cuda:0"
+            raise RuntimeError("the job crashed")
+    with claimed_device("auto", 0, device_count=1, lock_dir=tmp_path, identity=_names) as device:
+        assert device == "cuda:0"
+
+
+@pytest.mark.parametrize("name,count", [("cpu", 2), ("cuda:1", 2), ("auto", 0), ("cuda", 0), ("tpu", 2)])
+def test_nothing_is_claimed_where_the_job_names_its_device_or_has_no_gpu(tmp_path, name, count):
+    with claimed_device(name, 0, device_count=count, lock_dir=tmp_path, identity=_names) as device:
+        assert device is None
+    assert not list(tmp_path.iterdir())
+
+
+def test_jobs_that_each_see_one_gpu_as_cuda0_do_not_share_a_lock(tmp_path, monkeypatch):
+    # SLURM: every job sees its own GPU as cuda:0; the lock is named after the physical GPU
+    from alrun.devices import gpu_identity
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    with claimed_device("auto", 0, device_count=1, lock_dir=tmp_path, identity=gpu_identity) as a:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5")
+        with claimed_device("auto", 0, device_count=1, lock_dir=tmp_path, identity=gpu_identity) as b:
+            assert a == b == "cuda:0"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu-3.lock", "gpu-5.lock"]
+
+
+def test_cli_claims_the_gpu_around_the_job(monkeypatch, tmp_path):
+    """`task` holds the claim while `run_job` runs, and passes the claimed device down."""
+    from omegaconf import OmegaConf
+
+    import alrun.cli
+    import alrun.devices
+
+    monkeypatch.setattr(alrun.devices.torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("ALRUN_GPU_LOCK_DIR", str(tmp_path))
+    monkeypatch.setattr(alrun.devices, "gpu_identity", _names)
+    monkeypatch.setattr(alrun.cli, "HydraConfig", type("H", (), {"get": staticmethod(
+        lambda: OmegaConf.create({"job": {"num": 1}}))}))
+    seen = {}
+
+    def run_job(cfg, claimed):
+        seen["claimed"] = claimed
+        # while the job runs its GPU is held: another job is sent to the other one
+        with claimed_device("auto", 1, device_count=2, identity=_names) as other:
+            seen["other"] = other
+        return {"status": "done"}
+
+    monkeypatch.setattr(alrun.cli, "run_job", run_job)
+    assert alrun.cli.task(OmegaConf.create({"device": "auto"})) == {"status": "done"}
+    assert seen == {"claimed": "cuda:1", "other": "cuda:0"}
+
+
+# --- deterministic=true -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def restore_determinism(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    state = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    yield
+    torch.use_deterministic_algorithms(state[0], warn_only=state[1])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = state[2], state[3]
+
+
+def test_deterministic_composes_and_defaults_to_false(alrun_runner, tmp_path):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from alrun.cli import config_dir
+
+    with initialize_config_dir(config_dir(), version_base="1.3"):
+        plain = OmegaConf.to_container(compose("config"), resolve=True)
+        on = OmegaConf.to_container(compose("config", overrides=["deterministic=true", "scale=paper"]), resolve=True)
+    assert run_spec_from_dict(plain).deterministic is False
+    spec = run_spec_from_dict(on)
+    assert spec.deterministic is True and spec.model.name == "vgg16"
+    # the setting changes how numbers are computed, not the study: a run may resume with it switched
+    assert spec_fingerprint(spec) == spec_fingerprint(run_spec_from_dict({**on, "deterministic": False}))
+    with pytest.raises(ConfigError, match="`deterministic=maybe`"):
+        RunSpec(deterministic="maybe")
+
+
+def test_deterministic_sets_the_torch_flags(restore_determinism):
+    torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, True
+    configure_determinism(False)  # leaves them alone
+    assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
+    configure_determinism(True)
+    assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+
+
+def test_deterministic_keeps_a_users_cublas_setting(restore_determinism, monkeypatch):
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+    configure_determinism(True)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+
+
+def test_a_deterministic_job_sets_the_flags_before_its_work(restore_determinism, tmp_path):
+    from alrun.config import DatasetSpec, ModelSpec, TrainSpec
+    from alrun.loop import ActiveLearningJob
+
+    torch.use_deterministic_algorithms(False)
+    spec = RunSpec(device="cpu", deterministic=True, max_labelled=20, initial_labelled=20, mc_samples=2,
+                   dataset=DatasetSpec(max_train=100, max_test=50), model=ModelSpec(hidden=8),
+                   train=TrainSpec(epochs=1))
+    rows = ActiveLearningJob(spec, Path(tmp_path)).run()
+    assert torch.are_deterministic_algorithms_enabled() and len(rows) == 1
