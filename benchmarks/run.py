@@ -21,6 +21,7 @@ import torch
 
 import benchmarks
 from benchmarks.common import machine
+from benchmarks.gpu_check import kept_section
 
 HERE = Path(__file__).resolve().parent
 FIRST = ("bench_inference", "bench_scoring", "bench_step")  # the order; the others follow by name
@@ -127,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     info["load average before the run (1, 5, 15 min)"] = info.pop("load average (1, 5, 15 min)")
     if skipped:
         failures += [f"{name}: skipped, it has no run(quick) function" for name in skipped]
-    args.out.write_text(markdown(rows, failures, info, command, started, time.perf_counter() - tic, load_after))
+    kept = kept_section(args.out)  # benchmarks/gpu_check.py's entries are not this run's to drop
+    args.out.write_text(markdown(rows, failures, info, command, started, time.perf_counter() - tic, load_after)
+                        + ("\n" + kept if kept else ""))
     print(f"wrote {args.out}")
     return 1 if len(failures) > len(skipped) else 0
 

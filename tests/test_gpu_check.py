@@ -1,0 +1,86 @@
+"""`python -m benchmarks.gpu_check --quick` on the CPU: every figure printed, and recorded (issue 16)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from alrun.config import RunSpec, TrainSpec
+from benchmarks.gpu_check import MARK_END, MARK_START, kept_section, predicted_table1, record
+
+REPO = Path(__file__).resolve().parents[1]
+NUMBER = r"[0-9][0-9,]*(\.[0-9]+)?"
+
+# every figure the issue asks for, with AMP off and on where it says so
+BOTH_MODES = [
+    "training images/s",
+    r"MC-inference items/s \(T = 20\)",
+    r"MC inference / one deterministic pass \(x\)",
+    r"peak process memory \(CPU run: no GPU\) \(MiB\)",
+    r"one AL step \(s\): train \+ MC inference \+ select",
+]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> tuple[str, Path]:
+    out = tmp_path_factory.mktemp("gpu_check") / "RESULTS.md"
+    out.write_text("# Benchmark results\n\nthe table of benchmarks/run.py\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # the CPU, as in CI
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--quick", "--record", "--out", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout, out
+
+
+def test_quick_run_prints_every_figure_on_the_cpu(quick_run):
+    stdout, _ = quick_run
+    assert "gpu_check on CPU" in stdout and "QUICK" in stdout
+    for label in BOTH_MODES:
+        assert re.search(rf"(?m)^\s*{label}\s+amp=off\s+{NUMBER}\s+amp=on\s+{NUMBER}$", stdout), label
+    assert re.search(rf"max \|p_amp - p_fp32\|\s+{NUMBER}(e-?\d+)? over \[32, 10, 20\]", stdout)
+    assert re.search(r"BALD top-8 picks agree\s+(True|False) \(\d+ of 8 shared\)", stdout)
+    for amp in ("off", "on"):
+        assert re.search(rf"Table 1 at scale=paper, predicted, amp={amp}\s+{NUMBER} h \({NUMBER} days\) .*"
+                         r"45 jobs x 196 steps", stdout)
+    assert "prediction model: step at L labels" in stdout
+    assert "amp=on computes in: float32" in stdout and "loss scaling: off" in stdout
+
+
+def test_quick_run_is_recorded_beside_the_benchmark_table(quick_run):
+    stdout, out = quick_run
+    text = out.read_text()
+    assert text.startswith("# Benchmark results\n\nthe table of benchmarks/run.py\n")
+    section = kept_section(out)
+    assert section.startswith(MARK_START) and section.rstrip().endswith(MARK_END)
+    assert "### CPU" in section and "(--quick)" in section
+    assert "`python -m benchmarks.gpu_check --quick --record`" in section  # the temp --out path is left out
+    assert stdout.splitlines()[3] in section
+
+
+def test_record_keeps_one_entry_per_device_and_mode(tmp_path):
+    out = tmp_path / "RESULTS.md"
+    out.write_text("# Benchmark results\n")
+    gpu = ["gpu_check on NVIDIA H100 80GB HBM3 (cuda), torch 2.14", "figure 1"]
+    record(gpu, "python -m benchmarks.gpu_check", out)
+    record(["gpu_check on CPU Xeon (2 torch threads) (cpu), torch 2.14", "figure 2"],
+           "python -m benchmarks.gpu_check --quick", out)
+    record([gpu[0], "figure 3"], "python -m benchmarks.gpu_check", out)
+    text = out.read_text()
+    assert text.count("### NVIDIA H100 80GB HBM3\n") == 1 and "figure 3" in text and "figure 1" not in text
+    assert "### CPU Xeon (--quick)" in text and "figure 2" in text
+    assert text.count(MARK_START) == 1 and text.count(MARK_END) == 1
+
+
+def test_table1_prediction_follows_its_stated_model():
+    spec = RunSpec(initial_labelled=500, max_labelled=700, query_size=100, train=TrainSpec(epochs=10))
+    figures = {"train_images_per_s": 100.0, "mc_items_per_s": 10.0, "time_select": 0.0, "pool_n": 1}
+    grid = {"heuristic": ["bald", "random"], "seed": ["0", "1"]}
+    # bald: L=500: 10*500/100 + 100/10 + (1000-500)/10 = 110; L=600: 60 + 10 + 40 = 110; L=700 (last): 70 + 10
+    # random: (50 + 10) + (60 + 10) + (70 + 10) = 210; two seeds each
+    got = predicted_table1(spec, grid, figures, n_pool=1000, n_test=100)
+    assert got == {"jobs": 4, "steps": 3, "seconds": pytest.approx(2 * (300 + 210))}
