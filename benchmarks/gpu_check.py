@@ -12,8 +12,9 @@ state dict) is given: the speed is the same, and the GPU machine may have no net
 
 Printed for AMP off and on: training images/s, MC-inference items/s and its cost in deterministic
 passes, peak memory, the time of one AL step; then how far AMP's probabilities are from float32's
-(the same weights and masks) and whether BALD's top-100 picks agree; and the predicted wall time of
-Table 1 at `scale=paper` from the measured rates (the model is printed with it).
+(the same weights and masks) and whether BALD's top-100 picks agree; whether a run repeats bit for bit
+with `deterministic=true`; and the predicted wall time of Table 1 at `scale=paper` from the measured
+rates (the model is printed with it).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
+import os
 import re
 import sys
 import time
@@ -32,6 +34,7 @@ import torch
 
 from alrun.acquisition import acquire
 from alrun.config import ModelSpec, RunSpec, run_spec_from_dict
+from alrun.devices import configure_determinism
 from alrun.heuristics import MODEL_FREE, bald
 from alrun.inference import InferenceBatch, amp_dtype, autocast, grad_scaler, mc_probs, to_device
 from alrun.models import build_model, fold_for_inference, keep_mask
@@ -185,6 +188,24 @@ def agreement(model: torch.nn.Sequential, x_pool: torch.Tensor, spec: RunSpec, s
     }
 
 
+def repeats_bit_for_bit(model: torch.nn.Sequential, initial: dict, x_lab: torch.Tensor, y_lab: torch.Tensor,
+                        x_pool: torch.Tensor, spec: RunSpec, sizes: Sizes) -> bool:
+    """With `deterministic=true` (and AMP on, the default): one epoch of training and MC inference, twice from
+    the same weights and seeds; whether the weights and probabilities are bit-identical."""
+    device = next(model.parameters()).device
+    configure_determinism(True)
+    runs = []
+    for _ in range(2):
+        model.load_state_dict(initial)
+        fit(model, x_lab, y_lab, replace(spec.train, epochs=1), generator(0, "train/0"),
+            generator(0, "dropout/0", device), True)
+        probs = mc_probs(model, x_pool, spec.mc_samples, batch_size=sizes.inference_batch,
+                         generator=generator(0, "mc/0", device), amp=True).cpu()
+        runs.append(([v.detach().clone() for v in model.state_dict().values()], probs))
+    same_weights = all(torch.equal(a, b) for a, b in zip(runs[0][0], runs[1][0], strict=True))
+    return same_weights and torch.equal(runs[0][1], runs[1][1])
+
+
 def predicted_table1(spec: RunSpec, grid: dict[str, list[str]], figures: dict, n_pool: int, n_test: int) -> dict:
     """Seconds for every job of Table 1, one job at a time, from the measured rates.
 
@@ -222,6 +243,8 @@ def device_name(device: torch.device) -> str:
 
 def run(args: argparse.Namespace) -> list[str]:
     """Measure and return the printed lines."""
+    # as `deterministic=true` sets it for a job; here before the first cuBLAS call, which reads it once
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     sizes = QUICK_SIZES if args.quick else PAPER_SIZES
     spec, grid = table1_config()
@@ -273,6 +296,7 @@ def run(args: argparse.Namespace) -> list[str]:
     model.load_state_dict(results[False].pop("trained"))  # the agreement is measured on the float32-trained model
     results[True].pop("trained")
     agree = agreement(model, x_pool, spec, sizes)
+    repeatable = repeats_bit_for_bit(model, initial, x_lab, y_lab, x_pool, spec, sizes)  # last: it sets global flags
     n_test = spec.dataset.max_test or 10_000
 
     def both(label: str, key: str, fmt: str) -> str:
@@ -293,6 +317,8 @@ def run(args: argparse.Namespace) -> list[str]:
         f"{spec.mc_samples}] probabilities (same weights; same dropout masks in both dtypes: {agree['same_masks']})",
         f"{'AMP vs float32: BALD top-' + str(sizes.query) + ' picks agree':<48} {agree['picks_agree']} "
         f"({agree['picks_shared']} of {sizes.query} shared)",
+        f"{'deterministic=true: two runs bit-identical':<48} {repeatable} (amp=on; 1 epoch of training, then MC "
+        "inference; same weights, seeds and device)",
     ]
     for amp in (False, True):
         p = predicted_table1(spec, grid, results[amp], n_pool_paper, n_test)

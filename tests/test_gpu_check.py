@@ -47,6 +47,7 @@ def test_quick_run_prints_every_figure_on_the_cpu(quick_run):
     for amp in ("off", "on"):
         assert re.search(rf"Table 1 at scale=paper, predicted, amp={amp}\s+{NUMBER} h \({NUMBER} days\) .*"
                          r"45 jobs x 196 steps", stdout)
+    assert re.search(r"deterministic=true: two runs bit-identical\s+(True|False) ", stdout)
     assert "prediction model: step at L labels" in stdout
     assert "amp=on computes in: float32" in stdout and "loss scaling: off" in stdout
 
