@@ -4,6 +4,7 @@ explicit generator, so that it splits into a deterministic trunk and a stochasti
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -218,6 +219,10 @@ def vgg16(n_classes: int, spec: ModelSpec, pixel_stats: tuple[tuple[float, ...],
     classifier = [fc6, nn.ReLU(True), SeededDropout(spec.dropout), fc7, nn.ReLU(True), SeededDropout(spec.dropout),
                   nn.Linear(spec.hidden, n_classes)]
     front: list[nn.Module] = []
+    if (spec.pretrained or spec.weights_path) and pixel_stats is None:
+        logging.getLogger("alrun").warning(
+            "model.name=vgg16 has ImageNet weights, but the data carry no pixel statistics (feature arrays, not "
+            "uint8 images), so their own standardisation stands in for ImageNet's mean and std.")
     if (spec.pretrained or spec.weights_path) and pixel_stats is not None:
         mean, std = (torch.tensor(s, dtype=torch.float32) for s in pixel_stats)
         target_mean, target_std = (torch.tensor(s, dtype=torch.float32) for s in IMAGENET)

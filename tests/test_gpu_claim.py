@@ -259,3 +259,19 @@ def test_a_deterministic_job_sets_the_flags_before_its_work(restore_determinism,
                    train=TrainSpec(epochs=1))
     rows = ActiveLearningJob(spec, Path(tmp_path)).run()
     assert torch.are_deterministic_algorithms_enabled() and len(rows) == 1
+
+
+def test_without_locks_the_job_runs_on_its_numbered_gpu_and_says_so(tmp_path, monkeypatch, caplog):
+    import contextlib
+
+    import alrun.devices
+
+    @contextlib.contextmanager
+    def unavailable(path):  # no fcntl (Windows), or a lock folder that cannot be written
+        yield None
+
+    monkeypatch.setattr(alrun.devices, "exclusive_nowait", unavailable)
+    caplog.set_level("WARNING", logger="alrun")
+    with claimed_device("auto", 3, device_count=2, lock_dir=tmp_path, identity=_names) as device:
+        assert device == "cuda:1"
+    assert "GPU locks cannot be used" in caplog.text

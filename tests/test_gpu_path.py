@@ -222,3 +222,29 @@ def test_vgg16_dropout_zero_is_a_deterministic_network():
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x), model(x))
+
+
+@pytest.mark.parametrize("images", [True, False])
+def test_npz_images_carry_the_pixel_statistics_vgg16_needs(tmp_path, images):
+    from alrun.config import DatasetSpec
+    from alrun.data import load_dataset
+    from tests.fixtures_data import write_npz
+
+    truth = write_npz(tmp_path / "mine.npz", images=images)
+    bundle = load_dataset(DatasetSpec(name="npz", root=str(tmp_path / "mine.npz")))
+    if not images:
+        assert bundle.pixel_stats is None
+        return
+    both = np.concatenate([truth["x_train"], truth["x_test"]]).astype(np.float64) / 255
+    mean, std = bundle.pixel_stats
+    np.testing.assert_allclose(mean, both.mean(axis=(0, 1, 2)), atol=1e-9)
+    np.testing.assert_allclose(std, both.std(axis=(0, 1, 2), ddof=1), atol=1e-9)
+    # and the images are still standardised by them
+    np.testing.assert_allclose(bundle.x_train.mean(dim=(0, 2, 3)).numpy(), ((truth["x_train"] / 255 - mean) / std)
+                               .mean(axis=(0, 1, 2)), atol=1e-5)
+
+
+def test_vgg16_with_imagenet_weights_and_no_pixel_statistics_says_so(fake_imagenet_vgg16, caplog):
+    caplog.set_level("WARNING", logger="alrun")
+    build_model(ModelSpec(name="vgg16", pretrained=True, hidden=8), (3, 32, 32), 4, 0, None)
+    assert "no pixel statistics" in caplog.text

@@ -14,7 +14,7 @@ import torch
 
 from alrun.config import DatasetSpec
 from alrun.data.arrays import DATA_SEED, cap_indices
-from alrun.data.bundle import DataBundle, normalise_images
+from alrun.data.bundle import DataBundle, standardise_images
 from alrun.data.cifar import load_cifar10, load_cifar100
 from alrun.data.imagefolder import load_imagefolder, load_miotcd
 from alrun.data.mnist import load_fashion_mnist, load_mnist
@@ -61,14 +61,14 @@ def load_npz(spec: DatasetSpec) -> DataBundle:
     n_classes = int(max(y_train.max(), y_test.max())) + 1
     names = [str(c) for c in arrays["class_names"]] if "class_names" in arrays else [str(c) for c in range(n_classes)]
 
-    def to_tensor(x: np.ndarray) -> torch.Tensor:
-        if x.dtype == np.uint8 and x.ndim in (3, 4):
-            return normalise_images(x)
-        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-
+    both = np.concatenate([arrays["x_train"], arrays["x_test"]])  # one set of image statistics
+    stats = None  # images: the statistics removed, so that pretrained networks get their own normalisation
+    if both.dtype == np.uint8 and both.ndim in (3, 4):
+        x, stats = standardise_images(both)
+    else:
+        x = torch.from_numpy(np.ascontiguousarray(both, dtype=np.float32))
     n_train = len(y_train)
-    both = to_tensor(np.concatenate([arrays["x_train"], arrays["x_test"]]))  # one set of image statistics
-    return DataBundle(both[:n_train], y_train, both[n_train:], y_test, names)
+    return DataBundle(x[:n_train], y_train, x[n_train:], y_test, names, pixel_stats=stats)
 
 
 SOURCES: dict[str, Loader] = {
