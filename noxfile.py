@@ -1,4 +1,5 @@
-"""Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s smoke`, `nox -s bench [-- --quick]`."""
+"""Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s smoke`, `nox -s bench [-- --quick]`,
+`nox -s gpu_check [-- --quick]`."""
 
 import nox
 
@@ -36,3 +37,10 @@ def bench(session: nox.Session) -> None:
     session.install("structlog", "h5py", "tqdm", "torchmetrics", "scikit-learn")
     session.install("batchbald_redux")  # the peer of benchmarks/bench_batchbald.py
     session.run("python", "-m", "benchmarks.run", *session.posargs)
+
+
+@nox.session
+def gpu_check(session: nox.Session) -> None:
+    """benchmarks/gpu_check.py on this machine's GPU (the CPU when there is none), recorded in benchmarks/RESULTS.md."""
+    session.install("-e", ".")
+    session.run("python", "-m", "benchmarks.gpu_check", "--record", *session.posargs)
