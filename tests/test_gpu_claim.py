@@ -109,20 +109,31 @@ def test_a_sweep_with_as_many_workers_as_gpus_never_waits_and_never_shares(tmp_p
     assert devices[:3] == ["cuda:0", "cuda:1", "cuda:2"]
 
 
-def test_more_jobs_than_gpus_wait_and_then_run_one_per_gpu(tmp_path, caplog):
-    count, ledger = 2, Ledger(2)
-    n_jobs = 6
+def test_more_jobs_than_gpus_wait_and_then_run_one_per_gpu(tmp_path, monkeypatch, caplog):
+    """Six jobs at once on 2 fake GPUs: the first two hold theirs until another job is seen waiting, then
+    every job runs, one per GPU at a time."""
+    import alrun.devices
+
+    count, ledger, n_jobs = 2, Ledger(2), 6
+    someone_waits = threading.Event()
+    real_sleep = alrun.devices.time.sleep
+
+    def sleep(seconds):  # claimed_device sleeps only when every GPU is held
+        someone_waits.set()
+        real_sleep(seconds)
+
+    monkeypatch.setattr(alrun.devices.time, "sleep", sleep)
 
     def job(k: int) -> str:
         with claimed_device("auto", k, device_count=count, lock_dir=tmp_path, identity=_names,
                             poll_s=0.005) as device:
             ledger.enter(k, device)
-            threading.Event().wait(0.02 * (1 + k % 3))
+            assert someone_waits.wait(LIVENESS_S)
             ledger.leave(k, device)
             return device
 
     caplog.set_level("INFO", logger="alrun")
-    with ThreadPoolExecutor(n_jobs) as pool:  # every job at once: most must wait
+    with ThreadPoolExecutor(n_jobs) as pool:
         devices = [f.result(LIVENESS_S) for f in [pool.submit(job, k) for k in range(n_jobs)]]
     assert len(ledger.history) == n_jobs and set(devices) == {"cuda:0", "cuda:1"}
     assert "waiting for one to be released" in caplog.text
@@ -214,7 +225,7 @@ def restore_determinism(monkeypatch):
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = state[2], state[3]
 
 
-def test_deterministic_composes_and_defaults_to_false(alrun_runner, tmp_path):
+def test_deterministic_composes_and_defaults_to_false():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
