@@ -87,8 +87,9 @@ class TrainSpec:
     epochs: int = 50
     schedule: str = "fixed"  # fixed: `epochs` epochs; min_updates: at least `min_updates` gradient steps
     min_updates: int = 0
-    # early_stopping: at most `epochs` epochs, stopped `patience` epochs after the best validation NLL, whose
-    # weights are kept; the validation set (`validation_size` labels, drawn once per seed) is never acquired
+    # early_stopping: at most `epochs` epochs (or enough for `min_updates` steps), stopped `patience` epochs
+    # after the best validation NLL but not before `min_updates` steps; the best epoch's weights are kept;
+    # the validation set (`validation_size` labels, drawn once per seed) is never acquired
     validation_size: int = 0
     patience: int = 10
     batch_size: int = 32

@@ -18,8 +18,8 @@ from alrun.models import set_dropout_generator
 def epochs_for(spec: TrainSpec, n_labelled: int) -> int:
     """The epoch schedule: `epochs`, or enough epochs for `min_updates` gradient steps.
 
-    With early stopping `epochs` is the most that are run (see :class:`EarlyStopping`)."""
-    if spec.schedule == "min_updates" and spec.min_updates > 0:
+    With early stopping this is the most that are run (see :class:`EarlyStopping`)."""
+    if spec.schedule in ("min_updates", "early_stopping") and spec.min_updates > 0:
         steps_per_epoch = math.ceil(n_labelled / spec.batch_size)
         return max(spec.epochs, math.ceil(spec.min_updates / steps_per_epoch))
     return spec.epochs
@@ -105,6 +105,9 @@ def fit(
     n = x.shape[0]
     x_dev, y_dev = to_device(x, device), to_device(y, device)
     last = float("nan")
+    # early stopping waits for `min_updates` gradient steps: at 20 labels an epoch is one step, and the
+    # validation NLL of a fresh network first rises for a few steps before it falls
+    min_epochs = math.ceil(spec.min_updates / math.ceil(n / spec.batch_size)) if n else 0
     for epoch in range(1, epochs_for(spec, n) + 1):
         order = torch.randperm(n, generator=generator).to(device)
         total, count = 0.0, 0
@@ -118,7 +121,7 @@ def fit(
             total += float(loss.detach()) * len(batch)
             count += len(batch)
         last = total / max(count, 1)
-        if early_stopping is not None and early_stopping.after_epoch(model, epoch, amp):
+        if early_stopping is not None and early_stopping.after_epoch(model, epoch, amp) and epoch >= min_epochs:
             break
     if early_stopping is not None:
         early_stopping.restore(model)

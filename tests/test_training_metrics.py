@@ -74,11 +74,12 @@ class ScriptedStopping(EarlyStopping):
         return self.script[len(self.snapshots) - 1]
 
 
-def _fit_toy(early_stopping, epochs=20):
+def _fit_toy(early_stopping, epochs=20, min_updates=0):
     torch.manual_seed(0)
     model = mlp(4, 3, 8, 0.5)
     x, y = torch.randn(40, 4), torch.arange(40) % 3
-    fit(model, x, y, TrainSpec(epochs=epochs, schedule="early_stopping", validation_size=1, patience=3),
+    spec = TrainSpec(epochs=epochs, schedule="early_stopping", validation_size=1, patience=3, min_updates=min_updates)
+    fit(model, x, y, spec,
         torch.Generator().manual_seed(1), torch.Generator().manual_seed(2), early_stopping=early_stopping)
     return model
 
@@ -111,3 +112,12 @@ def test_validation_nll_is_the_deterministic_networks():
     model.train()
     assert EarlyStopping(x, y, patience=1).validation_nll(model) == pytest.approx(nll, rel=1e-5)
     assert model.training  # the model is left in the mode it was in
+
+
+def test_early_stopping_waits_for_min_updates():
+    # 40 items in batches of 32: 2 steps an epoch, so 16 steps are 8 epochs; the best epoch stays the first
+    assert epochs_for(TrainSpec(epochs=5, schedule="early_stopping", validation_size=1, min_updates=16), 40) == 8
+    stopper = ScriptedStopping([1.0] + [2.0] * 30, patience=3)
+    model = _fit_toy(stopper, epochs=20, min_updates=16)  # patience alone would stop after epoch 4
+    assert len(stopper.snapshots) == 8 and stopper.best_epoch == 1
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in stopper.snapshots[0].items())
