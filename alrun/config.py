@@ -98,6 +98,12 @@ class TrainSpec:
     momentum: float = 0.9
     weight_decay: float = 0.0
 
+    @property
+    def n_validation(self) -> int:
+        """Labels held out for validation: `validation_size` under early_stopping, none under the other schedules
+        (so `train.schedule=fixed` alone turns a scale's early stopping off)."""
+        return self.validation_size if self.schedule == "early_stopping" else 0
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -195,8 +201,6 @@ def validate(spec: RunSpec) -> None:
            "it must be a non-negative integer")
     _check(t.schedule != "early_stopping" or t.validation_size >= 1, "train.validation_size", t.validation_size,
            "train.schedule=early_stopping needs a validation set of at least 1 label")
-    _check(t.schedule == "early_stopping" or t.validation_size == 0, "train.validation_size", t.validation_size,
-           f"only train.schedule=early_stopping uses a validation set (the schedule is {t.schedule}), so use 0")
     _check(_is_int(t.patience) and t.patience >= 1, "train.patience", t.patience,
            "it must be an integer of at least 1 (epochs)")
     _check(_is_int(t.batch_size) and t.batch_size >= 1, "train.batch_size", t.batch_size,
@@ -213,7 +217,7 @@ def validate(spec: RunSpec) -> None:
 
 def check_against_data(spec: RunSpec, n_pool: int, n_classes: int) -> None:
     """Checks that need the data set's size; still before any training."""
-    n_validation = spec.train.validation_size
+    n_validation = spec.train.n_validation
     _check(spec.initial_labelled + n_validation < n_pool, "initial_labelled", spec.initial_labelled,
            f"the pool holds only {n_pool} items" + (f", {n_validation} of them for validation" if n_validation else ""))
     _check(spec.query_size <= n_pool - spec.initial_labelled - n_validation, "query_size", spec.query_size,

@@ -96,7 +96,7 @@ def prepare_data(spec: RunSpec, bundle: DataBundle | None = None) -> PreparedDat
         )
     check_against_data(spec, len(eligible), n_classes)
     # drawn from the seed alone, so every heuristic of a seed validates on the same labels
-    eligible, validation = validation_split(eligible, spec.train.validation_size, generator(spec.seed, "validation"))
+    eligible, validation = validation_split(eligible, spec.train.n_validation, generator(spec.seed, "validation"))
     return PreparedData(bundle, eligible, oracle, reduced, validation)
 
 

@@ -51,7 +51,6 @@ def test_heuristics_without_mc_disagreement_accept_one_sample_or_no_dropout():
 
 @pytest.mark.parametrize("train,fragment", [
     ({"schedule": "early_stopping"}, "`train.validation_size=0` is not allowed: train.schedule=early_stopping"),
-    ({"validation_size": 20}, "only train.schedule=early_stopping uses a validation set"),
     ({"schedule": "early_stopping", "validation_size": 20, "patience": 0}, "`train.patience=0`"),
     ({"schedule": "early_stopping", "validation_size": -1}, "non-negative"),
 ])
@@ -69,3 +68,10 @@ def test_validation_set_counts_against_the_pool():
         check_against_data(spec, 100, 10)
     with pytest.raises(ConfigError, match="`initial_balanced=yes`"):
         run_spec_from_dict({"initial_balanced": "yes"})
+
+
+def test_validation_set_only_with_early_stopping():
+    # a scale's validation_size stays set when a study switches to the fixed schedule: then nothing is held out
+    assert run_spec_from_dict({"train": {"validation_size": 20}}).train.n_validation == 0
+    spec = run_spec_from_dict({"train": {"validation_size": 20, "schedule": "early_stopping"}})
+    assert spec.train.n_validation == 20

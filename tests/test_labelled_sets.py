@@ -99,7 +99,8 @@ def test_noise_and_imbalance_with_a_validation_set(digits):
     train = TrainSpec(schedule="early_stopping", validation_size=60)
     spec = RunSpec(label_noise=0.2, imbalance_classes=2, seed=7, train=train)
     data = prepare_data(spec, digits)
-    without = prepare_data(replace(spec, train=TrainSpec()), digits)
+    without = prepare_data(replace(spec, train=TrainSpec(validation_size=60)), digits)  # fixed: nothing held out
+    assert len(without.validation) == 0
     # the validation set comes out of the (imbalanced) pool; the pathologies do not depend on it
     assert len(data.validation) == 60 and len(np.intersect1d(data.validation, data.eligible)) == 0
     assert np.array_equal(np.sort(np.concatenate([data.eligible, data.validation])), without.eligible)
