@@ -157,3 +157,16 @@ def test_cli_balanced_start_and_early_stopping(tmp_path):
         "validation_labels"] == 30
     assert steps["epochs_trained"].between(1, 40).all()
     assert steps["labelled"].tolist() == [20, 30, 40, 50]  # validation labels are not counted as acquired
+
+
+def test_fingerprint_of_jobs_made_before_these_settings_is_kept():
+    import hashlib
+    from dataclasses import asdict
+
+    spec = RunSpec()
+    old = asdict(spec)  # the config as jobs on disk recorded it: without the settings added since
+    old.pop("device"), old.pop("initial_balanced"), old["train"].pop("validation_size"), old["train"].pop("patience")
+    old_hash = hashlib.sha256(json.dumps(old, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert loop.spec_fingerprint(spec) == old_hash
+    assert loop.spec_fingerprint(replace(spec, initial_balanced=True)) != old_hash
+    assert loop.spec_fingerprint(replace(spec, train=TrainSpec(patience=3))) != old_hash
