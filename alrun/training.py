@@ -72,7 +72,11 @@ class EarlyStopping:
         nll = self.validation_nll(model, amp)
         if nll < self.best_nll:  # NaN never counts as better
             self.best_nll, self.best_epoch = nll, epoch
-            self._best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if self._best_state is None:
+                self._best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:  # copied into the same buffers: no new allocation per improvement (a VGG-16 is 0.5 GB)
+                for k, v in model.state_dict().items():
+                    self._best_state[k].copy_(v)
         return epoch - self.best_epoch >= self.patience
 
     def restore(self, model: nn.Module) -> None:
