@@ -61,22 +61,36 @@ def acquire(
     if rule:
         chosen = batch.stochastic_batch(heuristic, scores, query_size, generator=acquisition_generator, **params)
         return Acquisition(chosen.indices, time_infer, time.perf_counter() - tic)
-    return Acquisition(top_positions(scores, query_size), time_infer, time.perf_counter() - tic)
+    # ties (variation_ratios takes T + 1 values, BALD is clamped at 0) are broken at random: by the lowest
+    # position they would follow the data's storage order, which for image trees is class by class
+    positions = top_positions(scores, query_size, generator=acquisition_generator)
+    return Acquisition(positions, time_infer, time.perf_counter() - tic)
 
 
-def top_positions(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Positions of the k highest scores [M] -> [k], highest first, ties broken by the lowest position.
+def top_positions(scores: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Positions of the k highest scores [M] -> [k], highest first.
 
-    The same as a stable descending argsort cut at k, but only the items that reach the k-th score
-    (found by topk) are sorted, which matters on pools of a million candidates.
+    Ties are broken at random by `generator` (CPU; the same generator state gives the same picks),
+    or by the lowest position when it is None. The same as a stable descending argsort cut at k
+    (of the randomly permuted positions), but only the items that reach the k-th score (found by
+    topk) are permuted and sorted, which matters on pools of a million candidates.
     """
     if 0 < k < scores.numel():
         top = scores.topk(k).values
         if not top.isnan().any():  # topk ranks NaN highest; NaN scores take the full sort below
-            candidates = (scores >= top[-1]).nonzero().squeeze(1)
+            candidates = _shuffled((scores >= top[-1]).nonzero().squeeze(1), generator)
             order = torch.argsort(scores[candidates].double(), descending=True, stable=True)
             return candidates[order[:k]]
-    return torch.argsort(scores.double(), descending=True, stable=True)[:k]
+    candidates = _shuffled(torch.arange(scores.numel(), device=scores.device), generator)
+    return candidates[torch.argsort(scores[candidates].double(), descending=True, stable=True)[:k]]
+
+
+def _shuffled(positions: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """`positions` [n] in a random order drawn from `generator` (unchanged when it is None)."""
+    if generator is None:
+        return positions
+    perm = torch.randperm(positions.numel(), generator=generator, device=generator.device)
+    return positions[perm.to(positions.device)]
 
 
 def _acquire_batchbald(model: nn.Sequential, x_candidates: torch.Tensor, query_size: int, n_samples: int,

@@ -126,7 +126,8 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
         atomic_write_text(out_dir / "job.json", json.dumps(
             {"overrides": {k.lstrip("+~"): v for k, v in overrides.items()}, "settings": settings,
              "report_sizes": report_sizes, "study": plain.get("study"),
-             "reduced_classes": [column_name(job.data.bundle.class_names[c]) for c in job.data.reduced_classes]},
+             "reduced_classes": [column_name(job.data.bundle.class_names[c]) for c in job.data.reduced_classes],
+             "validation_labels": len(job.data.validation)},
             indent=2))
     except AlrunError as exc:
         return stop(str(exc), out_dir, hydra_cfg)

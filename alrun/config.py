@@ -42,7 +42,11 @@ HEURISTIC_PARAMS: dict[str, dict[str, tuple]] = {
 MODELS = ("auto", "mlp", "gal_cnn", "vgg16")
 BACKBONES = ("efficientnet_lite0", "resnet18", "resnet50", "vgg16")  # alrun.backbones.BUILDERS
 OPTIMIZERS = ("adam", "sgd")
-EPOCH_SCHEDULES = ("fixed", "min_updates")
+EPOCH_SCHEDULES = ("fixed", "min_updates", "early_stopping")
+# heuristics that score the disagreement between MC-Dropout samples: with one sample, or no dropout, every
+# candidate scores the same (0), and the "acquisition" is a tie-break
+NEEDS_MC_SAMPLES = ("bald", "variation_ratios", "mean_std", "batchbald", "power_bald", "softmax_bald",
+                    "softrank_bald")
 
 
 @dataclass(frozen=True)
@@ -83,11 +87,22 @@ class TrainSpec:
     epochs: int = 50
     schedule: str = "fixed"  # fixed: `epochs` epochs; min_updates: at least `min_updates` gradient steps
     min_updates: int = 0
+    # early_stopping: at most `epochs` epochs (or enough for `min_updates` steps), stopped `patience` epochs
+    # after the best validation NLL but not before `min_updates` steps; the best epoch's weights are kept;
+    # the validation set (`validation_size` labels, drawn once per seed) is never acquired
+    validation_size: int = 0
+    patience: int = 10
     batch_size: int = 32
     optimizer: str = "adam"
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 0.0
+
+    @property
+    def n_validation(self) -> int:
+        """Labels held out for validation: `validation_size` under early_stopping, none under the other schedules
+        (so `train.schedule=fixed` alone turns a scale's early stopping off)."""
+        return self.validation_size if self.schedule == "early_stopping" else 0
 
 
 @dataclass(frozen=True)
@@ -99,6 +114,7 @@ class RunSpec:
     heuristic_params: dict[str, Any] = field(default_factory=dict)
     query_size: int = 20
     initial_labelled: int = 20
+    initial_balanced: bool = False  # the initial labels: equal counts per class (by the oracle's labels)
     max_labelled: int = 200
     pool_fraction: float = 1.0
     mc_samples: int = 20
@@ -149,6 +165,10 @@ def validate(spec: RunSpec) -> None:
            spec.pool_fraction, "it must lie in (0, 1]")
     _check(_is_int(spec.mc_samples) and spec.mc_samples >= 1, "mc_samples", spec.mc_samples,
            "it must be an integer of at least 1")
+    _check(spec.heuristic not in NEEDS_MC_SAMPLES or spec.mc_samples >= 2, "mc_samples", spec.mc_samples,
+           f"{spec.heuristic} scores the disagreement between MC-Dropout samples, so it needs at least 2")
+    _check(isinstance(spec.initial_balanced, bool), "initial_balanced", spec.initial_balanced,
+           "it must be true or false")
     _check(isinstance(spec.label_noise, (int, float)) and 0 <= spec.label_noise < 1, "lambda",
            spec.label_noise, "the share of corrupted labels must lie in [0, 1)")
     _check(_is_int(spec.imbalance_classes) and spec.imbalance_classes >= 0, "delta", spec.imbalance_classes,
@@ -164,6 +184,8 @@ def validate(spec: RunSpec) -> None:
     _check(m.name in MODELS, "model.name", m.name, f"choose one of {', '.join(MODELS)}")
     _check(isinstance(m.dropout, (int, float)) and 0 <= m.dropout < 1, "model.dropout", m.dropout,
            "it must lie in [0, 1)")
+    _check(spec.heuristic not in NEEDS_MC_SAMPLES or m.dropout > 0, "model.dropout", m.dropout,
+           f"{spec.heuristic} scores the disagreement between MC-Dropout samples, which needs dropout above 0")
     _check(_is_int(m.hidden) and m.hidden >= 1, "model.hidden", m.hidden, "it must be a positive integer")
     _check(m.backbone is None or m.backbone in BACKBONES, "model.backbone", m.backbone,
            f"choose one of {', '.join(BACKBONES)} or null")
@@ -177,6 +199,12 @@ def validate(spec: RunSpec) -> None:
            f"choose one of {', '.join(EPOCH_SCHEDULES)}")
     _check(_is_int(t.min_updates) and t.min_updates >= 0, "train.min_updates", t.min_updates,
            "it must be a non-negative integer")
+    _check(_is_int(t.validation_size) and t.validation_size >= 0, "train.validation_size", t.validation_size,
+           "it must be a non-negative integer")
+    _check(t.schedule != "early_stopping" or t.validation_size >= 1, "train.validation_size", t.validation_size,
+           "train.schedule=early_stopping needs a validation set of at least 1 label")
+    _check(_is_int(t.patience) and t.patience >= 1, "train.patience", t.patience,
+           "it must be an integer of at least 1 (epochs)")
     _check(_is_int(t.batch_size) and t.batch_size >= 1, "train.batch_size", t.batch_size,
            "it must be a positive integer")
     _check(t.optimizer in OPTIMIZERS, "train.optimizer", t.optimizer, f"choose one of {', '.join(OPTIMIZERS)}")
@@ -191,10 +219,12 @@ def validate(spec: RunSpec) -> None:
 
 def check_against_data(spec: RunSpec, n_pool: int, n_classes: int) -> None:
     """Checks that need the data set's size; still before any training."""
-    _check(spec.initial_labelled < n_pool, "initial_labelled", spec.initial_labelled,
-           f"the pool holds only {n_pool} items")
-    _check(spec.query_size <= n_pool - spec.initial_labelled, "query_size", spec.query_size,
-           f"the pool has {n_pool - spec.initial_labelled} unlabelled items after the initial labels")
+    n_validation = spec.train.n_validation
+    _check(spec.initial_labelled + n_validation < n_pool, "initial_labelled", spec.initial_labelled,
+           f"the pool holds only {n_pool} items" + (f", {n_validation} of them for validation" if n_validation else ""))
+    _check(spec.query_size <= n_pool - spec.initial_labelled - n_validation, "query_size", spec.query_size,
+           f"the pool has {n_pool - spec.initial_labelled - n_validation} unlabelled items after the initial labels"
+           + (" and the validation set" if n_validation else ""))
     _check(spec.imbalance_classes <= n_classes, "delta", spec.imbalance_classes,
            f"the data set has {n_classes} classes")
 

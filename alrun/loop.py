@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +31,10 @@ from alrun.devices import configure_determinism, resolve_device
 from alrun.errors import ConfigError
 from alrun.features import featurize
 from alrun.inference import InferenceBatch
+from alrun.labelled_sets import initial_positions, validation_split
 from alrun.models import build_model
 from alrun.seeding import generator
-from alrun.training import evaluate, fit
+from alrun.training import EarlyStopping, epochs_for, evaluate, fit
 
 log = logging.getLogger("alrun")
 
@@ -45,11 +46,21 @@ def column_name(class_name: str) -> str:
     return re.sub(r"[^0-9A-Za-z_]+", "_", str(class_name)).strip("_") or "class"
 
 
+# settings added after jobs were already on disk: at their defaults they stay out of the fingerprint, so
+# those jobs still resume
+_LATER_SETTINGS = {"initial_balanced": False}
+_LATER_TRAIN_SETTINGS = {"validation_size": 0, "patience": 10}
+
+
 def spec_fingerprint(spec: RunSpec) -> str:
     """A short hash of the resolved config (device aside): a resumed job must match it."""
     values = asdict(spec)
     values.pop("device", None)
     values.pop("deterministic", None)  # like the device: how the numbers are computed, not which study it is
+    for later, scope in ((_LATER_SETTINGS, values), (_LATER_TRAIN_SETTINGS, values["train"])):
+        for key, default in later.items():
+            if scope.get(key) == default:
+                scope.pop(key)
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -58,9 +69,11 @@ class PreparedData:
     """The data as the loop sees it: pathologies applied, the oracle's labels fixed."""
 
     bundle: DataBundle
-    eligible: np.ndarray  # dataset indices that take part (after imbalance): [M]
+    eligible: np.ndarray  # dataset indices that can be acquired (after imbalance, without validation): [M]
     oracle_labels: np.ndarray  # labels the oracle returns (after noise): [N]
     reduced_classes: np.ndarray  # class ids reduced by the imbalance pathology
+    # labelled once per seed for early stopping, never acquired: [V] dataset indices
+    validation: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
 
 
 def prepare_data(spec: RunSpec, bundle: DataBundle | None = None) -> PreparedData:
@@ -83,7 +96,9 @@ def prepare_data(spec: RunSpec, bundle: DataBundle | None = None) -> PreparedDat
             bundle.y_train[eligible], spec.label_noise, n_classes, generator(spec.seed, "pathology/noise")
         )
     check_against_data(spec, len(eligible), n_classes)
-    return PreparedData(bundle, eligible, oracle, reduced)
+    # drawn from the seed alone, so every heuristic of a seed validates on the same labels
+    eligible, validation = validation_split(eligible, spec.train.n_validation, generator(spec.seed, "validation"))
+    return PreparedData(bundle, eligible, oracle, reduced, validation)
 
 
 class ActiveLearningJob:
@@ -121,8 +136,10 @@ class ActiveLearningJob:
             active.label(np.asarray(state["labelled"], dtype=np.int64))
             log.info("resuming %s after %d finished steps", self.out_dir, len(state["rows"]))
             return active, list(state["rows"]), bool(state.get("finished", False))
-        perm = torch.randperm(len(self.data.eligible), generator=generator(self.spec.seed, "initial")).numpy()
-        active.label(self.data.eligible[perm[: self.spec.initial_labelled]])
+        eligible = self.data.eligible
+        chosen = initial_positions(self.data.oracle_labels[eligible], self.spec.initial_labelled,
+                                   self.spec.initial_balanced, generator(self.spec.seed, "initial"))
+        active.label(eligible[chosen])
         return active, [], False
 
     def _save(self, active: ActiveSet, rows: list[dict[str, Any]], finished: bool) -> None:
@@ -157,6 +174,8 @@ class ActiveLearningJob:
         initial_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         amp = spec.amp and device.type == "cuda"
         inference_batch = InferenceBatch(spec.inference_batch_size)  # halved for the whole job on GPU out-of-memory
+        validation = torch.as_tensor(data.validation)
+        x_val, y_val = x_train[validation.to(x_train.device)], oracle[validation]
         for row in rows:
             if on_step:
                 on_step(row, self.n_steps_total)
@@ -168,8 +187,11 @@ class ActiveLearningJob:
             model.load_state_dict(initial_weights)
             tic = time.perf_counter()
             idx = torch.as_tensor(labelled)
+            stopper = (EarlyStopping(x_val, y_val, spec.train.patience, spec.inference_batch_size)
+                       if spec.train.schedule == "early_stopping" else None)
             fit(model, x_train[idx.to(x_train.device)], oracle[idx], spec.train,
-                generator(spec.seed, f"train/{step}"), generator(spec.seed, f"dropout/{step}", device), amp)
+                generator(spec.seed, f"train/{step}"), generator(spec.seed, f"dropout/{step}", device), amp,
+                early_stopping=stopper)
             time_train = time.perf_counter() - tic
             metrics = evaluate(model, x_test, bundle.y_test, spec.mc_samples,
                                generator(spec.seed, f"eval/{step}", device), inference_batch, amp)
@@ -180,6 +202,9 @@ class ActiveLearningJob:
                 "test_acc": metrics.accuracy,
                 "test_f1_macro": metrics.f1_macro,
             }
+            # labels spent beside the acquired ones, and the epoch whose weights were evaluated
+            row.update({"validation_labels": len(data.validation),
+                        "epochs_trained": stopper.best_epoch if stopper else epochs_for(spec.train, len(labelled))})
             row.update({f"f1_{c}": float(v) for c, v in zip(self.class_columns, metrics.f1_per_class, strict=True)})
             counts = np.bincount(bundle.y_train[labelled], minlength=bundle.n_classes)
             row.update({f"count_{c}": int(v) for c, v in zip(self.class_columns, counts, strict=True)})

@@ -39,6 +39,7 @@ def test_each_study_composes_the_papers_setup(study):
     assert str(OmegaConf.select(cfg, "grid.seeds")) == "0,1,2,3,4"
     assert list(cfg.report.sizes) == [5000, 10000, 20000]
     assert spec.dataset.max_test == 10000
+    assert spec.train.schedule == "fixed" and spec.train.n_validation == 0  # the paper's fixed epochs
 
 
 def test_miotcd_keeps_a_pool_of_20000_and_a_bounded_test_set():
@@ -62,3 +63,14 @@ def test_cpu_scales_use_the_frozen_offline_backbone(scale, pool_cap, sizes):
     assert list(cfg.report.sizes) == sizes and spec.max_labelled == sizes[-1]
     # every labelled size the table reads is reached exactly by the steps
     assert all((size - spec.initial_labelled) % spec.query_size == 0 for size in sizes)
+
+
+def test_bare_alrun_fits_by_early_stopping_and_studies_keep_fixed_epochs():
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        bare = run_spec_from_dict(OmegaConf.to_container(compose("config"), resolve=True))
+        convergence = compose("config", overrides=["+experiment=convergence", "scale=laptop"])
+        convergence = run_spec_from_dict(OmegaConf.to_container(convergence, resolve=True))
+    assert bare.train.schedule == "early_stopping" and bare.train.n_validation == 50 and bare.train.epochs == 100
+    assert not bare.initial_balanced
+    # the convergence study varies the epochs, so even at the laptop scale it trains them all and holds nothing out
+    assert convergence.train.schedule == "fixed" and convergence.train.n_validation == 0

@@ -148,3 +148,42 @@ def test_folded_trunk_gives_the_same_mc_probabilities_as_full_passes():
     split = mc_probs(model, x, 4, generator=torch.Generator().manual_seed(2))
     full = mc_probs(model, x, 4, generator=torch.Generator().manual_seed(2), split=False)
     assert torch.allclose(split, full, atol=1e-6)
+
+
+def test_top_positions_break_ties_with_the_generator():
+    scores = torch.tensor([0.0] * 50 + [2.0] + [1.0] * 100)  # one clear winner, then 100 tied items
+
+    def picks(seed):
+        return top_positions(scores, 6, generator=torch.Generator().manual_seed(seed)).tolist()
+
+    first = picks(0)
+    assert first[0] == 50 and all(51 <= p < 151 for p in first[1:]) and len(set(first)) == 6
+    assert picks(0) == first  # the same generator state gives the same picks
+    assert len({tuple(picks(seed)) for seed in range(5)}) == 5  # and other states others
+    assert picks(0)[1:] != list(range(51, 56))  # not the lowest positions, which were picked before
+    # the full sort (NaN present) breaks ties the same way
+    with_nan = torch.cat([scores, torch.tensor([float("nan")])])
+    nan_picks = top_positions(with_nan, 6, generator=torch.Generator().manual_seed(1)).tolist()
+    assert nan_picks[0] == 151 and nan_picks[1] == 50 and all(51 <= p < 151 for p in nan_picks[2:])
+
+
+@pytest.mark.parametrize("k", [1, 37, 200])
+def test_top_positions_with_a_generator_keep_the_order_of_scores(k):
+    scores = torch.randint(0, 6, (200,), generator=torch.Generator().manual_seed(k)).float()
+    chosen = top_positions(scores, k, generator=torch.Generator().manual_seed(9))
+    expected = torch.sort(scores, descending=True).values[:k]
+    assert torch.equal(scores[chosen], expected) and len(set(chosen.tolist())) == k
+
+
+def test_acquire_breaks_ties_at_random():
+    from alrun.acquisition import acquire
+
+    # no dropout: every MC sample agrees, every BALD score is 0, and the acquisition is a pure tie-break
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    x = torch.randn(80, 4, generator=torch.Generator().manual_seed(0))
+
+    def picks(seed):
+        return acquire(model, x, "bald", 5, 2, mc_generator=None,
+                       acquisition_generator=torch.Generator().manual_seed(seed)).positions.tolist()
+
+    assert picks(3) == picks(3) and picks(3) != picks(4) and picks(3) != [0, 1, 2, 3, 4]

@@ -6,8 +6,8 @@ import torch
 
 from alrun.config import ModelSpec, TrainSpec
 from alrun.inference import mc_probs
-from alrun.models import build_model, split_at_first_dropout
-from alrun.training import classification_metrics, epochs_for
+from alrun.models import build_model, mlp, split_at_first_dropout
+from alrun.training import EarlyStopping, classification_metrics, epochs_for, fit
 
 
 def test_metrics_hand_computed():
@@ -60,3 +60,64 @@ def test_model_init_is_seeded_and_leaves_global_rng_alone():
     b = build_model(ModelSpec(name="mlp"), (5,), 2, seed=3).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert torch.equal(state, torch.get_rng_state())
+
+
+class ScriptedStopping(EarlyStopping):
+    """Early stopping whose validation NLL follows `script`; records the weights after every epoch."""
+
+    def __init__(self, script: list[float], patience: int) -> None:
+        super().__init__(torch.zeros(1, 4), torch.zeros(1, dtype=torch.long), patience)
+        self.script, self.snapshots = script, []
+
+    def validation_nll(self, model, amp=False):
+        self.snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return self.script[len(self.snapshots) - 1]
+
+
+def _fit_toy(early_stopping, epochs=20, min_updates=0):
+    torch.manual_seed(0)
+    model = mlp(4, 3, 8, 0.5)
+    x, y = torch.randn(40, 4), torch.arange(40) % 3
+    spec = TrainSpec(epochs=epochs, schedule="early_stopping", validation_size=1, patience=3, min_updates=min_updates)
+    fit(model, x, y, spec,
+        torch.Generator().manual_seed(1), torch.Generator().manual_seed(2), early_stopping=early_stopping)
+    return model
+
+
+def test_early_stopping_keeps_the_best_epoch():
+    stopper = ScriptedStopping([3.0, 2.0, 1.0, 1.5, 1.2, 1.1, 0.5, 0.9], patience=3)
+    model = _fit_toy(stopper)
+    # best at epoch 3; epochs 4-6 are no better, so training stops after epoch 6 (never reaching the 0.5)
+    assert len(stopper.snapshots) == 6 and stopper.best_epoch == 3 and stopper.best_nll == 1.0
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in stopper.snapshots[2].items())
+    assert not all(torch.equal(state[k], v) for k, v in stopper.snapshots[5].items())
+
+
+def test_early_stopping_runs_at_most_epochs_and_ignores_nan():
+    stopper = ScriptedStopping([float("nan")] + [5.0 - i * 0.1 for i in range(20)], patience=3)
+    model = _fit_toy(stopper, epochs=8)
+    assert len(stopper.snapshots) == 8 and stopper.best_epoch == 8
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in stopper.snapshots[7].items())
+
+
+def test_validation_nll_is_the_deterministic_networks():
+    torch.manual_seed(0)
+    model = mlp(4, 3, 8, 0.5).train()
+    x, y = torch.randn(30, 4), torch.arange(30) % 3
+    nll = EarlyStopping(x, y, patience=1, batch_size=7).validation_nll(model)
+    model.eval()
+    expected = float(torch.nn.functional.cross_entropy(model(x), y).detach())
+    assert nll == pytest.approx(expected, rel=1e-5)
+    model.train()
+    assert EarlyStopping(x, y, patience=1).validation_nll(model) == pytest.approx(nll, rel=1e-5)
+    assert model.training  # the model is left in the mode it was in
+
+
+def test_early_stopping_waits_for_min_updates():
+    # 40 items in batches of 32: 2 steps an epoch, so 16 steps are 8 epochs; the best epoch stays the first
+    assert epochs_for(TrainSpec(epochs=5, schedule="early_stopping", validation_size=1, min_updates=16), 40) == 8
+    stopper = ScriptedStopping([1.0] + [2.0] * 30, patience=3)
+    model = _fit_toy(stopper, epochs=20, min_updates=16)  # patience alone would stop after epoch 4
+    assert len(stopper.snapshots) == 8 and stopper.best_epoch == 1
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in stopper.snapshots[0].items())
