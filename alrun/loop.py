@@ -176,6 +176,7 @@ class ActiveLearningJob:
                 "labelled": len(labelled),
                 "test_nll": metrics.nll,
                 "test_acc": metrics.accuracy,
+                "test_balanced_acc": metrics.balanced_accuracy,
                 "test_f1_macro": metrics.f1_macro,
             }
             row.update({f"f1_{c}": float(v) for c, v in zip(self.class_columns, metrics.f1_per_class, strict=True)})

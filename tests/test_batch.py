@@ -307,7 +307,6 @@ def test_acquire_dispatches_batch_heuristics(name):
     first, second = run(), run()
     assert first.positions.shape == (7,) and len(set(first.positions.tolist())) == 7
     assert torch.equal(first.positions, second.positions)
-    assert first.time_infer >= 0 and first.time_select >= 0
 
 
 def test_cli_runs_batchbald_and_a_stochastic_heuristic(tmp_path):
@@ -316,6 +315,7 @@ def test_cli_runs_batchbald_and_a_stochastic_heuristic(tmp_path):
     for name in ("batchbald", "power_bald"):
         steps = pd.read_csv(sweep / f"heuristic={name},seed=0" / "steps.csv")
         assert steps["labelled"].tolist() == [20, 30, 40, 50]
-        assert (steps["time_acquire"] >= 0).all()
+        # the last step acquires nothing: no acquisition time is booked to it
+        assert steps["time_acquire"].iloc[-1] == 0 and (steps["time_acquire"].iloc[:-1] > 0).all()
     summary = pd.read_csv(sweep / "summary.csv")
     assert set(summary["heuristic"]) == {"batchbald", "power_bald"}
