@@ -433,6 +433,8 @@ def penalty_tables(summary: pd.DataFrame, curves: pd.DataFrame, groups: list[str
         if points.empty:
             continue
         matrix, n_points = stats.penalty_matrix(points, higher_is_better=not stats.lower_is_better(metric))
+        if n_points == 0:  # one seed: nothing to test
+            continue
         title = (f"Penalty matrix, {METRIC_TITLES[metric]}: at how many of {n_points} compared points (each setting "
                  f"at {', '.join(str(s) for s in sizes)} labelled and its AUBC) the row's heuristic is significantly "
                  f"better than the column's (paired t-test by seed, p < {stats.ALPHA})")

@@ -106,6 +106,7 @@ def test_job_json_records_settings(smoke_sweep):
     ("query_size=100000", "query_size=100000"),
     ("lambda=2", "lambda=2"),
     ("mc_samples=-1", "mc_samples=-1"),
+    ("report.target_accuracy=80", "report.target_accuracy=80"),
 ])
 def test_bad_config_one_sentence_no_traceback(tmp_path, override, fragment):
     proc = run_alrun(["scale=smoke", "heuristic=bald", "seed=0", override,
