@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import integrate, stats
 
 ALPHA = 0.05  # significance level of the paired tests and the penalty matrix
 LOWER_IS_BETTER = ("test_nll",)
@@ -44,7 +44,7 @@ def aubc(labelled: np.ndarray, values: np.ndarray) -> float:
     span = x[-1] - x[0]
     if span == 0:
         return float(y.mean())
-    return float(np.trapezoid(y, x) / span)
+    return float(integrate.trapezoid(y, x) / span)
 
 
 def labels_to_target(labelled: np.ndarray, accuracy: np.ndarray, target: float) -> float:
