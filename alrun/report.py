@@ -557,7 +557,7 @@ def write_report(sweep_dir: Path, sizes: list[int] | None = None,
     if sizes is None and "report_sizes" in summary.columns:
         sizes = json.loads(summary["report_sizes"].iloc[0]) or None
     target = _target_of(summary, target_accuracy)
-    groups = group_columns_of(summary)
+    groups = group_columns_of(summary) or ["job"]  # jobs that recorded no settings: one row each
     chosen = choose_sizes(summary, sizes)
     table = long_table(summary, groups, chosen)
     # the sizes and the target travel in summary.csv, so a folder holding only it rebuilds the same tables
