@@ -105,6 +105,7 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
     from alrun.devices import choose_device
     from alrun.loop import ActiveLearningJob, column_name
     from alrun.progress import job_progress
+    from alrun.report import target_accuracy_of
 
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
@@ -114,6 +115,7 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
     plain = OmegaConf.to_container(cfg, resolve=True)
     report_sizes = (plain.get("report") or {}).get("sizes")
     try:
+        target_accuracy = target_accuracy_of((plain.get("report") or {}).get("target_accuracy"))
         spec = run_spec_from_dict(plain)
         # jobs sharing a machine with several GPUs each hold a free one (see `task`)
         spec = replace(spec, device=claimed or choose_device(spec.device, job_index(hydra_cfg)))
@@ -125,7 +127,7 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
     try:
         atomic_write_text(out_dir / "job.json", json.dumps(
             {"overrides": {k.lstrip("+~"): v for k, v in overrides.items()}, "settings": settings,
-             "report_sizes": report_sizes, "study": plain.get("study"),
+             "report_sizes": report_sizes, "report_target_accuracy": target_accuracy, "study": plain.get("study"),
              "reduced_classes": [column_name(job.data.bundle.class_names[c]) for c in job.data.reduced_classes],
              "validation_labels": len(job.data.validation)},
             indent=2))

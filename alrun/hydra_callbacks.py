@@ -25,8 +25,9 @@ class ReportCallback(Callback):
 
     def _report(self, folder: Path, config: DictConfig) -> None:
         sizes = config.get("report", {}).get("sizes")
+        target = config.get("report", {}).get("target_accuracy")
         try:
-            report = write_report(folder, list(sizes) if sizes else None)
+            report = write_report(folder, list(sizes) if sizes else None, target)
         except AlrunError as exc:
             print(f"alrun: error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None

@@ -200,6 +200,7 @@ class ActiveLearningJob:
                 "labelled": len(labelled),
                 "test_nll": metrics.nll,
                 "test_acc": metrics.accuracy,
+                "test_balanced_acc": metrics.balanced_accuracy,
                 "test_f1_macro": metrics.f1_macro,
             }
             # labels spent beside the acquired ones, and the epoch whose weights were evaluated

@@ -40,7 +40,8 @@ def print_report(report: Report, folder: Path) -> None:
     from alrun.report import wide_table
 
     out = Console()
-    for metric, title in (("test_nll", "test NLL (lower is better)"), ("test_acc", "test accuracy")):
+    for metric, title in (("test_nll", "test NLL (lower is better)"), ("test_acc", "test accuracy"),
+                          ("test_balanced_acc", "test balanced accuracy")):
         wide = wide_table(report.table, report.group_columns, metric)
         if wide.empty:
             continue
@@ -53,7 +54,8 @@ def print_report(report: Report, folder: Path) -> None:
     for title, frame in report.extra:
         if frame.empty:
             continue
-        table = Table(title=title)
+        out.print(f"[bold]{title}[/bold]")  # long titles wrap to the terminal, not to the table
+        table = Table()
         for column in frame.columns:
             table.add_column(str(column))
         for row in frame.itertuples(index=False):

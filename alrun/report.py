@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +20,42 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from alrun import stats
 from alrun.checkpoint import atomic_write_text
+from alrun.errors import AlrunError, ConfigError
 
 # settings recorded for every job; those that vary across a sweep (seed aside) become table rows
 SETTING_COLUMNS = ("heuristic", "lambda", "delta", "query_size", "pool_fraction", "epochs", "dataset", "model",
                    "mc_samples")
-METRICS = ("test_nll", "test_acc", "test_f1_macro")
-METRIC_TITLES = {"test_nll": "test NLL", "test_acc": "test accuracy", "test_f1_macro": "test macro F1"}
+METRICS = ("test_nll", "test_acc", "test_balanced_acc", "test_f1_macro")
+METRIC_TITLES = {"test_nll": "test NLL", "test_acc": "test accuracy", "test_balanced_acc": "test balanced accuracy",
+                 "test_f1_macro": "test macro F1"}
+# metrics whose whole curve (AUBC) and paired comparison against Random the report gives
+CURVE_METRICS = ("test_nll", "test_acc", "test_balanced_acc")
+PAIRED_METRICS = ("test_nll", "test_acc")
+REFERENCE = "random"
+# settings that hold a path of the machine: never written to summary.csv (nor to job folder names)
+PATH_KEYS = ("data_dir", "dataset.root", "dataset.cache_dir", "model.weights_path", "model.feature_cache")
+_ABSOLUTE = re.compile(r"^(/|~|[A-Za-z]:[\\/])")
+
+
+def is_path_setting(key: str, value: object) -> bool:
+    """True for a setting that names a file or folder (it would tie summary.csv to one machine)."""
+    return key in PATH_KEYS or key.split(".")[-1] in {k.split(".")[-1] for k in PATH_KEYS} or (
+        isinstance(value, str) and bool(_ABSOLUTE.match(value)))
+
+
+def target_accuracy_of(value: object) -> float | None:
+    """`report.target_accuracy` checked: None, or a share in (0, 1]."""
+    if value is None:
+        return None
+    try:
+        target = float(value)
+    except (TypeError, ValueError):
+        target = float("nan")
+    if not 0 < target <= 1:
+        raise ConfigError(f"report.target_accuracy={value} is not allowed: give a test accuracy in (0, 1], or null.")
+    return target
 
 
 @dataclass
@@ -38,7 +68,8 @@ class Report:
     sizes: list[int]
     markdown: str
     failed_jobs: list[str]
-    extra: list[tuple[str, pd.DataFrame]]  # the study's own tables (active gain, timings, per-class F1)
+    extra: list[tuple[str, pd.DataFrame]]  # AUBC, paired against Random, penalty matrices, the study's own tables
+    target_accuracy: float | None = None
 
 
 def _read_job(job_dir: Path, sweep_dir: Path) -> pd.DataFrame | None:
@@ -50,6 +81,8 @@ def _read_job(job_dir: Path, sweep_dir: Path) -> pd.DataFrame | None:
     settings = meta.get("settings", {})
     # typed settings win over the override strings (query_size 1000 sorts after 250)
     for key, value in {**meta.get("overrides", {}), **settings}.items():
+        if is_path_setting(key, value):
+            continue
         steps[key] = value if not isinstance(value, (list, dict)) else json.dumps(value)
     steps["study"] = meta.get("study")
     reduced = meta.get("reduced_classes") or []
@@ -60,6 +93,7 @@ def _read_job(job_dir: Path, sweep_dir: Path) -> pd.DataFrame | None:
     steps["job"] = str(job_dir.relative_to(sweep_dir))
     steps["finished"] = (job_dir / "done").exists()
     steps["report_sizes"] = json.dumps(meta.get("report_sizes") or [])
+    steps["report_target_accuracy"] = meta.get("report_target_accuracy")
     return steps
 
 
@@ -78,8 +112,23 @@ def failure_reason(job_dir: Path) -> str:
     return lines[-1].strip() if lines else "empty error.txt"
 
 
+def read_summary(path: Path) -> pd.DataFrame:
+    """A summary.csv written earlier (a reference folder without its job folders), path settings dropped."""
+    summary = pd.read_csv(path)
+    drop = [c for c in summary.columns if is_path_setting(c, None)]
+    summary = summary.drop(columns=drop)
+    if "report_sizes" not in summary.columns:
+        summary["report_sizes"] = "[]"
+    summary["report_sizes"] = summary["report_sizes"].fillna("[]")
+    return summary
+
+
 def collect(sweep_dir: Path) -> tuple[pd.DataFrame, list[str]]:
-    """(every step of every job under `sweep_dir`, names of job folders that failed)."""
+    """(every step of every job under `sweep_dir`, names of job folders that failed).
+
+    Reads the jobs' steps.csv; a folder with none but a summary.csv (a reference folder copied without
+    its job folders) is read from that summary.
+    """
     sweep_dir = Path(sweep_dir)
     frames = []
     for steps_path in sorted(sweep_dir.rglob("steps.csv")):
@@ -88,6 +137,8 @@ def collect(sweep_dir: Path) -> tuple[pd.DataFrame, list[str]]:
             frames.append(frame)
     failed = failed_jobs(sweep_dir)
     if not frames:
+        if (sweep_dir / "summary.csv").is_file():
+            return read_summary(sweep_dir / "summary.csv"), failed
         return pd.DataFrame(), failed
     return pd.concat(frames, ignore_index=True, sort=False), failed
 
@@ -162,7 +213,7 @@ def wide_table(table: pd.DataFrame, groups: list[str], metric: str) -> pd.DataFr
     part["cell"] = [format_cell(m, s, int(n), r, size) for m, s, n, r, size
                     in zip(part["mean"], part["std"], part["n"], read_at, part["labelled"], strict=True)]
     wide = part.pivot_table(index=groups, columns="labelled", values="cell", aggfunc="first")
-    wide.columns = [f"{c} labelled" for c in wide.columns]
+    wide.columns = [f"{int(c)} labelled" for c in wide.columns]
     return wide.reset_index()
 
 
@@ -222,29 +273,173 @@ def plot_curves(summary: pd.DataFrame, groups: list[str], path: Path, metrics=("
     tmp.replace(path)
 
 
-def paired_gain(summary: pd.DataFrame, groups: list[str], sizes: list[int], metric: str = "test_nll",
-                reference: str = "random", method: str = "bald") -> pd.DataFrame:
-    """Active gain per seed: metric(reference) - metric(method) of the jobs sharing every other setting
-    and the seed (so the same initial labels); mean, std and n over seeds, per group and size."""
+def job_curves(summary: pd.DataFrame, groups: list[str], target_accuracy: float | None = None) -> pd.DataFrame:
+    """One row per job with its AUBC per metric (and labels to the target accuracy), for the jobs that
+    ran the whole budget of their setting (an interrupted job's shorter curve is not comparable)."""
+    others = [g for g in groups if g != "heuristic"]
+    keys = [*groups, "seed"] if "seed" in summary.columns else groups
+    curves = stats.per_job_curves(summary, keys, CURVE_METRICS, target_accuracy)
+    if curves.empty:
+        return curves
+    full = curves.groupby(others, dropna=False)["last_labelled"].transform("max") if others \
+        else curves["last_labelled"].max()
+    return curves[curves["last_labelled"] == full].reset_index(drop=True)
+
+
+def curve_table(curves: pd.DataFrame, groups: list[str], target_accuracy: float | None) -> pd.DataFrame:
+    """Long rows per group: metric aubc_<metric> (mean, std, n over seeds), and labels_to_target (mean and
+    std over the seeds that reached it, n of them, n_jobs in all) when a target is set."""
+    parts = []
+    grouped = curves.groupby(groups, dropna=False)
+    for metric in CURVE_METRICS:
+        column = f"aubc_{metric}"
+        if column not in curves.columns:
+            continue
+        agg = grouped[column].agg(["mean", "std", "count"]).reset_index().rename(columns={"count": "n"})
+        agg["metric"] = column
+        agg["read_from"] = grouped["first_labelled"].min().to_numpy()
+        agg["read_at"] = grouped["last_labelled"].max().to_numpy()
+        parts.append(agg)
+    if target_accuracy is not None and "labels_to_target" in curves.columns:
+        agg = grouped["labels_to_target"].agg(["mean", "std", "count", "size"]).reset_index()
+        agg = agg.rename(columns={"count": "n", "size": "n_jobs"})
+        agg["metric"] = "labels_to_target"
+        agg["target"] = target_accuracy
+        agg["read_at"] = grouped["last_labelled"].max().to_numpy()
+        parts.append(agg)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def format_target(mean: float, std: float, n: int, n_jobs: int, last: float) -> str:
+    """'1250 +- 250 (3)' when every seed reached the target; '> 3000 (1 of 3 reached)' when some did not."""
+    if n == n_jobs:
+        spread = "" if n < 2 or pd.isna(std) else f" +- {std:.0f}"
+        return f"{mean:.0f}{spread} ({n})"
+    return f"> {int(last)} ({n} of {n_jobs} reached)"
+
+
+def curve_wide(table: pd.DataFrame, groups: list[str]) -> pd.DataFrame:
+    """Rows = groups; columns = AUBC of each metric (and labels to the target), formatted cells."""
+    if table.empty:
+        return pd.DataFrame()
+    out = None
+    for metric, part in table.groupby("metric", sort=False):
+        part = part.copy()
+        if metric == "labels_to_target":
+            title = f"labels to accuracy {part['target'].iloc[0]:g}"
+            part[title] = [format_target(m, s, int(n), int(j), last) for m, s, n, j, last in
+                           zip(part["mean"], part["std"], part["n"], part["n_jobs"], part["read_at"], strict=True)]
+        else:
+            title = f"AUBC {METRIC_TITLES[metric[len('aubc_'):]].removeprefix('test ')}"
+            part[title] = [format_cell(m, s, int(n)) for m, s, n in zip(part["mean"], part["std"], part["n"],
+                                                                          strict=True)]
+        piece = part[[*groups, title]]
+        out = piece if out is None else out.merge(piece, on=groups, how="outer")
+    return out
+
+
+def paired_table(summary: pd.DataFrame, curves: pd.DataFrame, groups: list[str], sizes: list[int],
+                 reference: str = REFERENCE) -> pd.DataFrame:
+    """Every heuristic against `reference`, paired by seed within each setting, at each size and on the
+    AUBC. Long rows: others..., heuristic, versus, labelled (NaN for the AUBC), metric paired_<metric>
+    or paired_aubc_<metric>, n, mean (the gain: positive = the heuristic is better), std, ci_low, ci_high,
+    p_value, read_at."""
+    if "heuristic" not in groups or "seed" not in summary.columns:
+        return pd.DataFrame()
     others = [g for g in groups if g != "heuristic"]
     parts = []
+    for metric in PAIRED_METRICS:
+        if metric not in summary.columns:
+            continue
+        better_high = not stats.lower_is_better(metric)
+        for size in sizes:
+            at = rows_at_size(summary, size)
+            rows = stats.paired_against(at, metric, others, reference, better_high)
+            if rows.empty:
+                continue
+            read_at = at.groupby([*others, "heuristic"], dropna=False)["labelled"].max().rename("read_at")
+            rows = rows.merge(read_at.reset_index(), on=[*others, "heuristic"], how="left")
+            rows["labelled"], rows["metric"] = size, f"paired_{metric}"
+            parts.append(rows)
+        column = f"aubc_{metric}"
+        if not curves.empty and column in curves.columns:
+            rows = stats.paired_against(curves, column, others, reference, better_high)
+            if not rows.empty:
+                rows["labelled"], rows["metric"] = np.nan, f"paired_{column}"
+                parts.append(rows)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def format_paired(mean: float, low: float, high: float, p: float, n: int, read_at: float | None = None,
+                  size: float | None = None) -> str:
+    """'+0.045 [+0.030, +0.060] p=0.003 (5)': mean gain over the paired seeds, its 95% interval, the paired
+    t-test's p-value and the number of paired seeds."""
+    if n == 0 or pd.isna(mean):
+        return "-"
+    where = "" if read_at is None or size is None or pd.isna(read_at) or pd.isna(size) or int(read_at) == int(size) \
+        else f" @{int(read_at)}"
+    if pd.isna(p):
+        return f"{mean:+.3f} ({n}){where}"
+    p_text = "p<0.001" if p < 0.001 else f"p={p:.3f}"
+    return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}] {p_text} ({n}){where}"
+
+
+def paired_wide(paired: pd.DataFrame, groups: list[str], metric: str) -> pd.DataFrame:
+    """Rows = settings x heuristic, columns = sizes and AUBC, cells from :func:`format_paired`."""
+    part = paired[paired["metric"].isin([f"paired_{metric}", f"paired_aubc_{metric}"])].copy() \
+        if not paired.empty else paired
+    if part.empty:
+        return pd.DataFrame()
+    part["column"] = [f"{int(size)} labelled" if not pd.isna(size) else "AUBC" for size in part["labelled"]]
+    read_at = part["read_at"] if "read_at" in part.columns else [None] * len(part)
+    part["cell"] = [format_paired(m, lo, hi, p, int(n), r, size) for m, lo, hi, p, n, r, size in
+                    zip(part["mean"], part["ci_low"], part["ci_high"], part["p_value"], part["n"], read_at,
+                        part["labelled"], strict=True)]
+    order = list(dict.fromkeys(part["column"]))
+    wide = part.pivot_table(index=groups, columns="column", values="cell", aggfunc="first")
+    return wide[[c for c in order if c in wide.columns]].reset_index().rename_axis(columns=None)
+
+
+def penalty_points(summary: pd.DataFrame, curves: pd.DataFrame, groups: list[str], sizes: list[int],
+                   metric: str) -> pd.DataFrame:
+    """Rows (point, heuristic, seed, value): each setting x table size, and each setting's AUBC."""
+    others = [g for g in groups if g != "heuristic"]
+    parts = []
+
+    def name(frame: pd.DataFrame, where: str) -> pd.Series:
+        label = frame[others].astype(str).agg(", ".join, axis=1) + " @ " if others else ""
+        return label + where
+
     for size in sizes:
         at = rows_at_size(summary, size)
-        wide = at.pivot_table(index=[*others, "seed"], columns="heuristic", values=metric, aggfunc="first")
-        if reference not in wide.columns or method not in wide.columns:
-            continue
-        gain = (wide[reference] - wide[method]).dropna().rename("gain").reset_index()
-        if others:
-            agg = gain.groupby(others, dropna=False)["gain"].agg(["mean", "std", "count"]).reset_index()
-            agg["read_at"] = at.groupby(others, dropna=False)["labelled"].max().reindex(
-                pd.MultiIndex.from_frame(agg[others]) if len(others) > 1 else agg[others[0]]).to_numpy()
-        else:
-            agg = pd.DataFrame([gain["gain"].agg(["mean", "std", "count"])])
-            agg["read_at"] = at["labelled"].max()
-        agg["labelled"] = size
-        agg["metric"] = f"gain_{metric}"
-        parts.append(agg.rename(columns={"count": "n"}))
+        if metric in at.columns:
+            parts.append(pd.DataFrame({"point": name(at, f"{size}"), "heuristic": at["heuristic"],
+                                       "seed": at["seed"], "value": at[metric]}))
+    column = f"aubc_{metric}"
+    if not curves.empty and column in curves.columns:
+        parts.append(pd.DataFrame({"point": name(curves, "AUBC"), "heuristic": curves["heuristic"],
+                                   "seed": curves["seed"], "value": curves[column]}))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def penalty_tables(summary: pd.DataFrame, curves: pd.DataFrame, groups: list[str],
+                   sizes: list[int]) -> list[tuple[str, str, pd.DataFrame, int]]:
+    """(metric, title, matrix, number of points) per paired metric, when three or more heuristics ran."""
+    if "heuristic" not in groups or "seed" not in summary.columns or summary["heuristic"].nunique() < 3:
+        return []
+    out = []
+    for metric in PAIRED_METRICS:
+        points = penalty_points(summary, curves, groups, sizes, metric)
+        if points.empty:
+            continue
+        matrix, n_points = stats.penalty_matrix(points, higher_is_better=not stats.lower_is_better(metric))
+        if n_points == 0:  # one seed: nothing to test
+            continue
+        title = (f"Penalty matrix, {METRIC_TITLES[metric]}: at how many of {n_points} compared points (each setting "
+                 f"at {', '.join(str(s) for s in sizes)} labelled and its AUBC) the row's heuristic is significantly "
+                 f"better than the column's (paired t-test by seed, p < {stats.ALPHA})")
+        out.append((metric, title, matrix, n_points))
+    return out
 
 
 def acquisition_time_table(summary: pd.DataFrame, groups: list[str]) -> pd.DataFrame:
@@ -277,12 +472,6 @@ def study_sections(summary: pd.DataFrame, groups: list[str], sizes: list[int]) -
     """Extra tables of the paper's studies (chosen by the `study` the jobs recorded)."""
     studies = set(summary["study"].dropna()) if "study" in summary.columns else set()
     sections: list[tuple[str, pd.DataFrame]] = []
-    if "convergence" in studies or {"bald", "random"} <= set(summary.get("heuristic", [])):
-        gain = paired_gain(summary, groups, sizes)
-        if not gain.empty:
-            others = [g for g in groups if g != "heuristic"]
-            sections.append(("Active gain: NLL(random) - NLL(bald), paired by seed (positive: BALD helps)",
-                             wide_table(gain, others or ["metric"], "gain_test_nll")))
     if "time_acquisition" in summary.columns and ({"pool_size", "query_size"} & studies or "pool_fraction" in groups):
         sections.append(("Seconds per acquisition (MC inference over the scored pool + selection)",
                          acquisition_time_table(summary, groups).round(3)))
@@ -296,10 +485,70 @@ def study_sections(summary: pd.DataFrame, groups: list[str], sizes: list[int]) -
     return sections
 
 
-def write_report(sweep_dir: Path, sizes: list[int] | None = None) -> Report | None:
+def _integers(frame: pd.DataFrame) -> pd.DataFrame:
+    """Sizes and counts as integers in table.csv, empty where a row has none (an AUBC has no size)."""
+    out = frame.copy()
+    for column in ("labelled", "read_at", "read_from", "n", "n_jobs"):
+        if column in out.columns:
+            out[column] = pd.to_numeric(out[column]).round().astype("Int64")
+    return out
+
+
+def _target_of(summary: pd.DataFrame, target_accuracy: float | None) -> float | None:
+    if target_accuracy is not None:
+        return target_accuracy_of(target_accuracy)
+    if "report_target_accuracy" in summary.columns:
+        recorded = summary["report_target_accuracy"].dropna()
+        if len(recorded):
+            return target_accuracy_of(recorded.iloc[0])
+    return None
+
+
+def evaluation_sections(summary: pd.DataFrame, groups: list[str], sizes: list[int],
+                        target_accuracy: float | None) -> tuple[list[tuple[str, pd.DataFrame]], pd.DataFrame]:
+    """The whole-curve table, the paired comparisons against Random and the penalty matrices: (titled
+    tables for table.md and the terminal, their long rows for table.csv)."""
+    curves = job_curves(summary, groups, target_accuracy)
+    sections: list[tuple[str, pd.DataFrame]] = []
+    longs = []
+    if not curves.empty:
+        table = curve_table(curves, groups, target_accuracy)
+        longs.append(table)
+        span = f"{int(curves['first_labelled'].min())} to {int(curves['last_labelled'].max())}"
+        target = "" if target_accuracy is None else (
+            f"; labels to accuracy {target_accuracy:g}: the first labelled size at which a job reached it, "
+            "mean over seeds, '> N' when some seed never did within its budget N")
+        sections.append((f"Whole learning curve: AUBC (area under the curve over labelled {span}, trapezoid, "
+                         f"divided by the budget range: the curve's mean), mean +- std over seeds (n){target}",
+                         curve_wide(table, groups)))
+    paired = paired_table(summary, curves, groups, sizes)
+    if not paired.empty:
+        longs.append(paired)
+        for metric in PAIRED_METRICS:
+            short = METRIC_TITLES[metric].removeprefix("test ")
+            gain = f"{short}(random) - {short}(heuristic)" if stats.lower_is_better(metric) else \
+                f"{short}(heuristic) - {short}(random)"
+            wide = paired_wide(paired, [g for g in groups if g != "heuristic"] + ["heuristic"], metric)
+            if not wide.empty:
+                sections.append((f"{METRIC_TITLES[metric]} against Random, paired by seed: {gain} (positive: the "
+                                 "heuristic is better), mean [95% CI, t distribution] paired t-test p-value (seeds "
+                                 "paired)", wide))
+    for metric, title, matrix, n_points in penalty_tables(summary, curves, groups, sizes):
+        sections.append((title, matrix.rename_axis(index="better than:", columns=None).reset_index()))
+        rows = matrix.stack().rename("mean").reset_index().rename(columns={"better": "heuristic", "than": "versus"})
+        rows["metric"], rows["n"] = f"penalty_{metric}", n_points
+        longs.append(rows)
+    long = pd.concat(longs, ignore_index=True) if longs else pd.DataFrame()
+    return sections, long
+
+
+def write_report(sweep_dir: Path, sizes: list[int] | None = None,
+                 target_accuracy: float | None = None) -> Report | None:
     """Aggregate every job under `sweep_dir` and write the summary, tables and plot there.
 
-    Returns None when no job has finished a step yet.
+    A folder holding only a summary.csv (no job folders) is rebuilt from it. `target_accuracy` (else the
+    jobs' `report.target_accuracy`) adds the labels each job needed to reach it. Returns None when no job
+    has finished a step yet.
     """
     sweep_dir = Path(sweep_dir)
     summary, failed = collect(sweep_dir)
@@ -307,18 +556,30 @@ def write_report(sweep_dir: Path, sizes: list[int] | None = None) -> Report | No
         return None
     if sizes is None and "report_sizes" in summary.columns:
         sizes = json.loads(summary["report_sizes"].iloc[0]) or None
-    groups = group_columns_of(summary)
+    target = _target_of(summary, target_accuracy)
+    groups = group_columns_of(summary) or ["job"]  # jobs that recorded no settings: one row each
     chosen = choose_sizes(summary, sizes)
     table = long_table(summary, groups, chosen)
-    atomic_write_text(sweep_dir / "summary.csv", summary.drop(columns=["report_sizes"]).to_csv(index=False))
-    atomic_write_text(sweep_dir / "table.csv", table.to_csv(index=False))
+    # the sizes and the target travel in summary.csv, so a folder holding only it rebuilds the same tables
+    summary["report_sizes"] = json.dumps(chosen)
+    summary["report_target_accuracy"] = target
+    evaluation, evaluation_long = evaluation_sections(summary, groups, chosen, target)
+    atomic_write_text(sweep_dir / "summary.csv", summary.to_csv(index=False))
+    full_table = pd.concat([table, evaluation_long], ignore_index=True) if not evaluation_long.empty else table
+    atomic_write_text(sweep_dir / "table.csv", _integers(full_table).to_csv(index=False))
+    n_jobs = summary["job"].nunique()
+    seeds = sorted(summary["seed"].unique()) if "seed" in summary.columns else []
     sections = [f"# Results of {sweep_dir.name}\n",
-                "Cells: mean +- std over seeds (number of seeds). Read at the labelled sizes shown; a cell marked "
-                "@N was read at N labelled items, the group's last step below that size.\n"]
+                f"{n_jobs} jobs, seeds {', '.join(str(x) for x in seeds) or '-'}. Cells: mean +- std over seeds "
+                "(number of seeds). Read at the labelled sizes shown; a cell marked @N was read at N labelled "
+                "items, the group's last step below that size.\n"]
     for metric in METRICS:
+        wide = wide_table(table, groups, metric)
+        if wide.empty:
+            continue
         sections.append(f"## {METRIC_TITLES[metric]}\n")
-        sections.append(to_markdown(wide_table(table, groups, metric)))
-    extra = study_sections(summary, groups, chosen)
+        sections.append(to_markdown(wide))
+    extra = evaluation + study_sections(summary, groups, chosen)
     for title, frame in extra:
         sections.append(f"## {title}\n")
         sections.append(to_markdown(frame))
@@ -328,7 +589,7 @@ def write_report(sweep_dir: Path, sizes: list[int] | None = None) -> Report | No
     markdown = "\n".join(sections)
     atomic_write_text(sweep_dir / "table.md", markdown)
     plot_curves(summary, groups, sweep_dir / "curves.png")
-    return Report(summary, table, groups, chosen, markdown, failed, extra)
+    return Report(summary, full_table, groups, chosen, markdown, failed, extra, target)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -336,13 +597,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m alrun.report", description=main.__doc__)
     parser.add_argument("folder", type=Path)
     parser.add_argument("--sizes", type=int, nargs="*", default=None, help="labelled sizes to read the table at")
+    parser.add_argument("--target-accuracy", type=float, default=None,
+                        help="report the labels each job needed to reach this test accuracy")
     args = parser.parse_args(argv)
     if not args.folder.is_dir():
         print(f"alrun: error: {args.folder} is not a folder.", file=sys.stderr)
         return 2
-    report = write_report(args.folder, args.sizes)
+    try:
+        report = write_report(args.folder, args.sizes, args.target_accuracy)
+    except AlrunError as exc:
+        print(f"alrun: error: {exc}", file=sys.stderr)
+        return 2
     if report is None:
-        print(f"alrun: error: no job under {args.folder} has finished a step (no steps.csv found).", file=sys.stderr)
+        print(f"alrun: error: no job under {args.folder} has finished a step (no steps.csv, no summary.csv).",
+              file=sys.stderr)
         return 2
     from alrun.progress import print_report
 

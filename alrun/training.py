@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.metrics import f1_score
+from sklearn.metrics import balanced_accuracy_score, f1_score
 from torch import nn
 
 from alrun.config import TrainSpec
@@ -156,6 +157,7 @@ class Evaluation:
     accuracy: float
     f1_macro: float
     f1_per_class: np.ndarray  # [C]
+    balanced_accuracy: float = float("nan")  # mean recall over the classes present in the labels
 
 
 def classification_metrics(mean_probs_nc: torch.Tensor, labels: np.ndarray) -> Evaluation:
@@ -171,7 +173,14 @@ def classification_metrics(mean_probs_nc: torch.Tensor, labels: np.ndarray) -> E
         accuracy=float((predicted == labels).mean()),
         f1_macro=float(per_class.mean()),
         f1_per_class=np.asarray(per_class, dtype=np.float64),
+        balanced_accuracy=_balanced_accuracy(labels, predicted),
     )
+
+
+def _balanced_accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
+    with warnings.catch_warnings():  # a test set of one class: sklearn warns, the value is still right
+        warnings.simplefilter("ignore", UserWarning)
+        return float(balanced_accuracy_score(labels, predicted))
 
 
 def evaluate(

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
@@ -21,8 +22,9 @@ def smoke_sweep(tmp_path_factory):
 
 def test_sweep_writes_every_file(smoke_sweep):
     _, sweep, proc = smoke_sweep
-    for name in ("summary.csv", "table.md", "table.csv", "curves.png"):
-        assert (sweep / name).stat().st_size > 0, name
+    # curves.png: a readable image of the two panels (NLL, accuracy) side by side
+    height, width, _ = plt.imread(sweep / "curves.png").shape
+    assert width > 2 * height
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and (p / "steps.csv").exists())
     assert jobs == [f"heuristic={h},seed={s}" for h in ("bald", "entropy", "random") for s in (0, 1)]
     assert "test NLL" in proc.stdout and str(sweep) in proc.stdout.replace("\n", "")
@@ -38,9 +40,10 @@ def test_steps_are_sane(smoke_sweep):
     count_cols = [c for c in steps.columns if c.startswith("count_")]
     assert len(count_cols) == 10 and (steps[count_cols].sum(axis=1) == steps["labelled"]).all()
     assert len([c for c in steps.columns if c.startswith("f1_") and c != "f1_macro"]) == 10
-    # every step but the last acquires (and is timed doing it); the last one only trains and evaluates
-    assert (steps[["time_infer", "time_acquire"]].iloc[:-1] > 0).all().all()
-    assert (steps[["time_infer", "time_acquire"]].iloc[-1] == 0).all()
+    # every step trains; every step but the last scores the pool (the last has no room to acquire)
+    assert (steps["time_train"] > 0).all() and (steps["time_infer"].iloc[:-1] > 0).all()
+    assert steps["time_infer"].iloc[-1] == 0 and steps["time_acquire"].iloc[-1] == 0
+    assert steps["test_balanced_acc"].between(0, 1).all()
 
 
 def test_summary_and_table(smoke_sweep):
@@ -53,6 +56,11 @@ def test_summary_and_table(smoke_sweep):
     expected = summary[(summary.heuristic == "bald") & (summary.labelled == 50)]["test_nll"].mean()
     assert nll.set_index("heuristic").loc["bald", "mean"] == pytest.approx(expected)
     assert "(2)" in (sweep / "table.md").read_text()
+    # each heuristic against random, paired by seed, agrees with the per-seed NLLs of summary.csv
+    paired = table[(table["metric"] == "paired_test_nll") & (table["labelled"] == 50)].set_index("heuristic")
+    by_seed = summary[summary.labelled == 50].pivot_table(index="seed", columns="heuristic", values="test_nll")
+    assert paired.loc["bald", "mean"] == pytest.approx((by_seed["random"] - by_seed["bald"]).mean())
+    assert paired.loc["bald", "n"] == 2 and paired.loc["entropy", "versus"] == "random"
 
 
 def test_same_config_gives_identical_steps(smoke_sweep, tmp_path):
@@ -98,6 +106,7 @@ def test_job_json_records_settings(smoke_sweep):
     ("query_size=100000", "query_size=100000"),
     ("lambda=2", "lambda=2"),
     ("mc_samples=-1", "mc_samples=-1"),
+    ("report.target_accuracy=80", "report.target_accuracy=80"),
 ])
 def test_bad_config_one_sentence_no_traceback(tmp_path, override, fragment):
     proc = run_alrun(["scale=smoke", "heuristic=bald", "seed=0", override,

@@ -21,7 +21,9 @@ def smoke(cwd, dataset, *overrides):
     proc = run_alrun(["scale=smoke", "heuristic=bald", "seed=0", f"dataset={dataset}", FEWER_UPDATES, *overrides,
                       f"hydra.sweep.dir={sweep}"], cwd, env=ONE_THREAD)
     (job,) = {p.parent for p in sweep.rglob("steps.csv")}  # one job
-    assert "dataset.root" not in job.name and job.parent == sweep  # a path in the name would nest folders
+    # a path in the name would nest folders; in summary.csv it would tie the results to this machine
+    assert job.parent == sweep and str(cwd) not in job.name
+    assert str(cwd) not in (sweep / "summary.csv").read_text()
     return proc, pd.read_csv(job / "steps.csv"), json.loads((job / "job.json").read_text())
 
 
@@ -37,7 +39,8 @@ def test_smoke_run_on_cifar10(tmp_path):
 def test_smoke_run_on_an_image_folder_logs_the_split_and_the_cache(tmp_path):
     write_image_tree(tmp_path / "images", classes=("a", "b", "c", "d"), n_train_per_class=20, n_test_per_class=None,
                      sizes=((16, 16),))
-    proc, steps, meta = smoke(tmp_path, "imagefolder", f"dataset.root={tmp_path / 'images'}")
+    proc, steps, meta = smoke(tmp_path, "imagefolder", f"dataset.root={tmp_path / 'images'}",
+                              f"model.feature_cache={tmp_path / 'features'}", f"data_dir={tmp_path / 'data'}")
     assert steps["labelled"].tolist() == [20, 30, 40, 50] and steps["test_acc"].between(0, 1).all()
     assert meta["settings"]["model"] == "gal_cnn"
     log = proc.stdout + proc.stderr

@@ -31,7 +31,8 @@ def test_noise_study_sweeps_lambda_heuristic_and_seed(data_dir, tmp_path):
     jobs = summary.groupby(["lambda", "heuristic", "seed"]).size()
     assert len(jobs) == 2 * 3 * 2  # smoke grid: lambda 0,0.1 x bald,entropy,random x seeds 0,1
     md = (sweep / "table.md").read_text()
-    assert "| lambda | heuristic |" in md and "Active gain" in md
+    assert "| lambda | heuristic |" in md and "test NLL against Random, paired by seed" in md
+    assert "Penalty matrix, test NLL" in md and "AUBC" in md
     assert (summary["dataset"] == "cifar10").all() and (summary["model"] == "gal_cnn").all()
 
 
@@ -44,7 +45,7 @@ def test_convergence_study_reports_active_gain_by_epochs(data_dir, tmp_path):
     _, sweep, summary = run_study("convergence", data_dir, tmp_path, "seed=0")
     assert set(summary["epochs"]) == {1, 5} and set(summary["heuristic"]) == {"bald", "random"}
     md = (sweep / "table.md").read_text()
-    assert "Active gain" in md and "| epochs |" in md
+    assert "test NLL against Random, paired by seed" in md and "| epochs | heuristic |" in md
 
 
 def test_query_size_study(data_dir, tmp_path):

@@ -36,4 +36,5 @@ def test_wheel_ships_configs_and_runs(wheel_site, tmp_path):
                            f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path, env=env,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (tmp_path / "sweep" / "table.md").is_file()
+    table = (tmp_path / "sweep" / "table.md").read_text()
+    assert "## test NLL" in table and "| random | " in table

@@ -40,6 +40,8 @@ def test_each_study_composes_the_papers_setup(study):
     assert list(cfg.report.sizes) == [5000, 10000, 20000]
     assert spec.dataset.max_test == 10000
     assert spec.train.schedule == "fixed" and spec.train.n_validation == 0  # the paper's fixed epochs
+    if study == "imbalance":  # the paper's Table 3 grid
+        assert str(params["delta"]) == "10,25,50"
 
 
 def test_miotcd_keeps_a_pool_of_20000_and_a_bounded_test_set():

@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import json
+import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from alrun.report import choose_sizes, format_cell, write_report
+from alrun.report import choose_sizes, write_report
 
 
 def write_job(sweep: Path, heuristic: str, seed: int, nll: list[float], extra: dict | None = None,
               study: str = "convergence", reduced: list[str] | None = None, times: list[float] | None = None,
-              labelled: list[int] | None = None):
+              labelled: list[int] | None = None, acc: list[float] | None = None, overrides: dict | None = None):
     folder = sweep / f"heuristic={heuristic},seed={seed}" if not extra else \
         sweep / (",".join(f"{k}={v}" for k, v in extra.items()) + f",heuristic={heuristic},seed={seed}")
     folder.mkdir(parents=True)
     labelled = labelled or [10, 20, 30][: len(nll)]
     times = times or [0.5] * len(nll)
     rows = pd.DataFrame({
-        "step": range(len(nll)), "labelled": labelled, "test_nll": nll, "test_acc": [0.5] * len(nll),
+        "step": range(len(nll)), "labelled": labelled, "test_nll": nll, "test_acc": acc or [0.5] * len(nll),
         "test_f1_macro": [0.4] * len(nll), "f1_a": [0.2] * len(nll), "f1_b": [0.6] * len(nll),
         "count_a": [1] * len(nll), "count_b": [l - 1 for l in labelled],
         "time_train": [1.0] * len(nll), "time_infer": times[:-1] + [0.0], "time_acquire": [0.0] * len(nll),
@@ -29,27 +32,119 @@ def write_job(sweep: Path, heuristic: str, seed: int, nll: list[float], extra: d
     settings = {"heuristic": heuristic, "seed": seed, "lambda": 0.0, "delta": 0, "query_size": 10,
                 "pool_fraction": 1.0, "epochs": 5, "dataset": "digits", "model": "mlp", "mc_samples": 4}
     settings.update(extra or {})
-    (folder / "job.json").write_text(json.dumps({"settings": settings, "overrides": {}, "study": study,
+    (folder / "job.json").write_text(json.dumps({"settings": settings, "overrides": overrides or {}, "study": study,
                                                  "report_sizes": None, "reduced_classes": reduced or []}))
     (folder / "done").write_text("")
 
 
-def test_paired_active_gain(tmp_path):
+# Student's t with 1 degree of freedom is the Cauchy law: two-sided p of t is 1 - 2 atan(|t|) / pi and
+# the 97.5% quantile is tan(0.475 pi)
+T975_DF1 = math.tan(0.475 * math.pi)
+
+
+def test_paired_against_random_and_aubc_by_hand(tmp_path):
     write_job(tmp_path, "bald", 0, [2.0, 1.0, 0.5])
     write_job(tmp_path, "bald", 1, [2.0, 1.2, 0.7])
     write_job(tmp_path, "random", 0, [2.0, 1.5, 0.6])
     write_job(tmp_path, "random", 1, [2.0, 1.3, 0.9])
+    write_job(tmp_path, "random", 2, [2.0, 1.1, 1.0])  # bald has no seed 2: it drops out of the pairing
     report = write_report(tmp_path)
     assert report.sizes == [10, 20, 30]
-    title, gain = report.extra[0]
-    assert "Active gain" in title
-    # seed 0: 0.5 and 0.1, seed 1: 0.1 and 0.2
-    assert gain.iloc[0]["20 labelled"] == format_cell(0.3, pd.Series([0.5, 0.1]).std(), 2)
-    assert gain.iloc[0]["30 labelled"] == format_cell(0.15, pd.Series([0.1, 0.2]).std(), 2)
     md = (tmp_path / "table.md").read_text()
-    assert "Active gain" in md and "1.400 +- 0.141 (2)" in md  # random NLL at 20 labels
-    for name in ("summary.csv", "table.csv", "curves.png"):
-        assert (tmp_path / name).stat().st_size > 0
+    # NLL gains at 20 labels: seed 0: 1.5 - 1.0 = 0.5, seed 1: 1.3 - 1.2 = 0.1; mean 0.3, std 0.2 sqrt 2,
+    # standard error 0.2, t = 1.5 with 1 dof
+    half = T975_DF1 * 0.2
+    p = 1 - 2 * math.atan(1.5) / math.pi
+    at_20 = f"+0.300 [{0.3 - half:+.3f}, {0.3 + half:+.3f}] p={p:.3f} (2)"
+    # at 10 labels every job has the same initial labels and weights: a tie, p = 1
+    assert f"| bald | +0.000 [+0.000, +0.000] p=1.000 (2) | {at_20} |" in md
+    paired = report.table[(report.table["metric"] == "paired_test_nll") & (report.table["labelled"] == 20)].iloc[0]
+    assert (paired["heuristic"], paired["versus"], paired["n"]) == ("bald", "random", 2)
+    assert paired["p_value"] == pytest.approx(p)
+    # AUBC of NLL over 10..30: bald (10 * 1.5 + 10 * 0.75) / 20 = 1.125 and (10 * 1.6 + 10 * 0.95) / 20 = 1.275
+    aubc = report.table[report.table["metric"] == "aubc_test_nll"].set_index("heuristic")
+    assert aubc.loc["bald", "mean"] == pytest.approx(1.2) and aubc.loc["bald", "n"] == 2
+    assert aubc.loc["random", "n"] == 3
+    assert "| bald | 1.200 +- 0.106 (2) |" in md
+    # random's AUBC: 1.4, 1.375; paired gains 0.275 and 0.1
+    gain = report.table[report.table["metric"] == "paired_aubc_test_nll"].iloc[0]
+    assert gain["mean"] == pytest.approx(0.1875) and gain["n"] == 2
+    # seed count and the random NLL cell at 20 labels
+    assert "5 jobs, seeds 0, 1, 2." in md and "| random | 2.000 +- 0.000 (3) | 1.300 +- 0.200 (3) |" in md
+    assert "Penalty matrix" not in md  # two heuristics: the paired table says it all
+    table = pd.read_csv(tmp_path / "table.csv")
+    assert {"paired_test_nll", "paired_aubc_test_acc", "aubc_test_acc", "test_nll"} <= set(table["metric"])
+
+
+def test_labels_to_target_and_the_penalty_matrix(tmp_path):
+    accs = {("bald", 0): [0.5, 0.8, 0.9], ("bald", 1): [0.5, 0.7, 0.8], ("bald", 2): [0.5, 0.8, 0.85],
+            ("entropy", 0): [0.5, 0.6, 0.9], ("entropy", 1): [0.5, 0.6, 0.7], ("entropy", 2): [0.5, 0.6, 0.75],
+            ("random", 0): [0.5, 0.55, 0.6], ("random", 1): [0.5, 0.5, 0.55], ("random", 2): [0.5, 0.55, 0.62]}
+    for (heuristic, seed), acc in accs.items():
+        write_job(tmp_path, heuristic, seed, [2.0 - a for a in acc], acc=acc)
+    report = write_report(tmp_path, target_accuracy=0.8)
+    md = (tmp_path / "table.md").read_text()
+    # bald reaches 0.8 at 20, 30, 20 labels; entropy only with seed 0 (at 30); random never within 30
+    target = report.table[report.table["metric"] == "labels_to_target"].set_index("heuristic")
+    assert target.loc["bald", "mean"] == pytest.approx(70 / 3) and target.loc["bald", "n"] == 3
+    assert target.loc["entropy", "n"] == 1 and target.loc["random", "n"] == 0
+    assert "labels to accuracy 0.8" in md
+    assert f"| {70 / 3:.0f} +- {pd.Series([20, 30, 20]).std():.0f} (3) |" in md
+    assert "| > 30 (1 of 3 reached) |" in md and "| > 30 (0 of 3 reached) |" in md
+    # three heuristics: the penalty matrices; accuracy at 20 and 30 labels and the AUBC are compared
+    # (at 10 labels all tie). bald beats random at 20 (gains .25 .2 .25), 30 (.3 .25 .23) and on the AUBC
+    acc = next(frame for title, frame in report.extra if title.startswith("Penalty matrix, test accuracy"))
+    title = next(title for title, _ in report.extra if title.startswith("Penalty matrix, test accuracy"))
+    assert "of 4 compared points" in title
+    acc = acc.set_index("better than:")
+    assert acc.loc["bald", "random"] == 3 and acc.loc["random", "bald"] == 0
+    assert acc.loc["bald", "entropy"] >= 1 and (acc.to_numpy().diagonal() == 0).all()
+    # the same matrix, long, in table.csv
+    long = report.table[report.table["metric"] == "penalty_test_acc"]
+    assert long.set_index(["heuristic", "versus"]).loc[("bald", "random"), "mean"] == 3
+
+
+def test_interrupted_job_has_no_aubc_but_its_cells_count(tmp_path):
+    write_job(tmp_path, "bald", 0, [2.0, 1.0, 0.5])
+    write_job(tmp_path, "bald", 1, [2.0, 1.1])  # stopped before the end of the budget
+    report = write_report(tmp_path)
+    aubc = report.table[report.table["metric"] == "aubc_test_nll"]
+    assert aubc["n"].tolist() == [1] and aubc["mean"].iloc[0] == pytest.approx(1.125)
+
+
+def test_report_rebuilds_a_folder_holding_only_its_summary(tmp_path):
+    """A reference folder is committed without its job folders; the report works from summary.csv alone,
+    and no path of the machine (a data set root) is written to it."""
+    sweep = tmp_path / "sweep"
+    machine_path = str(tmp_path / "data" / "cifar10-jpg")
+    for heuristic, seed, nll in (("bald", 0, [2.0, 1.0, 0.5]), ("bald", 1, [2.0, 1.2, 0.7]),
+                                 ("random", 0, [2.0, 1.5, 0.6]), ("random", 1, [2.0, 1.3, 0.9])):
+        write_job(sweep, heuristic, seed, nll, overrides={"dataset.root": machine_path, "seed": str(seed),
+                                                         "model.feature_cache": machine_path + "/features"})
+    first = write_report(sweep, sizes=[20, 30], target_accuracy=0.5)
+    summary_text = (sweep / "summary.csv").read_text()
+    assert str(tmp_path) not in summary_text and "dataset.root" not in summary_text
+    reference = tmp_path / "reference" / "sweep"
+    reference.mkdir(parents=True)
+    (reference / "summary.csv").write_text(summary_text)
+    proc = subprocess.run([sys.executable, "-m", "alrun.report", str(reference)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    # the same sizes and target as the sweep's own report, from what summary.csv recorded
+    assert (reference / "table.md").read_text() == first.markdown
+    pd.testing.assert_frame_equal(pd.read_csv(reference / "table.csv"), pd.read_csv(sweep / "table.csv"))
+    assert "against Random, paired by seed" in proc.stdout and "AUBC" in proc.stdout
+    # a summary.csv of an older report that still carries a path column: the column is dropped
+    old = pd.read_csv(reference / "summary.csv").assign(**{"dataset.root": machine_path})
+    old.drop(columns=["report_sizes"]).to_csv(reference / "summary.csv", index=False)
+    assert write_report(reference, sizes=[20, 30]) is not None
+    assert machine_path not in (reference / "summary.csv").read_text()
+
+
+def test_report_target_accuracy_out_of_range_is_one_sentence(tmp_path):
+    write_job(tmp_path, "bald", 0, [2.0, 1.0, 0.5])
+    proc = subprocess.run([sys.executable, "-m", "alrun.report", str(tmp_path), "--target-accuracy", "80"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "report.target_accuracy=80" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_cells_read_below_the_column_size_say_where(tmp_path):
@@ -63,7 +158,8 @@ def test_cells_read_below_the_column_size_say_where(tmp_path):
     md = (tmp_path / "table.md").read_text()
     assert "| 20 | bald | 2.000 (1) | 2.000 (1) @10 | 0.500 (1) |" in md
     assert "| 10 | bald | 2.000 (1) | 1.000 (1) | 0.500 (1) |" in md
-    assert "| 20 | 0.000 (1) | 0.000 (1) @10 | 0.400 (1) |" in md  # the paired gain table too
+    # the paired table too: one seed, no interval
+    assert "| 20 | bald | +0.000 (1) | +0.000 (1) @10 | +0.400 (1) | +0.200 (1) |" in md
     times = dict(report.extra)["Seconds per acquisition (MC inference over the scored pool + selection)"]
     q20 = times[(times["query_size"] == 20) & (times["heuristic"] == "bald")].iloc[0]
     q10 = times[(times["query_size"] == 10) & (times["heuristic"] == "bald")].iloc[0]

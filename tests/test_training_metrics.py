@@ -19,6 +19,8 @@ def test_metrics_hand_computed():
     # class 0: tp=1 fp=1 fn=0 -> F1 2/3; class 1: tp=1 fp=0 fn=1 -> F1 2/3
     assert ev.f1_per_class == pytest.approx([2 / 3, 2 / 3])
     assert ev.f1_macro == pytest.approx(2 / 3)
+    # recall of class 0: 1/1, of class 1: 1/2
+    assert ev.balanced_accuracy == pytest.approx(0.75)
 
 
 def test_f1_of_absent_class_is_zero_not_an_error():
