@@ -72,17 +72,19 @@ def stop(message: str, out_dir: Path, hydra_cfg: DictConfig) -> dict[str, Any]:
 
 def job_settings(spec: RunSpec, input_shape: tuple[int, ...]) -> dict[str, Any]:
     """The settings every job records (the report groups by those that vary)."""
+    from alrun.components import readable_names
     from alrun.models import resolve_name
 
+    names = readable_names(spec)  # a custom component's short name (its dotted path is in job.json)
     return {
-        "heuristic": spec.heuristic,
+        "heuristic": names["heuristic"],
         "seed": spec.seed,
         "lambda": spec.label_noise,
         "delta": spec.imbalance_classes,
         "query_size": spec.query_size,
         "pool_fraction": spec.pool_fraction,
         "epochs": spec.train.epochs,
-        "dataset": spec.dataset.name,
+        "dataset": names["dataset"],
         "model": resolve_name(spec.model, input_shape),
         "mc_samples": spec.mc_samples,
     }
@@ -92,6 +94,7 @@ def task(cfg: DictConfig) -> dict[str, Any]:
     """One job of the sweep (or the single run)."""
     import torch
 
+    from alrun.components import job_components
     from alrun.devices import choose_device
     from alrun.loop import ActiveLearningJob, column_name
     from alrun.progress import job_progress
@@ -107,6 +110,7 @@ def task(cfg: DictConfig) -> dict[str, Any]:
         spec = run_spec_from_dict(plain)
         # jobs sharing a machine with several GPUs are spread over them by their number in the sweep
         spec = replace(spec, device=choose_device(spec.device, job_index(hydra_cfg)))
+        components = job_components(spec)  # imports the user's components: a wrong `_target_` stops here
         job = ActiveLearningJob(spec, out_dir)
     except AlrunError as exc:
         return stop(str(exc), out_dir, hydra_cfg)
@@ -115,7 +119,7 @@ def task(cfg: DictConfig) -> dict[str, Any]:
     try:
         atomic_write_text(out_dir / "job.json", json.dumps(
             {"overrides": {k.lstrip("+~"): v for k, v in overrides.items()}, "settings": settings,
-             "report_sizes": report_sizes, "study": plain.get("study"),
+             "report_sizes": report_sizes, "study": plain.get("study"), "components": components,
              "reduced_classes": [column_name(job.data.bundle.class_names[c]) for c in job.data.reduced_classes]},
             indent=2))
     except AlrunError as exc:

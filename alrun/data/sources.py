@@ -6,18 +6,16 @@ one sentence that says where it looked and how to get the data.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from alrun import components
 from alrun.config import DatasetSpec
 from alrun.data.arrays import DATA_SEED, cap_indices
 from alrun.data.bundle import DataBundle, normalise_images
-from alrun.data.cifar import load_cifar10, load_cifar100
-from alrun.data.imagefolder import load_imagefolder, load_miotcd
-from alrun.data.mnist import load_fashion_mnist, load_mnist
 from alrun.data.pathologies import stratified_split
 from alrun.errors import DataError
 from alrun.seeding import generator
@@ -71,16 +69,8 @@ def load_npz(spec: DatasetSpec) -> DataBundle:
     return DataBundle(both[:n_train], y_train, both[n_train:], y_test, names)
 
 
-SOURCES: dict[str, Loader] = {
-    "digits": load_digits,
-    "npz": load_npz,
-    "cifar10": load_cifar10,
-    "cifar100": load_cifar100,
-    "mnist": load_mnist,
-    "fashion_mnist": load_fashion_mnist,
-    "imagefolder": load_imagefolder,
-    "miotcd": load_miotcd,
-}
+# name -> loader, from the one registry (alrun.components)
+SOURCES: Mapping[str, Loader] = components.Builders("dataset")
 
 
 def load_dataset(spec: DatasetSpec) -> DataBundle:

@@ -1,0 +1,237 @@
+"""The user's own model, data and heuristic (`<group>=custom <group>._target_=...`), from a package alrun has
+never seen: written by the test into a temporary folder outside the repository and put on the path."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from alrun.config import ModelSpec
+from alrun.errors import ModelError
+from alrun.inference import mc_probs
+from alrun.models import SeededDropout, build_model, dropout_layers
+from tests.conftest import REPO, THREADS, run_alrun, steps_without_timings
+from tests.user_package import write_user_package
+
+
+@pytest.fixture(scope="module")
+def package_dir(tmp_path_factory):
+    return write_user_package(tmp_path_factory.mktemp("site"))
+
+
+@pytest.fixture
+def user_pkg(package_dir, monkeypatch):
+    """The user package importable in this process (removed again afterwards)."""
+    monkeypatch.syspath_prepend(str(package_dir))
+    yield
+    for name in [m for m in sys.modules if m == "userpkg" or m.startswith("userpkg.")]:
+        del sys.modules[name]
+
+
+def user_env(package_dir) -> dict[str, str]:
+    return {**THREADS, "PYTHONPATH": os.pathsep.join([str(REPO), str(package_dir)])}
+
+
+def custom(target: str, **kwargs) -> ModelSpec:
+    return ModelSpec(name="custom", target=target, **kwargs)
+
+
+def trained_like(model: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial BatchNorm statistics, so eval-mode BatchNorm is not the identity."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def probs_pair(model, x, consistent=False, n_samples=5):
+    """MC probabilities [N, C, T] with and without the trunk/head split, from the same generator seed."""
+    split = mc_probs(model, x, n_samples, generator=torch.Generator().manual_seed(3), consistent=consistent,
+                     batch_size=100)
+    full = mc_probs(model, x, n_samples, generator=torch.Generator().manual_seed(3), consistent=consistent,
+                    batch_size=100, split=False)
+    return split, full
+
+
+# ---------------------------------------------------------------- the model, in-process
+
+
+@pytest.mark.parametrize("consistent", [False, True])
+def test_split_equals_full_passes_for_a_custom_sequential(user_pkg, consistent):
+    model = build_model(custom("userpkg.nets.sequential_net"), (6,), 3, seed=0)
+    assert isinstance(model, torch.nn.Sequential)
+    kinds = sorted((layer.alpha, layer.channelwise) for layer in dropout_layers(model))
+    assert kinds == [(False, False), (True, False)]  # AlphaDropout became a seeded alpha layer
+    x = torch.randn(20, 6, generator=torch.Generator().manual_seed(0))
+    split, full = probs_pair(model, x, consistent)
+    torch.testing.assert_close(split, full)
+    assert split.shape == (20, 3, 5) and split.std(dim=2).mean() > 1e-3  # dropout is active
+
+
+@pytest.mark.parametrize("target,shape", [("userpkg.nets.Net", (6,)), ("userpkg.nets.SmallCNN", (1, 8, 8))])
+@pytest.mark.parametrize("consistent", [False, True])
+def test_trunk_head_split_equals_full_passes(user_pkg, target, shape, consistent):
+    model = trained_like(build_model(custom(target, trunk="features", head="classifier"), shape, 4, seed=1))
+    x = torch.randn(19, *shape, generator=torch.Generator().manual_seed(0))
+    calls = []
+    handle = model.features.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    split, full = probs_pair(model, x, consistent)
+    handle.remove()
+    torch.testing.assert_close(split, full)
+    # the trunk saw each item once in the split run and T times in the full one
+    assert sum(calls) == 19 + 19 * 5
+    assert split.std(dim=2).mean() > 1e-3
+
+
+def test_consistent_masks_through_a_custom_cnn_with_dropout2d(user_pkg):
+    """One mask per sample shared by all items: identical items get identical samples; BatchNorm stays in eval."""
+    model = trained_like(build_model(custom("userpkg.nets.SmallCNN", trunk="features", head="classifier"),
+                                     (1, 8, 8), 4, seed=0))
+    channelwise = [layer for layer in dropout_layers(model) if layer.channelwise]
+    assert len(channelwise) == 1
+    bn = model.features[1]
+    before = bn.running_mean.clone()
+    item = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    x = torch.cat([item, torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(1)), item])
+    consistent = mc_probs(model, x, 6, generator=torch.Generator().manual_seed(0), consistent=True, batch_size=4)
+    independent = mc_probs(model, x, 6, generator=torch.Generator().manual_seed(0), batch_size=4)
+    torch.testing.assert_close(consistent[0], consistent[-1])  # items 0 and 6 are in different chunks
+    assert not torch.allclose(independent[0], independent[-1])
+    torch.testing.assert_close(bn.running_mean, before)
+
+
+def test_channelwise_dropout_drops_whole_channels_with_shared_masks():
+    layer = SeededDropout(0.5, channelwise=True)
+    layer.generator = torch.Generator().manual_seed(0)
+    x = torch.ones(3 * 4, 6, 5, 5)  # 3 items x T=4 samples
+    out = layer(x)
+    per_channel = out.view(12, 6, -1)
+    assert torch.equal(per_channel.amin(dim=2), per_channel.amax(dim=2))  # constant over each channel
+    assert set(per_channel[..., 0].unique().tolist()) == {0.0, 2.0}
+    layer.shared_mask_samples = 4
+    shared = layer(x).view(3, 4, 6, 5, 5)
+    assert torch.equal(shared[0], shared[1]) and torch.equal(shared[0], shared[2])
+    assert not torch.equal(shared[0, 0], shared[0, 1])
+
+
+def test_alpha_dropout_keeps_mean_and_variance_as_torch_does():
+    x = torch.randn(200_000, generator=torch.Generator().manual_seed(0))
+    layer = SeededDropout(0.2, alpha=True)
+    layer.generator = torch.Generator().manual_seed(1)
+    ours = layer(x)
+    theirs = torch.nn.functional.alpha_dropout(x, 0.2, training=True)
+    for out in (ours, theirs):
+        assert abs(float(out.mean())) < 0.02 and abs(float(out.std()) - 1) < 0.02
+    # a share p of the units takes one value, SELU's saturation under the affine map, as in torch
+    saturation = 1.7580993408473766
+    dropped = -saturation * (1 - 0.2) / math.sqrt((saturation**2 * 0.2 + 1) * (1 - 0.2))
+    for out in (ours, theirs):
+        assert abs(float(torch.isclose(out, torch.tensor(dropped), atol=1e-6).float().mean()) - 0.2) < 0.01
+
+
+def test_custom_model_is_seeded(user_pkg):
+    a = build_model(custom("userpkg.nets.Net"), (6,), 3, seed=5)
+    b = build_model(custom("userpkg.nets.Net"), (6,), 3, seed=5)
+    c = build_model(custom("userpkg.nets.Net"), (6,), 3, seed=6)
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+    assert not torch.equal(a.features[1].weight, c.features[1].weight)
+
+
+@pytest.mark.parametrize("spec,shape,words", [
+    (custom("userpkg.nets.no_dropout"), (6,), "without a dropout layer"),
+    (custom("userpkg.nets.broken"), (6,), "raised ValueError (width must be even)"),
+    (custom("userpkg.nets.not_a_module"), (6,), "returned a str, but a torch.nn.Module was expected"),
+    (custom("userpkg.nets.wrong_classes"), (6,), "returns [2, 4] for a batch of 2 items, but logits [2, 3]"),
+    (custom("userpkg.nets.Net", trunk="features", head="clasifier"), (6,), "`model.head=clasifier` is not a submodule"),
+    (custom("userpkg.nets.Net", trunk="classifier", head="features"), (6,), "must hold every dropout layer"),
+    (custom("userpkg.nets.Net", weights_path="missing.pt"), (6,), "`model.weights_path=missing.pt` is not a file"),
+])
+def test_model_errors_are_one_sentence(user_pkg, spec, shape, words):
+    with pytest.raises(ModelError) as info:
+        build_model(spec, shape, 3, seed=0)
+    message = str(info.value)
+    assert words in message and "\n" not in message
+    assert f"model._target_={spec.target}" in message or "model.weights_path" in message
+
+
+def test_weights_path_loads_a_state_dict(user_pkg, tmp_path):
+    source = build_model(custom("userpkg.nets.Net"), (6,), 3, seed=1)
+    torch.save(source.state_dict(), tmp_path / "w.pt")
+    loaded = build_model(custom("userpkg.nets.Net", weights_path=str(tmp_path / "w.pt")), (6,), 3, seed=2)
+    assert torch.equal(loaded.features[1].weight, source.features[1].weight)
+
+
+# ---------------------------------------------------------------- through the CLI
+
+
+@pytest.fixture(scope="module")
+def custom_sweep(package_dir, tmp_path_factory):
+    """`model=custom` with trunk/head and a user-named width, bald and batchbald, basic launcher."""
+    cwd = tmp_path_factory.mktemp("custom_model")
+    args = ["scale=smoke", "model=custom", "model._target_=userpkg.nets.Net", "++model.width=16",
+            "model.trunk=features", "model.head=classifier", "heuristic=bald,batchbald", "seed=0"]
+    proc = run_alrun([*args, f"hydra.sweep.dir={cwd / 'sweep'}"], cwd, env=user_env(package_dir))
+    return cwd, args, proc
+
+
+def job_dirs(sweep):
+    return sorted(p.parent for p in sweep.glob("*/done"))
+
+
+def test_cli_runs_a_custom_model_with_bald_and_batchbald(custom_sweep, package_dir):
+    cwd, _, proc = custom_sweep
+    jobs = job_dirs(cwd / "sweep")
+    assert len(jobs) == 2
+    for job in jobs:
+        meta = json.loads((job / "job.json").read_text())
+        model = meta["components"]["model"]
+        assert model["target"] == "userpkg.nets.Net" and model["args"] == {"width": 16}
+        assert model["sha256"] and model["file"].endswith("nets.py")
+        assert meta["components"]["heuristic"]["name"] in ("bald", "batchbald")
+        assert meta["components"]["dataset"]["version"]
+    summary = pd.read_csv(cwd / "sweep" / "summary.csv")
+    assert set(summary["model"]) == {"Net(width=16)"}
+    assert set(summary["heuristic"]) == {"bald", "batchbald"}
+
+
+def test_cli_custom_model_under_joblib_reproduces_the_basic_launcher(custom_sweep, package_dir):
+    cwd, args, _ = custom_sweep
+    other = cwd / "joblib"
+    proc = run_alrun([*args, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={other}"], cwd,
+                     env=user_env(package_dir))
+    assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
+    for job in job_dirs(cwd / "sweep"):
+        pd.testing.assert_frame_equal(steps_without_timings(other / job.name / "steps.csv"),
+                                      steps_without_timings(job / "steps.csv"))
+
+
+@pytest.mark.parametrize("args,words", [
+    (["model._target_=userpkg.nets.Nett"], "`model._target_=userpkg.nets.Nett` cannot be found: userpkg.nets has "
+                                           "no attribute Nett (did you mean userpkg.nets.Net?)."),
+    (["model._target_=userpkgg.nets.Net"], "there is no module userpkgg on the Python path"),
+    ([], "`model._target_=???` is not allowed: model=custom needs the dotted path"),
+    (["model._target_=userpkg.nets"], "names a module, not a class or function"),
+    (["model._target_=userpkg.nets.broken"], "raised ValueError (width must be even)"),
+    (["model._target_=userpkg.nets.no_dropout"], "without a dropout layer"),
+])
+def test_cli_model_errors_exit_2_with_one_sentence(package_dir, tmp_path, args, words):
+    # an earlier result in the sweep folder survives
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "keep.txt").write_text("earlier result")
+    proc = run_alrun(["scale=smoke", "heuristic=bald", "seed=0", "model=custom", *args, f"hydra.sweep.dir={sweep}"],
+                     tmp_path, check=False, env=user_env(package_dir))
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("alrun: error:")]
+    assert len(lines) == 1 and words in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (sweep / "keep.txt").read_text() == "earlier result"
+    assert not list(sweep.glob("*/steps.csv"))
