@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from alrun.checkpoint import atomic_write_text
 from alrun.config import RunSpec, run_spec_from_dict
-from alrun.errors import AlrunError
+from alrun.errors import AlrunError, TrainingDiverged
 
 log = logging.getLogger("alrun")
 
@@ -130,6 +130,14 @@ def task(cfg: DictConfig) -> dict[str, Any]:
     try:
         with job_progress(title) as on_step:
             job.run(on_step)
+    except TrainingDiverged as exc:  # this job's numbers are lost, the sweep's other jobs may be fine
+        try:
+            atomic_write_text(out_dir / "error.txt", f"alrun: error: {exc}\n")
+            atomic_write_text(out_dir / "failed", "")
+        except AlrunError as write_error:
+            return stop(str(write_error), out_dir, hydra_cfg)
+        log.error("job %s stopped: %s", title, exc)
+        return {"status": "failed", "dir": str(out_dir)}
     except AlrunError as exc:
         return stop(str(exc), out_dir, hydra_cfg)
     except Exception as exc:  # a crash in one job must not stop the others

@@ -19,6 +19,7 @@ import importlib
 import importlib.metadata
 import inspect
 import math
+import pkgutil
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -208,9 +209,13 @@ def locate(key: str, path: Any) -> Any:
     for j, attr in enumerate(parts[i:]):
         if not hasattr(obj, attr):
             owner = ".".join(parts[: i + j])
-            close = difflib.get_close_matches(attr, [a for a in dir(obj) if not a.startswith("_")], n=1)
+            known = [a for a in dir(obj) if not a.startswith("_")]
+            if hasattr(obj, "__path__"):  # a package: its submodules are candidates too
+                known += [m.name for m in pkgutil.iter_modules(obj.__path__)]
+            close = difflib.get_close_matches(attr, known, n=1)
             hint = f" (did you mean {owner}.{close[0]}?)" if close else ""
-            raise ConfigError(f"`{key}={path}` cannot be found: {owner} has no attribute {attr}{hint}.")
+            what = "module or attribute" if hasattr(obj, "__path__") else "attribute"
+            raise ConfigError(f"`{key}={path}` cannot be found: {owner} has no {what} {attr}{hint}.")
         obj = getattr(obj, attr)
     if inspect.ismodule(obj):
         raise ConfigError(f"`{key}={path}` names a module, not a class or function: add the name, "

@@ -28,7 +28,7 @@ from alrun.config import RunSpec, check_against_data
 from alrun.data import DataBundle, load_dataset
 from alrun.data.pathologies import corrupt_labels, imbalance_indices
 from alrun.devices import resolve_device
-from alrun.errors import ConfigError
+from alrun.errors import ConfigError, TrainingDiverged
 from alrun.features import featurize
 from alrun.inference import InferenceBatch
 from alrun.models import build_model
@@ -166,8 +166,12 @@ class ActiveLearningJob:
             model.load_state_dict(initial_weights)
             tic = time.perf_counter()
             idx = torch.as_tensor(labelled)
-            fit(model, x_train[idx.to(x_train.device)], oracle[idx], spec.train,
-                generator(spec.seed, f"train/{step}"), generator(spec.seed, f"dropout/{step}", device), amp)
+            try:
+                fit(model, x_train[idx.to(x_train.device)], oracle[idx], spec.train,
+                    generator(spec.seed, f"train/{step}"), generator(spec.seed, f"dropout/{step}", device), amp)
+            except TrainingDiverged as exc:  # say which step
+                message = str(exc)
+                raise TrainingDiverged(f"At step {step} ({len(labelled)} labelled) t{message[1:]}") from None
             time_train = time.perf_counter() - tic
             metrics = evaluate(model, x_test, bundle.y_test, spec.mc_samples,
                                generator(spec.seed, f"eval/{step}", device), inference_batch, amp)

@@ -11,6 +11,7 @@ from sklearn.metrics import f1_score
 from torch import nn
 
 from alrun.config import TrainSpec
+from alrun.errors import TrainingDiverged
 from alrun.inference import InferenceBatch, autocast, predictive_mean, to_device
 from alrun.models import set_dropout_generator
 
@@ -54,7 +55,7 @@ def fit(
     n = x.shape[0]
     x_dev, y_dev = to_device(x, device), to_device(y, device)
     last = float("nan")
-    for _ in range(epochs_for(spec, n)):
+    for epoch in range(epochs_for(spec, n)):
         order = torch.randperm(n, generator=generator).to(device)
         total, count = 0.0, 0
         for start in range(0, n, spec.batch_size):
@@ -64,7 +65,11 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss.detach()) * len(batch)
+            value = float(loss.detach())
+            if not math.isfinite(value):  # a diverged model would only fill the tables with NaN
+                raise TrainingDiverged(f"The training loss became {value} in epoch {epoch + 1}: try a lower "
+                                       f"`train.lr` (now {spec.lr}) or check the data for extreme or unscaled values.")
+            total += value * len(batch)
             count += len(batch)
         last = total / max(count, 1)
     set_dropout_generator(model, None)

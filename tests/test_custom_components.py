@@ -8,16 +8,19 @@ import math
 import os
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from alrun.config import ModelSpec
-from alrun.errors import ModelError
+from alrun.acquisition import acquire
+from alrun.config import DatasetSpec, ModelSpec
+from alrun.data import load_dataset
+from alrun.errors import ConfigError, DataError, HeuristicError, ModelError
 from alrun.inference import mc_probs
 from alrun.models import SeededDropout, build_model, dropout_layers
 from tests.conftest import REPO, THREADS, run_alrun, steps_without_timings
-from tests.user_package import write_user_package
+from tests.user_package import write_image_npz, write_user_package
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +172,92 @@ def test_weights_path_loads_a_state_dict(user_pkg, tmp_path):
     assert torch.equal(loaded.features[1].weight, source.features[1].weight)
 
 
+# ---------------------------------------------------------------- data and heuristics, in-process
+
+
+def custom_data(target: str, **kwargs) -> DatasetSpec:
+    args = kwargs.pop("args", {})
+    return DatasetSpec(name="custom", target=target, args=args, **kwargs)
+
+
+def test_custom_data_mapping_with_caps(user_pkg):
+    bundle = load_dataset(custom_data("userpkg.data.synthetic", args={"n_classes": 4}, max_train=50))
+    assert bundle.x_train.shape == (50, 6) and bundle.x_test.shape == (60, 6)
+    assert bundle.class_names == ["0", "1", "2", "3"] and bundle.x_train.dtype == torch.float32
+
+
+def test_custom_data_npz_images_take_image_size(user_pkg, tmp_path):
+    path = write_image_npz(tmp_path / "img.npz")
+    bundle = load_dataset(custom_data("userpkg.data.images", args={"path": str(path)}, image_size=8, max_test=20))
+    assert bundle.x_train.shape == (120, 3, 8, 8) and bundle.x_test.shape == (20, 3, 8, 8)
+    assert bundle.class_names == ["c0", "c1", "c2"] and bundle.pixel_stats is not None
+
+
+def test_custom_data_pair_of_datasets(user_pkg):
+    bundle = load_dataset(custom_data("userpkg.data.pair", max_train=30))
+    direct = load_dataset(custom_data("userpkg.data.synthetic", max_train=30))
+    torch.testing.assert_close(bundle.x_train, direct.x_train)  # the same items kept, read from the Dataset
+    assert np.array_equal(bundle.y_train, direct.y_train)
+
+
+def test_custom_data_torchvision_style_class(user_pkg):
+    bundle = load_dataset(custom_data("userpkg.data.Tiny", image_size=12))
+    assert bundle.x_train.shape == (40, 1, 12, 12) and bundle.x_test.shape == (16, 1, 12, 12)
+    assert bundle.class_names == ["dark", "light"]
+
+
+@pytest.mark.parametrize("target,args,error,words", [
+    ("userpkg.data.synthetic", {"nan": True}, DataError, "x_train holds NaN or infinite values in 1 of 120 items"),
+    ("userpkg.data.synthetic", {"label": -1}, DataError, "y_train holds the label -1, outside [0, 3)"),
+    ("userpkg.data.synthetic", {"label": 1.5}, DataError, "y_train holds the non-integer label 1.5 (at index 7)"),
+    ("userpkg.data.not_data", {}, DataError, "returned a int, but a mapping with x_train"),
+    ("userpkg.data.synthetic", {"colour": 1}, DataError, "raised TypeError"),
+    ("userpkg.data.lod", {}, ConfigError, "userpkg.data has no attribute lod (did you mean userpkg.data.load?)"),
+])
+def test_custom_data_errors_are_one_sentence(user_pkg, target, args, error, words):
+    with pytest.raises(error) as info:
+        load_dataset(custom_data(target, args=args))
+    message = str(info.value)
+    assert f"`dataset._target_={target}`" in message and words in message and "\n" not in message
+
+
+def acquire_with(params, k=5, model=None):
+    model = model or build_model(custom("userpkg.nets.Net"), (6,), 3, seed=0)
+    x = torch.randn(30, 6, generator=torch.Generator().manual_seed(0))
+    return acquire(model, x, "custom", k, 4, mc_generator=torch.Generator().manual_seed(1),
+                   acquisition_generator=torch.Generator().manual_seed(2), heuristic_params=params).positions
+
+
+def test_custom_scorer_takes_its_top_k_and_extra_keys(user_pkg):
+    from userpkg.acq import score
+
+    model = build_model(custom("userpkg.nets.Net"), (6,), 3, seed=0)
+    chosen = acquire_with({"_target_": "userpkg.acq.score", "batch": False}, model=model)
+    x = torch.randn(30, 6, generator=torch.Generator().manual_seed(0))
+    expected = score(mc_probs(model, x, 4, generator=torch.Generator().manual_seed(1))).argsort(descending=True)[:5]
+    assert chosen.tolist() == expected.tolist()
+    scaled = acquire_with({"_target_": "userpkg.acq.scaled", "batch": False, "factor": -1.0}, model=model)
+    assert set(scaled.tolist()).isdisjoint(chosen.tolist())  # the lowest scores instead
+
+
+def test_custom_batch_selector(user_pkg):
+    chosen = acquire_with({"_target_": "userpkg.acq.select", "batch": True}, k=7)
+    assert chosen.shape == (7,) and chosen.unique().numel() == 7
+
+
+@pytest.mark.parametrize("params,words", [
+    ({"_target_": "userpkg.acq.nan_scores"}, "returned NaN or infinite scores for 1 of 30 candidates"),
+    ({"_target_": "userpkg.acq.short_scores"}, "returned scores of shape [29] for 30 candidates"),
+    ({"_target_": "userpkg.acq.duplicates", "batch": True}, "returned 4 duplicate indices"),
+    ({"_target_": "userpkg.acq.select", "batch": False}, "raised TypeError"),
+])
+def test_custom_heuristic_output_is_checked(user_pkg, params, words):
+    with pytest.raises(HeuristicError) as info:
+        acquire_with(params)
+    message = str(info.value)
+    assert f"`heuristic._target_={params['_target_']}`" in message and words in message and "\n" not in message
+
+
 # ---------------------------------------------------------------- through the CLI
 
 
@@ -235,3 +324,44 @@ def test_cli_model_errors_exit_2_with_one_sentence(package_dir, tmp_path, args, 
     assert "Traceback" not in proc.stderr
     assert (sweep / "keep.txt").read_text() == "earlier result"
     assert not list(sweep.glob("*/steps.csv"))
+
+
+def test_cli_custom_model_data_and_scorer_together(package_dir, tmp_path):
+    """A new user's run: a non-Sequential CNN with Dropout2d and BatchNorm, an npz-backed data function
+    (uint8 images, shrunk by scale=smoke's image_size) and a custom scorer, next to bald."""
+    data = write_image_npz(tmp_path / "parts.npz")
+    sweep = tmp_path / "sweep"
+    run_alrun(["scale=smoke", "model=custom", "model._target_=userpkg.nets.SmallCNN", "model.trunk=features",
+               "model.head=classifier", "dataset=custom", "dataset._target_=userpkg.data.images",
+               f"++dataset.path={data}", "heuristic=custom", "heuristic._target_=userpkg.acq.scaled",
+               "++heuristic.factor=2.0", "seed=0", f"hydra.sweep.dir={sweep}"], tmp_path, env=user_env(package_dir))
+    (job,) = job_dirs(sweep)  # dataset.path is a path: kept out of the folder name
+    meta = json.loads((job / "job.json").read_text())
+    assert meta["components"]["heuristic"] | {"sha256": None, "file": None} == {
+        "name": "scaled(factor=2.0)", "target": "userpkg.acq.scaled", "args": {"factor": 2.0}, "module": "userpkg.acq",
+        "batch": False, "sha256": None, "file": None}
+    assert meta["components"]["dataset"]["args"] == {"path": str(data)}
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert set(summary["heuristic"]) == {"scaled(factor=2.0)"} and set(summary["model"]) == {"SmallCNN"}
+    assert summary["labelled"].max() == 50 and summary["test_acc"].iloc[-1] > 0.5
+
+
+@pytest.mark.parametrize("args,words", [
+    (["dataset=custom", "dataset._target_=userpkg.dat.load"], "`dataset._target_=userpkg.dat.load` cannot be "
+                                                              "found: userpkg has no module or attribute dat (did "
+                                                              "you mean userpkg.data?)."),
+    (["dataset=custom", "dataset._target_=userpkg.data.synthetic", "++dataset.nan=true"],
+     "x_train holds NaN or infinite values"),
+    (["heuristic=custom", "heuristic._target_=userpkg.acq.scor"], "did you mean userpkg.acq.score?"),
+    (["heuristic=custom"], "`heuristic._target_=???` is not allowed"),
+    (["heuristic=custom", "heuristic._target_=userpkg.acq.nan_scores"], "returned NaN or infinite scores"),
+    (["++model._target_=userpkg.nets.Net"], "`model._target_=userpkg.nets.Net` is not allowed: it is read only with "
+                                          "model=custom"),
+])
+def test_cli_data_and_heuristic_errors_exit_2_with_one_sentence(package_dir, tmp_path, args, words):
+    proc = run_alrun(["scale=smoke", "seed=0", *args, f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path,
+                     check=False, env=user_env(package_dir))
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("alrun: error:")]
+    assert len(lines) == 1 and words in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -107,6 +107,33 @@ def pair(n_classes=3):
 
 def not_data():
     return 42
+
+
+def images(path):
+    """uint8 images from an npz written by write_image_npz (the npz layout)."""
+    return load(path)
+
+
+class Tiny(torch.utils.data.Dataset):
+    """A torchvision-style data set class: PIL images of two sizes, labels from the brightness."""
+
+    classes = ["dark", "light"]
+
+    def __init__(self, root=None, train=True, download=False):
+        from PIL import Image
+
+        rng = np.random.default_rng(0 if train else 1)
+        n = 40 if train else 16
+        self.labels = [i % 2 for i in range(n)]
+        sizes = [(12, 12), (10, 14)]
+        self.items = [Image.fromarray(rng.integers(0, 100, size=sizes[i % 2]).astype(np.uint8) + 120 * y)
+                      for i, y in enumerate(self.labels)]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i], self.labels[i]
 '''
 
 ACQ = '''
@@ -150,3 +177,18 @@ def write_user_package(root: Path, name: str = "userpkg") -> Path:
     for module, text in {"nets": NETS, "data": DATA, "acq": ACQ}.items():
         (package / f"{module}.py").write_text(textwrap.dedent(text))
     return Path(root)
+
+
+def write_image_npz(path: Path, n_train: int = 120, n_test: int = 60, n_classes: int = 3, seed: int = 0) -> Path:
+    """uint8 RGB images [N, 16, 16, 3] whose colour depends on the class, in the npz layout."""
+    import numpy as np
+
+    from tests.fixtures_data import class_images
+
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for part, n in (("train", n_train), ("test", n_test)):
+        y = np.arange(n) % n_classes
+        arrays[f"x_{part}"], arrays[f"y_{part}"] = class_images(y, n_classes, (16, 16, 3), rng), y
+    np.savez(path, **arrays, class_names=np.array([f"c{i}" for i in range(n_classes)]))
+    return Path(path)
