@@ -200,6 +200,18 @@ def test_custom_data_pair_of_datasets(user_pkg):
     assert np.array_equal(bundle.y_train, direct.y_train)
 
 
+def test_custom_datasets_are_decoded_once_into_the_cache(user_pkg, tmp_path):
+    spec = custom_data("userpkg.data.Tiny", image_size=12, max_train=30, cache_dir=str(tmp_path / "cache"))
+    first, second = load_dataset(spec), load_dataset(spec)
+    assert any("decoded 46 items and cached them" in n for n in first.notes)
+    assert any("read 46 decoded items from the cache" in n for n in second.notes)
+    torch.testing.assert_close(first.x_train, second.x_train)
+    other = load_dataset(custom_data("userpkg.data.Tiny", image_size=10, max_train=30,
+                                     cache_dir=str(tmp_path / "cache")))  # another size: another key
+    assert any("cached them" in n for n in other.notes) and other.x_train.shape[-1] == 10
+    assert len(list((tmp_path / "cache" / "custom").glob("*.npz"))) == 2
+
+
 def test_custom_data_torchvision_style_class(user_pkg):
     bundle = load_dataset(custom_data("userpkg.data.Tiny", image_size=12))
     assert bundle.x_train.shape == (40, 1, 12, 12) and bundle.x_test.shape == (16, 1, 12, 12)
@@ -365,3 +377,72 @@ def test_cli_data_and_heuristic_errors_exit_2_with_one_sentence(package_dir, tmp
     lines = [line for line in proc.stderr.splitlines() if line.startswith("alrun: error:")]
     assert len(lines) == 1 and words in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- examples/ and the config
+
+
+@pytest.fixture
+def example_pkg(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "examples"))
+    yield
+    for name in [m for m in sys.modules if m == "mypkg" or m.startswith("mypkg.")]:
+        del sys.modules[name]
+
+
+def test_the_example_package_works_as_the_readme_says(example_pkg, tmp_path):
+    from mypkg.data import write_digits
+
+    path = write_digits(str(tmp_path / "parts.npz"))
+    bundle = load_dataset(custom_data("mypkg.data.load", args={"path": str(path)}, image_size=16))
+    assert bundle.x_train.shape[1:] == (1, 16, 16) and bundle.n_classes == 10
+    model = trained_like(build_model(custom("mypkg.nets.Net", trunk="features", head="classifier",
+                                            args={"width": 8}), bundle.input_shape, 10, seed=0))
+    split, full = probs_pair(model, bundle.x_test[:12], consistent=True)
+    torch.testing.assert_close(split, full)
+    chosen = acquire(model, bundle.x_train[:40], "custom", 10, 4, mc_generator=torch.Generator().manual_seed(0),
+                     acquisition_generator=torch.Generator().manual_seed(1),
+                     heuristic_params={"_target_": "mypkg.acq.balanced_top", "batch": True}).positions
+    assert chosen.unique().numel() == 10 and int(chosen.max()) < 40
+
+
+@pytest.mark.parametrize("cfg,words", [
+    ({"model": {"name": "custom", "trunk": "features"}}, "`model._target_=???` is not allowed"),
+    ({"model": {"name": "custom", "_target_": "a.B", "trunk": "features"}}, "give both model.trunk and model.head"),
+    ({"model": {"name": "mlp", "trunk": "features", "head": "classifier"}}, "name the halves of a custom model"),
+    ({"model": {"name": "mlp", "width": 3}}, "`model.width` is not a known setting"),
+    ({"dataset": {"name": "digits", "_target_": "a.load"}}, "it is read only with dataset=custom"),
+    ({"heuristic": {"name": "bald", "factor": 2}}, "bald takes no settings"),
+    ({"heuristic": {"name": "custom", "_target_": "a.score", "batch": "yes"}}, "true (a batch selector) or false"),
+])
+def test_config_checks_of_custom_components(cfg, words):
+    from alrun.config import run_spec_from_dict
+
+    with pytest.raises(ConfigError) as info:
+        run_spec_from_dict(cfg)
+    assert words in str(info.value)
+
+
+def test_extra_keys_of_custom_components_become_arguments():
+    from alrun.config import run_spec_from_dict
+
+    spec = run_spec_from_dict({"model": {"name": "custom", "_target_": "a.Net", "width": 64, "dropout": 0.3},
+                               "dataset": {"name": "custom", "_target_": "a.load", "path": "x.npz", "max_train": 9},
+                               "heuristic": {"name": "custom", "_target_": "a.score", "batch": False, "k": 1}})
+    assert (spec.model.target, spec.model.args, spec.model.dropout) == ("a.Net", {"width": 64}, 0.3)
+    assert (spec.dataset.target, spec.dataset.args, spec.dataset.max_train) == ("a.load", {"path": "x.npz"}, 9)
+    assert spec.heuristic_params == {"_target_": "a.score", "batch": False, "k": 1}
+
+
+def test_the_registry_is_the_one_list():
+    from alrun import backbones, components, config, heuristics
+    from alrun.data import SOURCES
+
+    assert config.MODELS == components.names("model") and "custom" in config.MODELS
+    assert set(SOURCES) == set(components.names("dataset")) - {"custom"}
+    assert set(heuristics.REGISTRY) == set(components.names("heuristic", role="scorer"))
+    assert set(backbones.BUILDERS) == set(config.BACKBONES) == set(backbones.FEATURE_DIMS)
+    for kind in components.KINDS:  # every built-in's builder imports
+        for name in components.names(kind):
+            if components.get(kind, name).target is not None:
+                assert callable(components.builder(kind, name))

@@ -7,15 +7,20 @@ them, `root` (dataset.root, when set) and `download`. It returns one of:
   optional class_names; uint8 images [N, H, W] or [N, H, W, C] are standardised and resized as
   `dataset=npz` / the image sources do, anything else is used as float32 features;
 * a pair (train, test) of map-style torch Datasets whose items are (x, label) pairs, x a PIL
-  image, an array or a tensor (only the items `max_train` / `max_test` keep are read);
+  image, an array or a tensor (only the items `max_train` / `max_test` keep are read, and cached
+  decoded under `dataset.cache_dir`, keyed by the `_target_`, its arguments and file, and the items);
 * or `_target_` is a torch Dataset class (e.g. torchvision.datasets.SVHN): it is called once per
   split with train=True/False or split="train"/"test", and root / download when it takes them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import inspect
+import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +32,7 @@ from alrun.config import DatasetSpec
 from alrun.data.arrays import ImageArrays, cap_indices, images_to_bundle
 from alrun.data.bundle import DataBundle
 from alrun.data.checks import check_lengths, integer_labels, source_name
+from alrun.data.image_cache import cache_lock, read_cache, write_cache
 from alrun.errors import DataError
 
 KEY = "dataset._target_"
@@ -159,13 +165,46 @@ def _read_split(dataset: Any, indices: np.ndarray, split: str, spec: DatasetSpec
     return np.stack(xs), integer_labels(np.asarray(ys), f"the {split} labels", where)
 
 
+def decode_key(spec: DatasetSpec, train_idx: np.ndarray, test_idx: np.ndarray, sizes: tuple[int, int]) -> str:
+    """The decode cache's key: the `_target_`, its arguments, the SHA-256 of its module's file, the root,
+    the image size and the items kept (a changed data function, argument or cap reads the items again)."""
+    origin = components.code_origin(components.locate(KEY, spec.target))
+    identity = {"format": 1, "target": spec.target, "args": spec.args, "code": origin.get("sha256"),
+                "root": spec.root, "image_size": spec.image_size, "sizes": list(sizes),
+                "train": hashlib.sha256(train_idx.tobytes()).hexdigest(),
+                "test": hashlib.sha256(test_idx.tobytes()).hexdigest()}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def from_datasets(train: Any, test: Any, spec: DatasetSpec, where: str) -> DataBundle:
-    """Two map-style Datasets of (x, label) items as a DataBundle; only the kept items are read."""
+    """Two map-style Datasets of (x, label) items as a DataBundle; only the kept items are read, and
+    with `dataset.cache` (and a `dataset.cache_dir`) the decoded arrays are cached under that folder."""
     train_idx, test_idx = cap_indices(len(train), len(test), spec)  # the same items load_dataset would keep
-    x_train, y_train = _read_split(train, train_idx, "train", spec, where)
-    x_test, y_test = _read_split(test, test_idx, "test", spec, where)
+    dirs = [Path(spec.cache_dir).expanduser() / "custom"] if spec.cache and spec.cache_dir else []
+    key = decode_key(spec, train_idx, test_idx, (len(train), len(test))) if dirs else ""
+    filename = f"{components.short_name(spec.target or '')}-{key[:20]}.npz"
+    notes = []
+    with cache_lock(dirs, filename) if dirs else contextlib.nullcontext(False):
+        cached = read_cache(dirs, filename, key) if dirs else None
+        if cached is not None:
+            arrays, path = cached
+            notes.append(f"custom data: read {len(arrays['y_train']) + len(arrays['y_test'])} decoded items from "
+                         f"the cache {path}")
+        else:
+            arrays = {}
+            arrays["x_train"], arrays["y_train"] = _read_split(train, train_idx, "train", spec, where)
+            arrays["x_test"], arrays["y_test"] = _read_split(test, test_idx, "test", spec, where)
+            names = getattr(train, "classes", None)
+            if names:
+                arrays["class_names"] = np.array([str(n) for n in names])
+            written = write_cache(dirs, filename, key, arrays) if dirs else None
+            if written is not None:
+                notes.append(f"custom data: decoded {len(arrays['y_train']) + len(arrays['y_test'])} items and "
+                             f"cached them in {written}")
+    x_train, x_test = arrays["x_train"], arrays["x_test"]
     if x_train.shape[1:] != x_test.shape[1:]:
         raise DataError(f"{where}: train items have shape {list(x_train.shape[1:])} but test items "
                         f"{list(x_test.shape[1:])}: both splits need one shape.")
-    names = getattr(train, "classes", None)
-    return arrays_to_bundle(x_train, y_train, x_test, y_test, list(names) if names else None, spec)
+    bundle = arrays_to_bundle(x_train, arrays["y_train"], x_test, arrays["y_test"], arrays.get("class_names"), spec)
+    bundle.notes.extend(notes)
+    return bundle
