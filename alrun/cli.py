@@ -112,6 +112,10 @@ def task(cfg: DictConfig) -> dict[str, Any]:
         spec = replace(spec, device=choose_device(spec.device, job_index(hydra_cfg)))
         components = job_components(spec)  # imports the user's components: a wrong `_target_` stops here
         job = ActiveLearningJob(spec, out_dir)
+        if spec.heuristic == "custom":  # its signature and return value, before any training
+            from alrun.custom_heuristic import preflight
+
+            preflight(spec.heuristic_params, job.data.bundle.n_classes, spec.mc_samples, spec.query_size)
     except AlrunError as exc:
         return stop(str(exc), out_dir, hydra_cfg)
     overrides = dict(o.split("=", 1) for o in hydra_cfg.overrides.task if "=" in o)

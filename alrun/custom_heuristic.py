@@ -76,3 +76,11 @@ def run_custom(probs: torch.Tensor, k: int, params: Mapping[str, Any], generator
         return check_indices(out, k, n, path)
     out = components.call(KEY, path, fn, extra, {"generator": generator}, error=HeuristicError, positional=(probs,))
     return top_positions(check_scores(out, n, path), k)
+
+
+def preflight(params: Mapping[str, Any], n_classes: int, n_samples: int, k: int) -> None:
+    """Call the user's heuristic once on random probabilities [k + 8, C, T], before any training, so a wrong
+    signature or return value stops the job at once rather than after the first training round."""
+    gen = torch.Generator().manual_seed(0)
+    probs = torch.rand(k + 8, n_classes, n_samples, generator=gen).softmax(dim=1)
+    run_custom(probs, k, params, torch.Generator().manual_seed(1))

@@ -79,6 +79,15 @@ def test_split_equals_full_passes_for_a_custom_sequential(user_pkg, consistent):
     assert split.shape == (20, 3, 5) and split.std(dim=2).mean() > 1e-3  # dropout is active
 
 
+@pytest.mark.parametrize("consistent", [False, True])
+def test_split_equals_full_passes_for_a_sequential_starting_its_head_with_dropout2d(user_pkg, consistent):
+    model = trained_like(build_model(custom("userpkg.nets.sequential_cnn"), (2, 6, 6), 3, seed=0))
+    x = torch.randn(11, 2, 6, 6, generator=torch.Generator().manual_seed(0))
+    split, full = probs_pair(model, x, consistent)
+    torch.testing.assert_close(split, full)
+    assert split.std(dim=2).mean() > 1e-3
+
+
 @pytest.mark.parametrize("target,shape", [("userpkg.nets.Net", (6,)), ("userpkg.nets.SmallCNN", (1, 8, 8))])
 @pytest.mark.parametrize("consistent", [False, True])
 def test_trunk_head_split_equals_full_passes(user_pkg, target, shape, consistent):
@@ -377,6 +386,7 @@ def test_cli_data_and_heuristic_errors_exit_2_with_one_sentence(package_dir, tmp
     lines = [line for line in proc.stderr.splitlines() if line.startswith("alrun: error:")]
     assert len(lines) == 1 and words in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+    assert not list((tmp_path / "sweep").glob("*/steps.csv"))  # stopped before any training
 
 
 # ---------------------------------------------------------------- examples/ and the config

@@ -48,6 +48,13 @@ def sequential_net(n_classes, input_shape, hidden=16):
                          nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(0.5), nn.Linear(hidden, n_classes))
 
 
+def sequential_cnn(n_classes, input_shape, width=6):
+    """An nn.Sequential whose head starts with Dropout2d (the split's repeat-at-first-dropout path)."""
+    return nn.Sequential(nn.Conv2d(input_shape[0], width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                         nn.Dropout2d(0.3), nn.Conv2d(width, width, 3), nn.ReLU(), nn.Flatten(),
+                         nn.FeatureAlphaDropout(0.1), nn.Linear(width * (input_shape[1] - 2) ** 2, n_classes))
+
+
 def no_dropout(n_classes, input_shape):
     return nn.Sequential(nn.Flatten(), nn.Linear(int(torch.tensor(input_shape).prod()), n_classes))
 
