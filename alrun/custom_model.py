@@ -71,7 +71,8 @@ def build_custom_model(spec: ModelSpec, input_shape: tuple[int, ...], n_classes:
     _seeded_dropouts(model)
     if not dropout_layers(model):
         raise ModelError(f"`{key}={path}` builds a network without a dropout layer, but MC-Dropout needs one: "
-                         "add an nn.Dropout (or Dropout2d, AlphaDropout ...) module, e.g. before the last layer.")
+                         "add an nn.Dropout (or Dropout2d, AlphaDropout ...) module, e.g. before the last layer "
+                         "(functional dropout calls in forward are not seen).")
     probe = torch.randn((_PROBE_ITEMS, *input_shape), generator=generator(seed, "model/probe"))
     _check_output(model, probe, n_classes, path)
     if spec.head is not None:

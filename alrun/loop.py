@@ -171,7 +171,8 @@ class ActiveLearningJob:
                     generator(spec.seed, f"train/{step}"), generator(spec.seed, f"dropout/{step}", device), amp)
             except TrainingDiverged as exc:  # say which step
                 message = str(exc)
-                raise TrainingDiverged(f"At step {step} ({len(labelled)} labelled) t{message[1:]}") from None
+                raise TrainingDiverged(f"At step {step} ({len(labelled)} labelled), {message[:1].lower()}{message[1:]}"
+                                       ) from None
             time_train = time.perf_counter() - tic
             metrics = evaluate(model, x_test, bundle.y_test, spec.mc_samples,
                                generator(spec.seed, f"eval/{step}", device), inference_batch, amp)

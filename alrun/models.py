@@ -1,5 +1,6 @@
-"""Model builders. Every model is an ``nn.Sequential`` whose dropout layers draw their masks from an
-explicit generator, so that it splits into a deterministic trunk and a stochastic head.
+"""Model builders. Every built-in model is an ``nn.Sequential`` whose dropout layers draw their masks from
+an explicit generator, so that it splits into a deterministic trunk and a stochastic head. A user's
+model (`model=custom`, alrun.custom_model) gets the same seeded layers for any dropout kind.
 """
 
 from __future__ import annotations

@@ -95,5 +95,5 @@ def test_cli_a_diverging_job_fails_alone_with_one_sentence(tmp_path):
     errors = sorted((tmp_path / "sweep").glob("*/error.txt"))
     assert len(errors) == 2  # both seeds ran; each stopped on its own
     text = errors[0].read_text()
-    assert text.startswith("alrun: error: At step 0 (20 labelled) the training loss became") and text.count("\n") == 1
+    assert text.startswith("alrun: error: At step 0 (20 labelled), the training loss became") and text.count("\n") == 1
     assert "try a lower `train.lr` (now 1e+30)" in text
