@@ -456,3 +456,16 @@ def test_the_registry_is_the_one_list():
         for name in components.names(kind):
             if components.get(kind, name).target is not None:
                 assert callable(components.builder(kind, name))
+
+
+def test_without_trunk_and_head_a_custom_module_runs_whole_and_says_so_once(user_pkg, caplog):
+    with caplog.at_level("INFO", logger="alrun"):
+        model = trained_like(build_model(custom("userpkg.nets.Net"), (6,), 3, seed=0))
+    assert sum("runs the whole network T times" in r.getMessage() for r in caplog.records) == 1
+    x = torch.randn(9, 6, generator=torch.Generator().manual_seed(0))
+    calls = []
+    handle = model.features.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    split, full = probs_pair(model, x, consistent=True)
+    handle.remove()
+    torch.testing.assert_close(split, full)
+    assert sum(calls) == 2 * 9 * 5  # both runs: every item T times through the trunk

@@ -62,7 +62,13 @@ def _non_finite_rows(x: torch.Tensor) -> tuple[int, int]:
     step = max(1, _CHUNK_ENTRIES // max(1, rows.shape[1]))
     count, first = 0, -1
     for start in range(0, rows.shape[0], step):
-        bad = ~torch.isfinite(rows[start : start + step]).all(dim=1)
+        chunk = rows[start : start + step]
+        # a row sum is NaN or infinite when the row holds NaN or an infinity (or overflows): cheap, and only
+        # the rows it flags get the exact element-wise test
+        flagged = (~torch.isfinite(chunk.sum(dim=1, dtype=torch.float64))).nonzero().squeeze(1)
+        bad = torch.zeros(chunk.shape[0], dtype=torch.bool)
+        if flagged.numel():
+            bad[flagged] = ~torch.isfinite(chunk[flagged]).all(dim=1)
         n_bad = int(bad.sum())
         if n_bad and first < 0:
             first = start + int(bad.nonzero()[0, 0])
