@@ -469,3 +469,20 @@ def test_without_trunk_and_head_a_custom_module_runs_whole_and_says_so_once(user
     handle.remove()
     torch.testing.assert_close(split, full)
     assert sum(calls) == 2 * 9 * 5  # both runs: every item T times through the trunk
+
+
+def test_the_frozen_feature_cache_is_keyed_by_the_custom_data_target(tmp_path):
+    """The same tensors from two data functions (or two arguments) give two cache entries."""
+    from dataclasses import replace
+
+    from alrun.features import featurize
+    from tests.test_features import frozen_spec, image_bundle
+
+    bundle, base = image_bundle(), frozen_spec(tmp_path)
+    specs = [replace(base, dataset=custom_data("a.load", args={"path": "x.npz"})),
+             replace(base, dataset=custom_data("a.load", args={"path": "y.npz"})),
+             replace(base, dataset=custom_data("b.load", args={"path": "x.npz"}))]
+    for spec in specs:
+        assert any("computed" in n for n in featurize(bundle, spec, torch.device("cpu")).notes)
+    assert any("from the cache" in n for n in featurize(bundle, specs[0], torch.device("cpu")).notes)
+    assert len(list(tmp_path.glob("custom-*.pt"))) == 3
