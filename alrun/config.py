@@ -196,6 +196,7 @@ def validate(spec: RunSpec) -> None:
         _check(value is None or (_is_int(value) and value >= 1), f"dataset.{key}", value,
                "it must be a positive integer or null")
     _check(0 < d.test_fraction < 1, "dataset.test_fraction", d.test_fraction, "it must lie in (0, 1)")
+    _check(d.name in DATASETS, "dataset.name", d.name, f"choose one of {', '.join(DATASETS)}")
 
 
 def _check_target(group: str, spec: Any) -> None:
