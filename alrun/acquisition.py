@@ -43,6 +43,9 @@ def acquire(
     then draw the batch. `heuristic_params` are the heuristic's settings (beta, num_samples, ...).
     """
     params = dict(heuristic_params or {})
+    if heuristic == "custom":
+        return _acquire_custom(model, x_candidates, query_size, n_samples, params, mc_generator=mc_generator,
+                               acquisition_generator=acquisition_generator, batch_size=batch_size, amp=amp)
     if heuristic == "batchbald":
         return _acquire_batchbald(model, x_candidates, query_size, n_samples, params, mc_generator=mc_generator,
                                   acquisition_generator=acquisition_generator, batch_size=batch_size, amp=amp)
@@ -108,3 +111,20 @@ def _acquire_batchbald(model: nn.Sequential, x_candidates: torch.Tensor, query_s
         options["max_memory_bytes"] = int(params["max_memory_mb"] * 2**20)
     chosen = batch.batchbald(probs, query_size, generator=acquisition_generator, **options)
     return Acquisition(chosen.indices, time_infer, time.perf_counter() - tic)
+
+
+def _acquire_custom(model: nn.Module, x_candidates: torch.Tensor, query_size: int, n_samples: int,
+                    params: dict[str, Any], *, mc_generator: torch.Generator | None,
+                    acquisition_generator: torch.Generator, batch_size: int | InferenceBatch,
+                    amp: bool) -> Acquisition:
+    """The user's heuristic (alrun.custom_heuristic) on the candidates' probabilities [M, C, T]: a scorer
+    gets independent masks, a batch selector (heuristic.batch=true) consistent ones, as BatchBALD."""
+    from alrun.custom_heuristic import run_custom
+
+    tic = time.perf_counter()
+    probs = mc_probs(model, x_candidates, n_samples, consistent=bool(params.get("batch", False)),
+                     generator=mc_generator, batch_size=batch_size, amp=amp).cpu()
+    time_infer = time.perf_counter() - tic
+    tic = time.perf_counter()
+    positions = run_custom(probs, query_size, params, acquisition_generator)
+    return Acquisition(positions, time_infer, time.perf_counter() - tic)

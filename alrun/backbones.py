@@ -14,13 +14,14 @@ takes a local state-dict file through `model.weights_path`.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alrun import components
 from alrun.config import ModelSpec
 from alrun.errors import ModelError
 
@@ -167,12 +168,11 @@ def resnet(arch: str) -> Callable[[ModelSpec], nn.Module]:
     return build
 
 
-BUILDERS: dict[str, Callable[[ModelSpec], nn.Module]] = {
-    "efficientnet_lite0": efficientnet_lite0,
-    "resnet18": resnet("resnet18"),
-    "resnet50": resnet("resnet50"),
-    "vgg16": vgg16,
-}
+resnet18 = resnet("resnet18")
+resnet50 = resnet("resnet50")
+
+# name -> builder, from the one registry (alrun.components)
+BUILDERS: Mapping[str, Callable[[ModelSpec], nn.Module]] = components.Builders("backbone")
 
 
 def build_backbone(spec: ModelSpec) -> FeatureTrunk:

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from alrun.checkpoint import atomic_write_text
 from alrun.config import RunSpec, run_spec_from_dict
-from alrun.errors import AlrunError
+from alrun.errors import AlrunError, TrainingDiverged
 
 log = logging.getLogger("alrun")
 
@@ -72,17 +72,19 @@ def stop(message: str, out_dir: Path, hydra_cfg: DictConfig) -> dict[str, Any]:
 
 def job_settings(spec: RunSpec, input_shape: tuple[int, ...]) -> dict[str, Any]:
     """The settings every job records (the report groups by those that vary)."""
+    from alrun.components import readable_names
     from alrun.models import resolve_name
 
+    names = readable_names(spec)  # a custom component's short name (its dotted path is in job.json)
     return {
-        "heuristic": spec.heuristic,
+        "heuristic": names["heuristic"],
         "seed": spec.seed,
         "lambda": spec.label_noise,
         "delta": spec.imbalance_classes,
         "query_size": spec.query_size,
         "pool_fraction": spec.pool_fraction,
         "epochs": spec.train.epochs,
-        "dataset": spec.dataset.name,
+        "dataset": names["dataset"],
         "model": resolve_name(spec.model, input_shape),
         "mc_samples": spec.mc_samples,
     }
@@ -102,6 +104,7 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
     """The job itself, on the `claimed` device (None: the one `device` names)."""
     import torch
 
+    from alrun.components import job_components
     from alrun.devices import choose_device
     from alrun.loop import ActiveLearningJob, column_name
     from alrun.progress import job_progress
@@ -119,7 +122,12 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
         spec = run_spec_from_dict(plain)
         # jobs sharing a machine with several GPUs each hold a free one (see `task`)
         spec = replace(spec, device=claimed or choose_device(spec.device, job_index(hydra_cfg)))
+        components = job_components(spec)  # imports the user's components: a wrong `_target_` stops here
         job = ActiveLearningJob(spec, out_dir)
+        if spec.heuristic == "custom":  # its signature and return value, before any training
+            from alrun.custom_heuristic import preflight
+
+            preflight(spec.heuristic_params, job.data.bundle.n_classes, spec.mc_samples, spec.query_size)
     except AlrunError as exc:
         return stop(str(exc), out_dir, hydra_cfg)
     overrides = dict(o.split("=", 1) for o in hydra_cfg.overrides.task if "=" in o)
@@ -128,6 +136,7 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
         atomic_write_text(out_dir / "job.json", json.dumps(
             {"overrides": {k.lstrip("+~"): v for k, v in overrides.items()}, "settings": settings,
              "report_sizes": report_sizes, "report_target_accuracy": target_accuracy, "study": plain.get("study"),
+             "components": components,
              "reduced_classes": [column_name(job.data.bundle.class_names[c]) for c in job.data.reduced_classes],
              "validation_labels": len(job.data.validation)},
             indent=2))
@@ -139,6 +148,14 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
     try:
         with job_progress(title) as on_step:
             job.run(on_step)
+    except TrainingDiverged as exc:  # this job's numbers are lost, the sweep's other jobs may be fine
+        try:
+            atomic_write_text(out_dir / "error.txt", f"alrun: error: {exc}\n")
+            atomic_write_text(out_dir / "failed", "")
+        except AlrunError as write_error:
+            return stop(str(write_error), out_dir, hydra_cfg)
+        log.error("job %s stopped: %s", title, exc)
+        return {"status": "failed", "dir": str(out_dir)}
     except AlrunError as exc:
         return stop(str(exc), out_dir, hydra_cfg)
     except Exception as exc:  # a crash in one job must not stop the others

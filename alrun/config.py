@@ -10,37 +10,21 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from alrun import components
+from alrun.components import CUSTOM
 from alrun.errors import ConfigError
 
-HEURISTICS = (
-    "random",
-    "entropy",
-    "bald",
-    "margin",
-    "least_confidence",
-    "variation_ratios",
-    "mean_std",
-    # batch-aware (alrun.batch)
-    "batchbald",
-    "power_bald",
-    "power_entropy",
-    "softmax_bald",
-    "softrank_bald",
-)
+# the names come from the one registry (alrun.components); `custom` is the user's own (`_target_`)
+HEURISTICS = components.names("heuristic")
 # the settings a heuristic takes beside `name` (configs/heuristic/<name>.yaml): key -> (check, what is allowed)
-_BETA = {"beta": (lambda v: _is_number(v) and v >= 0, "a number of at least 0")}
 HEURISTIC_PARAMS: dict[str, dict[str, tuple]] = {
-    "batchbald": {
-        "num_samples": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
-        "max_memory_mb": (lambda v: _is_number(v) and v > 0, "a positive number (MiB)"),
-    },
-    "power_bald": _BETA,
-    "power_entropy": _BETA,
-    "softmax_bald": _BETA,
-    "softrank_bald": _BETA,
+    name: {key: (s.check, s.allowed) for key, s in components.settings("heuristic", name).items()}
+    for name in HEURISTICS if components.settings("heuristic", name)
 }
-MODELS = ("auto", "mlp", "gal_cnn", "vgg16")
-BACKBONES = ("efficientnet_lite0", "resnet18", "resnet50", "vgg16")  # alrun.backbones.BUILDERS
+MODELS = components.names("model")
+BACKBONES = components.names("backbone")
+DATASETS = components.names("dataset")
+MISSING_VALUE = components.MISSING
 OPTIMIZERS = ("adam", "sgd")
 EPOCH_SCHEDULES = ("fixed", "min_updates", "early_stopping")
 # heuristics that score the disagreement between MC-Dropout samples: with one sample, or no dropout, every
@@ -62,6 +46,9 @@ class DatasetSpec:
     test_fraction: float = 0.25  # held-out share when the data set has no test split
     cache: bool = True  # cache decoded image arrays beside the data
     cache_dir: str | None = None  # where that cache goes when the data folder is not writable
+    # `dataset=custom`: the dotted path of the user's data function or class (`_target_`) and its extra keys
+    target: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -78,6 +65,13 @@ class ModelSpec:
     finetune: bool = False  # with a backbone: train it too, instead of the head alone on cached features
     feature_size: int = 128  # the backbone's input size in px (images are resized inside feature extraction)
     feature_cache: str | None = None  # folder for the frozen backbone's features (None: computed, not stored)
+    # `model=custom`: the dotted path of the user's nn.Module class or factory (`_target_`) and its extra keys
+    target: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+    # a custom non-Sequential model: the attributes of its deterministic trunk and of the head holding
+    # every dropout layer, so MC sampling runs the trunk once and the head T times (None: T full passes)
+    trunk: str | None = None
+    head: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,9 +146,26 @@ def validate(spec: RunSpec) -> None:
     _check(spec.heuristic in HEURISTICS, "heuristic", spec.heuristic, f"choose one of {', '.join(HEURISTICS)}")
     allowed = HEURISTIC_PARAMS.get(spec.heuristic, {})
     for key, value in spec.heuristic_params.items():
-        _check(key in allowed, f"heuristic.{key}", value,
+        # a custom heuristic takes any extra key (passed to it); alrun's own keys are still checked
+        _check(key in allowed or spec.heuristic == CUSTOM, f"heuristic.{key}", value,
                f"{spec.heuristic} takes {', '.join(allowed) if allowed else 'no settings'}")
-        _check(allowed[key][0](value), f"heuristic.{key}", value, f"it must be {allowed[key][1]}")
+        if key in allowed:
+            _check(allowed[key][0](value), f"heuristic.{key}", value, f"it must be {allowed[key][1]}")
+    if spec.heuristic == CUSTOM:
+        _check("_target_" in spec.heuristic_params and allowed["_target_"][0](spec.heuristic_params["_target_"]),
+               "heuristic._target_", spec.heuristic_params.get("_target_", MISSING_VALUE),
+               f"heuristic=custom needs {allowed['_target_'][1]}")
+    m = spec.model
+    _check_target("model", m)
+    _check_target("dataset", spec.dataset)
+    _check(m.name == CUSTOM or (m.trunk is None and m.head is None), "model.trunk", m.trunk,
+           "model.trunk and model.head name the halves of a custom model (model=custom)")
+    _check((m.trunk is None) == (m.head is None), "model.head" if m.head is None else "model.trunk",
+           m.head if m.head is None else m.trunk, "give both model.trunk and model.head, or neither")
+    for key in ("trunk", "head"):
+        value = getattr(m, key)
+        _check(value is None or (isinstance(value, str) and all(p.isidentifier() for p in value.split("."))),
+               f"model.{key}", value, "it must be the name of a submodule, e.g. features, or null")
     _check(_is_int(spec.query_size) and spec.query_size >= 1, "query_size", spec.query_size,
            "it must be an integer of at least 1")
     _check(_is_int(spec.initial_labelled) and spec.initial_labelled >= 1, "initial_labelled",
@@ -215,6 +226,19 @@ def validate(spec: RunSpec) -> None:
         _check(value is None or (_is_int(value) and value >= 1), f"dataset.{key}", value,
                "it must be a positive integer or null")
     _check(0 < d.test_fraction < 1, "dataset.test_fraction", d.test_fraction, "it must lie in (0, 1)")
+    _check(d.name in DATASETS, "dataset.name", d.name, f"choose one of {', '.join(DATASETS)}")
+
+
+def _check_target(group: str, spec: Any) -> None:
+    """`_target_` and extra keys belong to `<group>=custom`, which needs a `_target_`."""
+    if spec.name == CUSTOM:
+        _check(isinstance(spec.target, str) and spec.target not in ("", MISSING_VALUE), f"{group}._target_",
+               spec.target if spec.target is not None else MISSING_VALUE,
+               f"{group}=custom needs the dotted path of your class or function, e.g. {group}._target_="
+               + ("mypkg.nets.Net" if group == "model" else "mypkg.data.load"))
+    else:
+        _check(spec.target is None, f"{group}._target_", spec.target,
+               f"it is read only with {group}=custom (now {group}.name={spec.name})")
 
 
 def check_against_data(spec: RunSpec, n_pool: int, n_classes: int) -> None:
@@ -227,6 +251,19 @@ def check_against_data(spec: RunSpec, n_pool: int, n_classes: int) -> None:
            + (" and the validation set" if n_validation else ""))
     _check(spec.imbalance_classes <= n_classes, "delta", spec.imbalance_classes,
            f"the data set has {n_classes} classes")
+
+
+def _with_target(values: dict[str, Any], cls: type) -> dict[str, Any]:
+    """A group's config with `_target_` as `target`; with `name=custom` the keys alrun does not know
+    (added with `++group.key=value`) become `args`, passed to the user's component."""
+    values = dict(values)
+    if "_target_" in values:
+        values["target"] = values.pop("_target_")
+    if values.get("name") == CUSTOM:
+        known = {f.name for f in fields(cls)}
+        extra = {k: values.pop(k) for k in list(values) if k not in known}
+        values["args"] = {**(values.get("args") or {}), **extra}
+    return values
 
 
 def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
@@ -267,8 +304,8 @@ def run_spec_from_dict(cfg: dict[str, Any]) -> RunSpec:
         RunSpec,
         {
             **top,
-            "dataset": _build(DatasetSpec, dataset, "dataset."),
-            "model": _build(ModelSpec, model, "model."),
+            "dataset": _build(DatasetSpec, _with_target(dataset, DatasetSpec), "dataset."),
+            "model": _build(ModelSpec, _with_target(model, ModelSpec), "model."),
             "train": _build(TrainSpec, train, "train."),
         },
         "",

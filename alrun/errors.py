@@ -15,3 +15,11 @@ class DataError(AlrunError):
 
 class ModelError(AlrunError):
     """A model cannot be built (for example pretrained weights are missing)."""
+
+
+class HeuristicError(AlrunError):
+    """A user's heuristic (heuristic=custom) fails or returns scores or indices that cannot be used."""
+
+
+class TrainingDiverged(AlrunError):
+    """The training loss became NaN or infinite: the job stops, the rest of the sweep goes on."""

@@ -131,8 +131,13 @@ def weights_hash(module: torch.nn.Module) -> str:
 
 def cache_identity(bundle: DataBundle, dataset: DatasetSpec, trunk: FeatureTrunk, compute: str,
                    affine: Affine | None) -> dict[str, Any]:
-    """Everything the features depend on, as plain values (stored beside them and compared on read)."""
+    """Everything the features depend on, as plain values (stored beside them and compared on read).
+
+    The user's data (`dataset=custom`) adds its `_target_` and arguments.
+    """
+    custom = {"target": dataset.target, "args": dataset.args} if dataset.target is not None else {}
     return {
+        **custom,
         "version": CACHE_VERSION,
         "dataset": dataset.name,
         "root": str(Path(dataset.root).expanduser().resolve()) if dataset.root else None,

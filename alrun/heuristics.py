@@ -7,9 +7,11 @@ samples only, so scoring a pool chunk by chunk gives exactly the scores of the w
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
+
+from alrun import components
 
 Heuristic = Callable[..., torch.Tensor]
 
@@ -109,15 +111,8 @@ def random(probs: torch.Tensor, generator: torch.Generator | None = None) -> tor
     )
 
 
-REGISTRY: dict[str, Heuristic] = {
-    "random": random,
-    "entropy": entropy,
-    "bald": bald,
-    "margin": margin,
-    "least_confidence": least_confidence,
-    "variation_ratios": variation_ratios,
-    "mean_std": mean_std,
-}
+# name -> scorer, from the one registry (alrun.components): the per-item heuristics
+REGISTRY: Mapping[str, Heuristic] = components.Builders("heuristic", role="scorer")
 
 # heuristics whose scores do not depend on the model: the loop skips MC inference for them
 MODEL_FREE = frozenset({"random"})

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from alrun.custom_model import mc_head
 from alrun.errors import ModelError
 from alrun.models import (
     SeededDropout,
@@ -104,7 +105,11 @@ def mc_prob_chunks(
     equals a run started with the smaller batch.
     """
     device = next(model.parameters()).device
-    trunk, head = split_at_first_dropout(model) if split else (torch.nn.Sequential(), model)
+    # a custom model with `model.head`: its own forward, the head's input repeated T times (exact)
+    repeat_head = mc_head(model) if split else None
+    if repeat_head is None and not isinstance(model, nn.Sequential):
+        split = False  # any other non-Sequential module: T full passes (exact, slower)
+    trunk, head = split_at_first_dropout(model) if split and repeat_head is None else (torch.nn.Sequential(), model)
     mc_mode(model)
     set_dropout_generator(model, generator)
     layers = dropout_layers(head)
@@ -114,7 +119,8 @@ def mc_prob_chunks(
     batch = batch_size if isinstance(batch_size, InferenceBatch) else InferenceBatch(batch_size)
     trunk = fold_for_inference(trunk)  # VGG-16 on small images: its 25088-input layer folded to 512 inputs
     # a head that starts with dropout repeats its input itself, without a [B * T, ...] copy
-    first_dropout = head[0] if len(head) and isinstance(head[0], SeededDropout) else None
+    first_dropout = head[0] if isinstance(head, nn.Sequential) and len(head) and isinstance(head[0], SeededDropout) \
+        else None
     rest = head[1:] if first_dropout is not None else head
     reusable: dict[str, torch.Tensor] = {}
 
@@ -134,7 +140,9 @@ def mc_prob_chunks(
         features = trunk(xb) if len(trunk) else xb
         b = features.shape[0]
         # [B, ...] -> [B * T, ...], T consecutive rows per item
-        if first_dropout is not None:
+        if repeat_head is not None:
+            logits = model(xb)  # the pre-hook repeats the head's input
+        elif first_dropout is not None:
             logits = rest(first_dropout.forward_repeated(features, n_samples, out=output_buffer(features)))
         else:
             repeated = features.unsqueeze(1).expand(b, n_samples, *features.shape[1:])
@@ -142,12 +150,17 @@ def mc_prob_chunks(
         probs_btc = logits.float().softmax(dim=-1).view(b, n_samples, -1)
         return probs_btc.permute(0, 2, 1)
 
+    handle = None
     try:
+        if repeat_head is not None:
+            from alrun.custom_model import repeat_at
+
+            handle = repeat_at(repeat_head, n_samples)
         with torch.inference_mode(), autocast(device, amp):
             start = 0
             while start < x.shape[0]:
                 # with an empty trunk the whole network runs T times per item: keep the rows per call bounded
-                step = batch.size if len(trunk) else max(1, batch.size // n_samples)
+                step = batch.size if len(trunk) or repeat_head is not None else max(1, batch.size // n_samples)
                 rng_state = generator.get_state() if generator is not None else None
                 try:
                     probs_bct = chunk_probs(start, step)
@@ -167,6 +180,8 @@ def mc_prob_chunks(
                 yield probs_bct
                 start += probs_bct.shape[0]
     finally:
+        if handle is not None:
+            handle.remove()
         for layer in layers:
             layer.shared_mask_samples = None
             layer.reset_shared_masks()

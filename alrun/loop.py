@@ -28,7 +28,7 @@ from alrun.config import RunSpec, check_against_data
 from alrun.data import DataBundle, load_dataset
 from alrun.data.pathologies import corrupt_labels, imbalance_indices
 from alrun.devices import configure_determinism, resolve_device
-from alrun.errors import ConfigError
+from alrun.errors import ConfigError, TrainingDiverged
 from alrun.features import featurize
 from alrun.inference import InferenceBatch
 from alrun.labelled_sets import initial_positions, validation_split
@@ -189,9 +189,14 @@ class ActiveLearningJob:
             idx = torch.as_tensor(labelled)
             stopper = (EarlyStopping(x_val, y_val, spec.train.patience, spec.inference_batch_size)
                        if spec.train.schedule == "early_stopping" else None)
-            fit(model, x_train[idx.to(x_train.device)], oracle[idx], spec.train,
-                generator(spec.seed, f"train/{step}"), generator(spec.seed, f"dropout/{step}", device), amp,
-                early_stopping=stopper)
+            try:
+                fit(model, x_train[idx.to(x_train.device)], oracle[idx], spec.train,
+                    generator(spec.seed, f"train/{step}"), generator(spec.seed, f"dropout/{step}", device), amp,
+                    early_stopping=stopper)
+            except TrainingDiverged as exc:  # say which step
+                message = str(exc)
+                raise TrainingDiverged(f"At step {step} ({len(labelled)} labelled), {message[:1].lower()}{message[1:]}"
+                                       ) from None
             time_train = time.perf_counter() - tic
             metrics = evaluate(model, x_test, bundle.y_test, spec.mc_samples,
                                generator(spec.seed, f"eval/{step}", device), inference_batch, amp)

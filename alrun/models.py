@@ -1,5 +1,6 @@
-"""Model builders. Every model is an ``nn.Sequential`` whose dropout layers draw their masks from an
-explicit generator, so that it splits into a deterministic trunk and a stochastic head.
+"""Model builders. Every built-in model is an ``nn.Sequential`` whose dropout layers draw their masks from
+an explicit generator, so that it splits into a deterministic trunk and a stochastic head. A user's
+model (`model=custom`, alrun.custom_model) gets the same seeded layers for any dropout kind.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import math
 import torch
 from torch import nn
 
+from alrun import components
+from alrun.components import CUSTOM
 from alrun.config import ModelSpec
 from alrun.errors import ModelError
 from alrun.seeding import derived_seed
@@ -63,11 +66,44 @@ class SeededDropout(nn.Dropout):
     processed in chunks sees the same T masks.
     """
 
-    def __init__(self, p: float = 0.5) -> None:
+    def __init__(self, p: float = 0.5, channelwise: bool = False, alpha: bool = False) -> None:
         super().__init__(p)
         self.generator: torch.Generator | None = None
         self.shared_mask_samples: int | None = None
         self._shared_masks: torch.Tensor | None = None
+        # Dropout1d/2d/3d and FeatureAlphaDropout: one draw per (item, channel), broadcast over the rest
+        self.channelwise = channelwise
+        # AlphaDropout: dropped units take SELU's negative saturation, then an affine map keeps mean and variance
+        self.alpha = alpha
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", channelwise=True" if self.channelwise else "") + (
+            ", alpha=True" if self.alpha else "")
+
+    def _item_mask_shape(self, item: tuple[int, ...]) -> tuple[int, ...]:
+        """The mask's shape for one item of shape `item`: all of it, or its channels (dim 0) alone."""
+        return (item[0], *([1] * (len(item) - 1))) if self.channelwise and len(item) > 1 else item
+
+    def _combine(self, x: torch.Tensor, mask01: torch.Tensor) -> torch.Tensor:
+        """x with the 0/1 keep-mask applied (broadcast) as torch's dropout of this kind applies it."""
+        keep = 1.0 - self.p
+        if self.alpha:  # the same affine map as torch's alpha_dropout
+            a = 1.0 / math.sqrt((_SELU_SATURATION**2 * self.p + 1.0) * keep)
+            return (x * mask01 + _SELU_SATURATION * (mask01 - 1.0 + self.p)) * a
+        return x * mask01 * (1.0 / keep)
+
+    def _general_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """forward for channel-wise and alpha dropout (element-wise dropout keeps its tuned paths)."""
+        if self.shared_mask_samples is None:
+            mask = keep_mask((x.shape[0], *self._item_mask_shape(tuple(x.shape[1:]))), 1.0 - self.p,
+                             self.generator, x.dtype, x.device)
+            return self._combine(x, mask)
+        t = self.shared_mask_samples
+        x_btd = x.view(-1, t, *x.shape[1:])
+        if self._shared_masks is None:  # [1, T, ...]: one mask per sample t, shared by every item
+            self._shared_masks = keep_mask((1, t, *self._item_mask_shape(tuple(x.shape[1:]))), 1.0 - self.p,
+                                           self.generator, x.dtype, x.device)
+        return self._combine(x_btd, self._shared_masks).view_as(x)
 
     def reset_shared_masks(self) -> None:
         self._shared_masks = None
@@ -84,6 +120,8 @@ class SeededDropout(nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
+        if self.channelwise or self.alpha:
+            return self._general_forward(x)
         if self.shared_mask_samples is None:
             return x * self._mask(tuple(x.shape), x)
         t = self.shared_mask_samples
@@ -100,8 +138,9 @@ class SeededDropout(nn.Dropout):
         """
         b, item = x.shape[0], tuple(x.shape[1:])
         shape = (b, n_samples, *item)
-        if not self.training or self.p == 0.0:
-            return x.unsqueeze(1).expand(shape).reshape(b * n_samples, *item)
+        if not self.training or self.p == 0.0 or self.channelwise or self.alpha:
+            repeated = x.unsqueeze(1).expand(shape).reshape(b * n_samples, *item)
+            return self.forward(repeated) if self.training and self.p > 0.0 else repeated
         if torch.is_grad_enabled() and x.requires_grad:
             masks = self._shared(n_samples, item, x) if self.shared_mask_samples is not None else self._mask(shape, x)
             return (x.unsqueeze(1) * masks).view(b * n_samples, *item)
@@ -116,11 +155,27 @@ class SeededDropout(nn.Dropout):
         return result.view(b * n_samples, *item)
 
 
+# torch's dropout kinds -> (channelwise, alpha) of the SeededDropout that replaces them
+_DROPOUT_KINDS: dict[type, tuple[bool, bool]] = {
+    nn.Dropout: (False, False),
+    nn.Dropout1d: (True, False),
+    nn.Dropout2d: (True, False),
+    nn.Dropout3d: (True, False),
+    nn.AlphaDropout: (False, True),
+    nn.FeatureAlphaDropout: (True, True),
+}
+_SELU_SATURATION = 1.7580993408473766  # -SELU's scale * alpha, as in torch's alpha_dropout
+
+
 def _seeded_dropouts(module: nn.Module) -> nn.Module:
-    """Replace every nn.Dropout inside `module` by a SeededDropout with the same p (in place)."""
+    """Replace every dropout layer inside `module` (nn.Dropout, Dropout1d/2d/3d, AlphaDropout,
+    FeatureAlphaDropout) by a SeededDropout of the same kind and p (in place)."""
     for name, child in module.named_children():
-        if isinstance(child, nn.Dropout) and not isinstance(child, SeededDropout):
-            setattr(module, name, SeededDropout(child.p))
+        # a subclass of torch's dropout (not ours) is replaced by the seeded layer of its nearest torch kind
+        kind = next((k for k in type(child).__mro__ if k in _DROPOUT_KINDS), None)
+        if kind is not None and not isinstance(child, SeededDropout):
+            channelwise, alpha = _DROPOUT_KINDS[kind]
+            setattr(module, name, SeededDropout(child.p, channelwise=channelwise, alpha=alpha))
         else:
             _seeded_dropouts(child)
     return module
@@ -256,26 +311,60 @@ def vgg16_for_input(model: nn.Sequential, in_channels: int, side: int) -> nn.Seq
 
 
 def resolve_name(spec: ModelSpec, input_shape: tuple[int, ...]) -> str:
-    """`auto` picks an MLP for feature vectors and the Gal CNN for images; with a backbone, `<backbone>+mlp`."""
+    """`auto` picks an MLP for feature vectors and the Gal CNN for images; with a backbone, `<backbone>+mlp`;
+    `custom`: a short readable name of the user's model (its class or function name and extra keys)."""
     if spec.backbone is not None:
         return f"{spec.backbone}+mlp" + ("/finetune" if spec.finetune else "")
+    if spec.name == CUSTOM:
+        return components.short_name(spec.target or "", spec.args)
     if spec.name != "auto":
         return spec.name
     return "mlp" if len(input_shape) == 1 else "gal_cnn"
 
 
-def build_model(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int, seed: int,
+def build_mlp(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int) -> nn.Sequential:
+    """The registry's `mlp`: :func:`mlp` on flattened inputs."""
+    in_features = int(torch.tensor(input_shape).prod())
+    model = mlp(in_features, n_classes, spec.hidden, spec.dropout)
+    return nn.Sequential(nn.Flatten(), *model) if len(input_shape) > 1 else model
+
+
+def build_gal_cnn(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int) -> nn.Sequential:
+    """The registry's `gal_cnn`: :func:`gal_cnn` for square images of at least 8 px."""
+    channels, height, width = input_shape
+    if height != width or height < 8:
+        raise ModelError(f"`model.name=gal_cnn` needs square images of at least 8 px, not {height}x{width}.")
+    return gal_cnn(channels, height, n_classes, spec.hidden, spec.dropout)
+
+
+def build_vgg16(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int,
                 pixel_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> nn.Sequential:
+    """The registry's `vgg16`: :func:`vgg16` fitted to grey or small images.
+
+    `pixel_stats`: the data's `DataBundle.pixel_stats`, which a pretrained VGG-16 needs to bring the
+    images to ImageNet's normalisation (see :func:`vgg16`).
+    """
+    if input_shape[0] not in (1, 3):
+        raise ModelError(f"`model.name=vgg16` needs 1- or 3-channel images, not {input_shape[0]} channels.")
+    return vgg16_for_input(vgg16(n_classes, spec, pixel_stats, input_shape[0]), input_shape[0],
+                           min(input_shape[1:]))
+
+
+def build_model(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int, seed: int,
+                pixel_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> nn.Module:
     """Build the model named by `spec` for inputs of `input_shape` ([D] or [C, H, W]).
 
-    `pixel_stats`: the data's `DataBundle.pixel_stats`, which a pretrained VGG-16 needs to bring
-    the images to ImageNet's normalisation (see :func:`vgg16`).
-
-    Initial weights are drawn from a generator derived from `seed` (inside a forked RNG scope, so
-    the global torch RNG is left as it was).
+    Built-ins come from the registry (alrun.components); `model=custom` from the user's `_target_`
+    (:func:`alrun.custom_model.build_custom_model`). Initial weights are drawn from a generator
+    derived from `seed` (inside a forked RNG scope, so the global torch RNG is left as it was).
+    `pixel_stats`: the data's statistics, passed to the built-in `vgg16` (ImageNet normalisation).
     """
     if spec.backbone is not None:
         return backbone_model(spec, input_shape, n_classes, seed)
+    if spec.name == CUSTOM:
+        from alrun.custom_model import build_custom_model
+
+        return build_custom_model(spec, input_shape, n_classes, seed)
     name = resolve_name(spec, input_shape)
     if name != "mlp" and len(input_shape) != 3:
         raise ModelError(
@@ -283,24 +372,10 @@ def build_model(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int, s
         )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derived_seed(seed, "model/init"))
-        if name == "mlp":
-            in_features = int(torch.tensor(input_shape).prod())
-            model = mlp(in_features, n_classes, spec.hidden, spec.dropout)
-            if len(input_shape) > 1:
-                model = nn.Sequential(nn.Flatten(), *model)
-        elif name == "gal_cnn":
-            channels, height, width = input_shape
-            if height != width or height < 8:
-                raise ModelError(f"`model.name=gal_cnn` needs square images of at least 8 px, not {height}x{width}.")
-            model = gal_cnn(channels, height, n_classes, spec.hidden, spec.dropout)
-        elif name == "vgg16":
-            if input_shape[0] not in (1, 3):
-                raise ModelError(f"`model.name=vgg16` needs 1- or 3-channel images, not {input_shape[0]} channels.")
-            model = vgg16_for_input(vgg16(n_classes, spec, pixel_stats, input_shape[0]), input_shape[0],
-                                    min(input_shape[1:]))
-        else:  # validated earlier
-            raise ModelError(f"`model.name={name}` is not a known model.")
-    return model
+        build = components.builder("model", name)
+        if name == "vgg16":  # the only built-in that converts the data's normalisation to its weights'
+            return build(spec, input_shape, n_classes, pixel_stats)
+        return build(spec, input_shape, n_classes)
 
 
 def backbone_model(

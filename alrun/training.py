@@ -12,6 +12,7 @@ from sklearn.metrics import balanced_accuracy_score, f1_score
 from torch import nn
 
 from alrun.config import TrainSpec
+from alrun.errors import TrainingDiverged
 from alrun.inference import InferenceBatch, autocast, grad_scaler, predictive_mean, to_device
 from alrun.models import set_dropout_generator
 
@@ -138,7 +139,11 @@ def fit(
             scaler.scale(loss).backward()  # float16: the loss scaled up so small gradients do not underflow
             scaler.step(optimizer)  # unscales; skips the step when a gradient overflowed
             scaler.update()
-            total += float(loss.detach()) * len(batch)
+            value = float(loss.detach())
+            if not math.isfinite(value):  # a diverged model would only fill the tables with NaN
+                raise TrainingDiverged(f"The training loss became {value} in epoch {epoch}: try a lower "
+                                       f"`train.lr` (now {spec.lr}) or check the data for extreme or unscaled values.")
+            total += value * len(batch)
             count += len(batch)
         last = total / max(count, 1)
         if early_stopping is not None and early_stopping.after_epoch(model, epoch, amp) and epoch >= min_epochs:

@@ -6,18 +6,17 @@ one sentence that says where it looked and how to get the data.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from alrun import components
 from alrun.config import DatasetSpec
 from alrun.data.arrays import DATA_SEED, cap_indices
 from alrun.data.bundle import DataBundle, standardise_images
-from alrun.data.cifar import load_cifar10, load_cifar100
-from alrun.data.imagefolder import load_imagefolder, load_miotcd
-from alrun.data.mnist import load_fashion_mnist, load_mnist
+from alrun.data.checks import check_bundle, check_lengths, integer_labels, source_name
 from alrun.data.pathologies import stratified_split
 from alrun.errors import DataError
 from alrun.seeding import generator
@@ -56,8 +55,12 @@ def load_npz(spec: DatasetSpec) -> DataBundle:
     missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
     if missing:
         raise DataError(f"The npz file {path} lacks the arrays {', '.join(missing)}.")
-    y_train = arrays["y_train"].astype(np.int64).ravel()
-    y_test = arrays["y_test"].astype(np.int64).ravel()
+    where = source_name(spec)
+    # before any cast: a float label 1.5 would be truncated, a length mismatch would shift the split
+    y_train = integer_labels(arrays["y_train"], "y_train", where)
+    y_test = integer_labels(arrays["y_test"], "y_test", where)
+    check_lengths(len(arrays["x_train"]), len(y_train), "train", where)
+    check_lengths(len(arrays["x_test"]), len(y_test), "test", where)
     n_classes = int(max(y_train.max(), y_test.max())) + 1
     names = [str(c) for c in arrays["class_names"]] if "class_names" in arrays else [str(c) for c in range(n_classes)]
 
@@ -71,27 +74,26 @@ def load_npz(spec: DatasetSpec) -> DataBundle:
     return DataBundle(x[:n_train], y_train, x[n_train:], y_test, names, pixel_stats=stats)
 
 
-SOURCES: dict[str, Loader] = {
-    "digits": load_digits,
-    "npz": load_npz,
-    "cifar10": load_cifar10,
-    "cifar100": load_cifar100,
-    "mnist": load_mnist,
-    "fashion_mnist": load_fashion_mnist,
-    "imagefolder": load_imagefolder,
-    "miotcd": load_miotcd,
-}
+# name -> loader, from the one registry (alrun.components)
+SOURCES: Mapping[str, Loader] = components.Builders("dataset")
 
 
 def load_dataset(spec: DatasetSpec) -> DataBundle:
-    """Load `spec.name`, then apply the seeded `max_train` / `max_test` caps."""
-    if spec.name not in SOURCES:
+    """Load `spec.name` (a built-in of the registry, or the user's `dataset._target_`), apply the seeded
+    `max_train` / `max_test` caps, and check the data (alrun.data.checks)."""
+    if spec.name == components.CUSTOM:
+        from alrun.data.custom import load_custom
+
+        bundle = load_custom(spec)
+    elif spec.name not in SOURCES:
         from alrun.errors import ConfigError
 
         raise ConfigError(f"`dataset.name={spec.name}` is not allowed: choose one of {', '.join(SOURCES)}.")
-    bundle = SOURCES[spec.name](spec)
+    else:
+        bundle = SOURCES[spec.name](spec)
     # image sources cap before decoding (same generators), so this finds nothing more to cut for them
     train_idx, test_idx = cap_indices(len(bundle.y_train), len(bundle.y_test), spec)
     if len(train_idx) < len(bundle.y_train) or len(test_idx) < len(bundle.y_test):
         bundle = bundle.select(train_idx, test_idx)
+    check_bundle(bundle, source_name(spec))  # labels, lengths, finite features, two classes: before training
     return bundle

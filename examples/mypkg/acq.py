@@ -1,0 +1,33 @@
+"""Acquisition functions over MC-Dropout probabilities `probs: [N, C, T]` (N candidates, C classes,
+T samples).
+
+* `score` is a scorer: probs -> scores [N], the highest labelled first (`heuristic=custom
+  heuristic._target_=mypkg.acq.score`).
+* `balanced_top` is a batch selector (`heuristic.batch=true`): (probs, k, generator) -> k distinct
+  indices; its samples share one dropout mask per sample t across all items, as BatchBALD's.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def score(probs: torch.Tensor) -> torch.Tensor:
+    """Mean over samples of each sample's uncertainty 1 - max_c p_t(c): [N, C, T] -> [N]."""
+    return (1.0 - probs.max(dim=1).values).mean(dim=1)
+
+
+def balanced_top(probs: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The k highest-scoring items, taken round-robin over the predicted classes (ties broken at random)."""
+    scores = score(probs) + 1e-9 * torch.rand(probs.shape[0], generator=generator, dtype=probs.dtype)
+    predicted = probs.mean(dim=2).argmax(dim=1)
+    queues = [idx[scores[idx].argsort(descending=True)] for c in predicted.unique()
+              for idx in [(predicted == c).nonzero().squeeze(1)]]
+    chosen: list[int] = []
+    depth = 0
+    while len(chosen) < k:
+        for queue in queues:
+            if depth < len(queue) and len(chosen) < k:
+                chosen.append(int(queue[depth]))
+        depth += 1
+    return torch.tensor(chosen, dtype=torch.long)
