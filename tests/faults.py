@@ -11,6 +11,8 @@ FAULT (N counts from 1, within this process):
     enospc:NAME:N               the N-th write of NAME fails with ENOSPC (No space left on device)
     kill-in-fit:N               SIGKILL inside the N-th training call (mid-step)
     crash-seed:S:N              the N-th training call of the job with seed S raises RuntimeError
+    tracker-down:N              the N-th MlflowClient.log_batch call, and every MLflow client call after it,
+                                fails as if the tracking server had gone away
 """
 
 from __future__ import annotations
@@ -106,6 +108,26 @@ def arm(fault: str) -> None:
 
         alrun.loop.ActiveLearningJob.run = run
         alrun.loop.fit = fit
+    elif kind == "tracker-down":
+        from mlflow.tracking import MlflowClient
+
+        nth, down = int(args[0]), {"now": False}
+
+        def failing(method):
+            real = getattr(MlflowClient, method)
+
+            def call(self, *a, **k):
+                if method == "log_batch" and _count("log_batch") == nth:
+                    down["now"] = True
+                if down["now"]:
+                    raise ConnectionError("injected fault: the tracking server is gone")
+                return real(self, *a, **k)
+
+            return call
+
+        for method in ("log_batch", "log_artifact", "set_tag", "set_terminated", "update_run", "create_run",
+                       "get_run", "search_runs", "get_metric_history", "get_experiment_by_name"):
+            setattr(MlflowClient, method, failing(method))
     else:
         raise ValueError(f"unknown fault {fault!r}")
 
