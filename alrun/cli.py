@@ -94,7 +94,7 @@ def tracked_run(plain: dict[str, Any], hydra_cfg: DictConfig, out_dir: Path, set
     """The job's run in the tracker chosen by `tracker=` (one that does nothing for tracker=none)."""
     multirun = str(OmegaConf.select(hydra_cfg, "mode", default="")).endswith("MULTIRUN")
     sweep_dir = Path(hydra_cfg.sweep.dir) if multirun else out_dir
-    tracker = open_tracker(plain.get("tracker"), strict=False)
+    tracker = open_tracker(plain.get("tracker"), strict=False, sweep_dir=sweep_dir)
     # in a sweep the run is named like the job's folder (heuristic=bald,seed=0)
     name = out_dir.name if multirun and out_dir != sweep_dir else title
     return tracker.job_run(out_dir, sweep_dir, plain.get("study"), settings, name, overrides)

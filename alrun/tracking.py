@@ -11,13 +11,21 @@ Files that tie the folders to MLflow, so that concurrent and resumed jobs find t
 - ``<job>/mlflow_run.json``: the job's run. A resumed job logs to that run, and only the steps MLflow does
   not hold yet (it asks MLflow for the run's metric history), so a SIGKILL never leaves a step twice.
 
+MLflow itself (its import alone takes a second or two of CPU, and every sqlite commit waits on the disk)
+runs in a logger process of its own, which each process that tracks starts once (`python -m alrun.tracking`)
+and feeds with one JSON line per call: the training process only writes to a pipe. A job waits for its
+logger once, at its end, so that a finished job's run is complete in MLflow. If the job is killed, the
+logger still logs what it was sent and exits; the re-run waits for it (a lock in the job folder).
+
 A tracker that cannot be opened at the start (mlflow missing, store unreachable) is a ConfigError (exit 2,
-before any training). One that fails later warns once per process and is left alone from then on: the
-job's files never depend on it.
+before any training). One that fails later warns once per logger process and is left alone from then on:
+the job's files never depend on it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 import logging
 import math
@@ -27,6 +35,8 @@ import subprocess
 import sys
 import time
 import traceback
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +60,8 @@ REPORT_FILES = ("table.md", "table.csv", "curves.png", "summary.csv")
 # the marker of a logged step: every step is logged in one batch, so one key's history names them all
 STEP_MARKER = "test_nll"
 _LOCKED_RETRIES = 5  # extra tries of a write that met "database is locked" (many jobs on one sqlite file)
+# the logger process (tests swap it for one with faults armed)
+WORKER_COMMAND = [sys.executable, "-m", "alrun.tracking"]
 
 
 @dataclass(frozen=True)
@@ -109,11 +121,17 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _git_commit() -> str | None:
+    """alrun's own commit when it runs from a git checkout (not an installed wheel)."""
+    root = Path(__file__).resolve().parents[1]
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() if out.returncode == 0 else None
+    lines = out.stdout.split()
+    if out.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != root:
+        return None  # no git, or alrun installed inside some other repository's tree
+    return lines[1]
 
 
 class JobRun:
@@ -125,6 +143,9 @@ class JobRun:
 
     def finish(self, rows: pd.DataFrame | None = None, error: str | None = None) -> None:
         """End the run: FINISHED, or FAILED with `error` (the error's last line)."""
+
+    def close(self) -> None:
+        """Let go of the job (its process went away) without ending the run."""
 
 
 class Tracker:
@@ -158,25 +179,197 @@ def chain(*callbacks):
 _OPEN: dict[str, Tracker] = {}
 
 
-def open_tracker(cfg: dict[str, Any] | None, strict: bool = True) -> Tracker:
+def open_tracker(cfg: dict[str, Any] | None, strict: bool = True, sweep_dir: Path | None = None) -> Tracker:
     """The tracker of the `tracker` config mapping, opened once per process.
 
-    `strict` (the launching process): a tracker that cannot be opened raises ConfigError. Otherwise (a
-    job) it warns once and returns the tracker that does nothing, so the job still runs.
+    `strict` (the launching process, before any job): mlflow must be installed and the store reachable,
+    else ConfigError. A job passes its `sweep_dir`: the store the launching process recorded there wins
+    over the job's own reading of tracker.uri (a relative path, or an environment variable, may read
+    differently on another host). A store that fails in a job only makes its logger warn.
     """
     settings = settings_from(cfg)
     if settings.name == "none":
         return Tracker()
     uri = resolve_uri(settings.uri or "")
+    recorded = _read_json(Path(sweep_dir) / SWEEP_FILE) if sweep_dir is not None else None
+    if recorded and recorded.get("uri"):
+        uri = str(recorded["uri"])
+    if strict:
+        check_store(uri)
     if uri not in _OPEN:
-        try:
-            _OPEN[uri] = MlflowTracker(uri)
-        except AlrunError as exc:
-            if strict:
-                raise
-            log.warning("alrun: warning: %s The job goes on without tracking; its files are complete.", exc)
-            _OPEN[uri] = Tracker()
+        _OPEN[uri] = WorkerTracker(uri)
     return _OPEN[uri]
+
+
+def check_store(uri: str) -> None:
+    """One sentence (ConfigError) unless mlflow is installed and `uri` can be reached; cheap for the two
+    usual stores (no mlflow import here): a server answers HTTP, a sqlite file's folder is writable."""
+    try:
+        found = importlib.util.find_spec("mlflow") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ConfigError(f"tracker=mlflow needs the mlflow package, which is not installed: {INSTALL}.")
+    advice = ("choose another tracker.uri (the embedded default: tracker.uri=sqlite:///results/mlflow.db), "
+              "or tracker=none")
+    if uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10).close()
+        except urllib.error.HTTPError:
+            pass  # the server answered (an error page is an answer): reachable
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ConfigError(f"tracker.uri={uri} cannot be reached ({reason}); start that MLflow server or "
+                              f"{advice}.") from None
+    elif uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"tracker.uri={uri} cannot be created ({exc.strerror}); {advice}.") from None
+        if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+            raise ConfigError(f"tracker.uri={uri} is not writable; {advice}.")
+    else:  # another database or a hosted service: only MLflow knows how to reach it
+        MlflowTracker(uri)
+
+
+def _jsonable(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+class WorkerTracker(Tracker):
+    """The training process's side: every call is a JSON line to the logger process (started on first use)."""
+
+    enabled = True
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.proc: subprocess.Popen | None = None
+        self.lost = False
+        self.keys = 0
+
+    def _send(self, message: dict[str, Any]) -> bool:
+        if self.lost:
+            return False
+        try:
+            if self.proc is None:
+                # the logger imports this same alrun, wherever it was imported from
+                here = str(Path(__file__).resolve().parents[1])
+                env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
+                self.proc = subprocess.Popen(WORKER_COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                             bufsize=1, env=env)
+                command = " ".join(["alrun", *sys.argv[1:]])  # the logger's own argv is not the user's
+                self.proc.stdin.write(json.dumps({"op": "open", "uri": self.uri, "command": command}) + "\n")
+            self.proc.stdin.write(json.dumps(message, default=_jsonable) + "\n")
+            self.proc.stdin.flush()
+            return True
+        except (OSError, ValueError) as exc:
+            self._lose(exc)
+            return False
+
+    def _lose(self, exc: BaseException | None) -> None:
+        if not self.lost:
+            code = self.proc.poll() if self.proc is not None else None
+            log.warning("alrun: warning: the MLflow logger process stopped (%s); the jobs go on and their files "
+                        "are complete.", f"exit code {code}" if code is not None else exc)
+        self.lost = True
+
+    def wait(self) -> None:
+        """Until the logger has handled every call sent so far."""
+        if self._send({"op": "sync"}):
+            if self.proc.stdout.readline() != "ok\n":
+                self._lose(None)
+
+    def close(self) -> None:
+        """Let the logger finish and exit."""
+        if self.proc is not None and not self.lost:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+            self.proc.wait()
+        _OPEN.pop(self.uri, None)
+
+    def start_sweep(self, folder: Path, study: str | None) -> None:
+        self._send({"op": "start_sweep", "folder": str(folder), "study": study})
+
+    def job_run(self, job_dir: Path, sweep_dir: Path, study: str | None, settings: dict[str, Any],
+                title: str, overrides: dict[str, str] | None = None) -> JobRun:
+        self.keys += 1
+        key = self.keys
+        self._send({"op": "job_run", "key": key, "job_dir": str(job_dir), "sweep_dir": str(sweep_dir),
+                    "study": study, "settings": settings, "title": title, "overrides": overrides or {}})
+        return WorkerJobRun(self, key)
+
+    def log_report(self, folder: Path, report: Report | None, failed: list[str]) -> None:
+        try:
+            metrics = headline_metrics(report) if report is not None else []
+        except Exception as exc:  # noqa: BLE001 - the report's files are written; the numbers are a bonus
+            log.warning("alrun: warning: the report's headline numbers were not logged to MLflow (%s).",
+                        last_line(exc))
+            metrics = []
+        self._send({"op": "report", "folder": str(folder), "metrics": metrics, "failed": failed})
+        self.close()
+
+
+class WorkerJobRun(JobRun):
+    """A job's run, as seen from the training process."""
+
+    def __init__(self, tracker: WorkerTracker, key: int) -> None:
+        self.tracker, self.key = tracker, key
+
+    def on_step(self, row: dict[str, Any], total: int) -> None:
+        self.tracker._send({"op": "step", "key": self.key, "row": row})
+
+    def finish(self, rows: pd.DataFrame | None = None, error: str | None = None) -> None:
+        records = rows.to_dict("records") if rows is not None else None
+        self.tracker._send({"op": "finish", "key": self.key, "rows": records, "error": error})
+        self.tracker.wait()  # the job's run is complete in MLflow when the job returns
+
+
+def serve() -> None:
+    """The logger process: apply each JSON line of stdin to MLflow; answer `sync` on stdout."""
+    reply = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # whatever MLflow prints goes to stderr, never into the replies
+    sys.stdout = sys.stderr
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    tracker: Tracker = Tracker()
+    runs: dict[int, JobRun] = {}
+    for line in sys.stdin:
+        message = json.loads(line)
+        op = message.pop("op")
+        try:
+            if op == "open":
+                try:
+                    tracker = MlflowTracker(message["uri"], message.get("command"))
+                except AlrunError as exc:
+                    log.warning("alrun: warning: %s The jobs go on without tracking; their files are complete.",
+                                exc)
+            elif op == "start_sweep":
+                if tracker.enabled:
+                    tracker.call("opening the sweep's run", tracker.start_sweep, Path(message["folder"]),
+                                 message["study"])
+            elif op == "job_run":
+                key = message.pop("key")
+                runs[key] = tracker.job_run(Path(message.pop("job_dir")), Path(message.pop("sweep_dir")),
+                                            **message)
+            elif op == "step":
+                runs[message["key"]].on_step(message["row"], 0)
+            elif op == "finish":
+                runs.pop(message["key"]).finish(message["rows"], message["error"])
+            elif op == "report":
+                tracker.log_report(Path(message["folder"]), message["metrics"], message["failed"])
+            elif op == "sync":
+                reply.write("ok\n")
+        except Exception as exc:  # noqa: BLE001 - a logger bug must not take the jobs down
+            if isinstance(tracker, MlflowTracker):
+                tracker.call(f"handling {op}", _raise, exc)
+            else:
+                log.warning("alrun: warning: MLflow logging failed (%s).", last_line(exc))
+    for run in runs.values():  # the training process went away (killed): its runs stay RUNNING, resumable
+        run.close()
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
 
 
 class MlflowTracker(Tracker):
@@ -184,7 +377,8 @@ class MlflowTracker(Tracker):
 
     enabled = True
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, command: str | None = None) -> None:
+        self.command = command or " ".join(["alrun", *sys.argv[1:]])
         try:
             from mlflow.tracking import MlflowClient
         except ImportError:
@@ -299,11 +493,11 @@ class MlflowTracker(Tracker):
             import alrun
 
             experiment_id = self._experiment_id(study)
-            tags = {"sweep_dir": str(folder.resolve()), "command": " ".join(["alrun", *sys.argv[1:]]),
+            tags = {"sweep_dir": str(folder.resolve()), "command": self.command,
                     "alrun_version": alrun.__version__, "study": str(study)}
             commit = _git_commit()
             if commit:
-                tags["mlflow.source.git.commit"] = commit
+                tags["alrun_git_commit"] = tags["mlflow.source.git.commit"] = commit
             run = self.client.create_run(experiment_id, run_name=folder.name, tags=tags)
             known = {"uri": self.uri, "experiment_id": experiment_id, "run_id": run.info.run_id}
             atomic_write_text(path, json.dumps(known, indent=2))
@@ -329,7 +523,8 @@ class MlflowTracker(Tracker):
 
         return self.call("opening the job's run", open_run) or JobRun()
 
-    def log_report(self, folder: Path, report: Report | None, failed: list[str]) -> None:
+    def log_report(self, folder: Path, metrics: list, failed: list[str]) -> None:  # type: ignore[override]
+        """In the logger: the report's files and `metrics` ((key, value, step) of headline_metrics) to the parent."""
         known = _read_json(Path(folder) / SWEEP_FILE)
         if not known or known.get("uri") != self.uri:
             return
@@ -337,8 +532,8 @@ class MlflowTracker(Tracker):
         for name in REPORT_FILES:
             if (Path(folder) / name).exists():
                 self.call(f"logging {name}", self.client.log_artifact, run_id, str(Path(folder) / name))
-        if report is not None:
-            self.call("logging the headline numbers", self._log_batch, run_id, headline_metrics(report))
+        if metrics:
+            self.call("logging the headline numbers", self._log_batch, run_id, metrics)
         self.call("ending the sweep's run", self.client.set_tag, run_id, "failed_jobs", str(len(failed)))
         self.call("ending the sweep's run", self.client.set_terminated, run_id, "FAILED" if failed else "FINISHED")
 
@@ -355,8 +550,9 @@ class MlflowTracker(Tracker):
 class MlflowJobRun(JobRun):
     """A job's child run under the sweep's parent run."""
 
-    def __init__(self, tracker: MlflowTracker, run_id: str, job_dir: Path, logged: set[int]) -> None:
-        self.tracker, self.run_id, self.job_dir, self.logged = tracker, run_id, job_dir, logged
+    def __init__(self, tracker: MlflowTracker, run_id: str, job_dir: Path, logged: set[int],
+                 lock: contextlib.ExitStack) -> None:
+        self.tracker, self.run_id, self.job_dir, self.logged, self.lock = tracker, run_id, job_dir, logged, lock
 
     @classmethod
     def open(cls, tracker: MlflowTracker, job_dir: Path, sweep: dict[str, Any], settings: dict[str, Any],
@@ -366,6 +562,10 @@ class MlflowJobRun(JobRun):
         from mlflow.entities import Param
 
         client, job_dir = tracker.client, job_dir.resolve()
+        # held until the run is ended or this logger exits: the logger of a killed attempt may still be
+        # logging what it was sent, and a re-run must see all of it before it asks what is logged
+        lock = contextlib.ExitStack()
+        lock.enter_context(exclusive(job_dir / f".{JOB_FILE}.lock", "the logger of an earlier attempt"))
         known = _read_json(job_dir / JOB_FILE)
         run_id = known.get("run_id") if known and known.get("uri") == tracker.uri else None
         if not tracker._run_exists(run_id):
@@ -382,10 +582,12 @@ class MlflowJobRun(JobRun):
             client.log_batch(run_id, params=[Param(k, str(v)) for k, v in settings.items()])
         else:
             client.update_run(run_id, status="RUNNING")
+            if "error" in client.get_run(run_id).data.tags:  # an earlier attempt failed; this one may not
+                client.delete_tag(run_id, "error")
         atomic_write_text(job_dir / JOB_FILE, json.dumps({"uri": tracker.uri, "run_id": run_id}, indent=2))
         # what an earlier attempt logged: log_batch writes a step's metrics in one transaction
         logged = {int(m.step) for m in client.get_metric_history(run_id, STEP_MARKER)}
-        return cls(tracker, run_id, job_dir, logged)
+        return cls(tracker, run_id, job_dir, logged, lock)
 
     def _log_row(self, row: dict[str, Any]) -> None:
         step = int(row["labelled"])
@@ -398,9 +600,9 @@ class MlflowJobRun(JobRun):
     def on_step(self, row: dict[str, Any], total: int) -> None:
         self._log_row(row)
 
-    def finish(self, rows: pd.DataFrame | None = None, error: str | None = None) -> None:
+    def finish(self, rows: list[dict[str, Any]] | None = None, error: str | None = None) -> None:  # type: ignore[override]
         if rows is not None:  # a job found done at start replays nothing: log what MLflow lacks
-            for row in rows.to_dict("records"):
+            for row in rows:
                 self._log_row(row)
         call, client = self.tracker.call, self.tracker.client
         steps = self.job_dir / "steps.csv"
@@ -409,6 +611,10 @@ class MlflowJobRun(JobRun):
         if error is not None:
             call("ending the job's run", client.set_tag, self.run_id, "error", error[:5000])
         call("ending the job's run", client.set_terminated, self.run_id, "FAILED" if error is not None else "FINISHED")
+        self.close()
+
+    def close(self) -> None:
+        self.lock.close()
 
 
 def headline_metrics(report: Report) -> list[tuple[str, float, int]]:
@@ -430,3 +636,7 @@ def headline_metrics(report: Report) -> list[tuple[str, float, int]]:
         if not math.isnan(float(cell["mean"])):
             out.append((f"active_gain_nll/{label(cell, others)}", float(cell["mean"]), int(cell["labelled"])))
     return out
+
+
+if __name__ == "__main__":
+    serve()

@@ -13,11 +13,13 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from alrun.filelock import exclusive
 from tests.conftest import REPO, THREADS, run_alrun
 
 mlflow = pytest.importorskip("mlflow", reason="the `tracking` extra is not installed")
@@ -140,6 +142,17 @@ def test_artifacts_and_headline_numbers(tracked):
         assert value == pytest.approx(nll["random"][size] - nll["bald"][size])
 
 
+def wait_for_logger(job: Path) -> None:
+    """Until the logger process of a killed job has logged what it was sent and exited (it holds the job's
+    lock from opening the job's run, which writes mlflow_run.json, until it exits)."""
+    for _ in range(600):
+        if (job / "mlflow_run.json").exists():
+            break
+        time.sleep(0.1)
+    with exclusive(job / ".mlflow_run.json.lock", "the killed job's logger") as held:
+        assert held
+
+
 @pytest.fixture(scope="module")
 def resumed(tmp_path_factory):
     """One job SIGKILLed twice (after a step's checkpoint but before it reached MLflow; then inside
@@ -148,6 +161,7 @@ def resumed(tmp_path_factory):
     sweep = cwd / "sweep"
     args = ["scale=smoke", "heuristic=bald", "seed=0", "tracker=mlflow", f"hydra.sweep.dir={sweep}"]
     attempts = [run_faulted(["kill-before-replace:steps.csv:2"], args, cwd)]
+    wait_for_logger(sweep / JOB_BALD)
     (sweep / JOB_BALD / "mlflow_run.json").unlink()  # as if killed between creating the run and recording it
     attempts.append(run_faulted(["kill-in-fit:2"], args, cwd))
     attempts.append(run_faulted([], args, cwd))
@@ -240,10 +254,17 @@ def test_unreachable_uri_is_one_sentence_before_any_training(tmp_path):
 
 
 def test_missing_mlflow_is_one_sentence_with_the_install_command(tmp_path):
-    shadow = tmp_path / "shadow" / "mlflow"
-    shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text("raise ImportError(\"No module named 'mlflow'\")\n")
-    env = {**THREADS, "PYTHONPATH": os.pathsep.join([str(shadow.parent), str(REPO)])}
+    # a sitecustomize that hides the installed mlflow from this process, as if it were not installed
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class HideMlflow:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'mlflow' or name.startswith('mlflow.'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, HideMlflow())\n")
+    env = {**THREADS, "PYTHONPATH": os.pathsep.join([str(shadow), str(REPO)])}
     proc = run_alrun(["scale=smoke", "heuristic=bald", "seed=0", "tracker=mlflow",
                       f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path, check=False, env=env)
     assert proc.returncode == 2
