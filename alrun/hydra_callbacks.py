@@ -27,11 +27,12 @@ class ReportCallback(Callback):
     sentence and exit 2.
     """
 
-    def _tracker(self, config: DictConfig) -> Tracker:
-        """The sweep's tracker (tracker=...): one sentence and exit 2 when it cannot be opened."""
+    def _tracker(self, config: DictConfig, strict: bool = True) -> Tracker:
+        """The sweep's tracker (tracker=...); `strict` (before the jobs): one sentence and exit 2 when it
+        cannot be opened."""
         tracker_cfg = config.get("tracker")
         try:
-            return open_tracker(OmegaConf.to_container(tracker_cfg, resolve=True) if tracker_cfg else None)
+            return open_tracker(OmegaConf.to_container(tracker_cfg, resolve=True) if tracker_cfg else None, strict)
         except AlrunError as exc:
             print(f"alrun: error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
@@ -59,7 +60,8 @@ class ReportCallback(Callback):
         if report is not None:
             print_report(report, folder)
         failed = report.failed_jobs if report is not None else failed_jobs(folder)
-        self._tracker(config).log_report(folder, report, failed)  # never raises: the files are written already
+        # a store gone since the start only warns: the report's files are written already
+        self._tracker(config, strict=False).log_report(folder, report, failed)
         if failed:
             if report is None:
                 print_failures(failed, folder)

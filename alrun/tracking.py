@@ -13,9 +13,10 @@ Files that tie the folders to MLflow, so that concurrent and resumed jobs find t
 
 MLflow itself (its import alone takes a second or two of CPU, and every sqlite commit waits on the disk)
 runs in a logger process of its own, which each process that tracks starts once (`python -m alrun.tracking`)
-and feeds with one JSON line per call: the training process only writes to a pipe. A job waits for its
-logger once, at its end, so that a finished job's run is complete in MLflow. If the job is killed, the
-logger still logs what it was sent and exits; the re-run waits for it (a lock in the job folder).
+and feeds with one JSON line per call: the training process only writes to a pipe. A job process of a
+joblib or submitit sweep waits for its logger at the end of each job; the launching process (which runs the
+jobs of the basic launcher) once, after the report. If the process is killed, the logger still logs what it
+was sent and exits; the re-run waits for it (a lock in the job folder).
 
 A tracker that cannot be opened at the start (mlflow missing, store unreachable) is a ConfigError (exit 2,
 before any training). One that fails later warns once per logger process and is left alone from then on:
@@ -247,6 +248,9 @@ class WorkerTracker(Tracker):
         self.proc: subprocess.Popen | None = None
         self.lost = False
         self.keys = 0
+        # the launching process (it started the sweep's run) waits for its logger once, at the report; a
+        # job process (joblib, submitit) waits at the end of each job, since it may exit right after
+        self.launcher = False
 
     def _send(self, message: dict[str, Any]) -> bool:
         if self.lost:
@@ -289,6 +293,7 @@ class WorkerTracker(Tracker):
         _OPEN.pop(self.uri, None)
 
     def start_sweep(self, folder: Path, study: str | None) -> None:
+        self.launcher = True
         self._send({"op": "start_sweep", "folder": str(folder), "study": study})
 
     def job_run(self, job_dir: Path, sweep_dir: Path, study: str | None, settings: dict[str, Any],
@@ -322,7 +327,8 @@ class WorkerJobRun(JobRun):
     def finish(self, rows: pd.DataFrame | None = None, error: str | None = None) -> None:
         records = rows.to_dict("records") if rows is not None else None
         self.tracker._send({"op": "finish", "key": self.key, "rows": records, "error": error})
-        self.tracker.wait()  # the job's run is complete in MLflow when the job returns
+        if not self.tracker.launcher:
+            self.tracker.wait()  # the job's run is complete in MLflow before its process may exit
 
 
 def serve() -> None:
@@ -565,7 +571,8 @@ class MlflowJobRun(JobRun):
         # held until the run is ended or this logger exits: the logger of a killed attempt may still be
         # logging what it was sent, and a re-run must see all of it before it asks what is logged
         lock = contextlib.ExitStack()
-        lock.enter_context(exclusive(job_dir / f".{JOB_FILE}.lock", "the logger of an earlier attempt"))
+        lock.enter_context(exclusive(job_dir / f".{JOB_FILE}.lock",
+                                     "its MLflow run (an earlier attempt's logger is still writing)"))
         known = _read_json(job_dir / JOB_FILE)
         run_id = known.get("run_id") if known and known.get("uri") == tracker.uri else None
         if not tracker._run_exists(run_id):
