@@ -185,26 +185,37 @@ def test_resumed_job_logs_each_step_once(resumed, tracked):
         assert history(client, run.info.run_id, key) == history(tracked_client, uninterrupted.info.run_id, key)
 
 
-@pytest.fixture(scope="module")
-def joblib_sweep(tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("joblib")
+LAUNCHERS = {
+    "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],  # 2 loky worker processes at once
+    # one process per job, both at once; the report runs on the launching process after them
+    "submitit_local": ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+                       "hydra.launcher.cpus_per_task=1"],
+}
+
+
+@pytest.fixture(scope="module", params=sorted(LAUNCHERS))
+def launched(request, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp(request.param)
     sweep = cwd / "sweep"
-    proc = run_alrun(["scale=smoke", "heuristic=bald", "seed=0,1", "tracker=mlflow", "hydra/launcher=joblib",
-                      "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"], cwd, env=THREADS)
-    return sweep, proc
+    proc = run_alrun(["scale=smoke", "heuristic=bald", "seed=0,1", "tracker=mlflow", *LAUNCHERS[request.param],
+                      f"hydra.sweep.dir={sweep}"], cwd, env=THREADS)
+    return request.param, sweep, proc
 
 
-def test_two_joblib_workers_share_one_embedded_store(joblib_sweep):
-    sweep, proc = joblib_sweep
-    assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
-    assert "warning" not in (proc.stdout + proc.stderr).lower() and "locked" not in proc.stdout + proc.stderr
+def test_two_workers_share_one_embedded_store(launched):
+    name, sweep, proc = launched
+    log = proc.stdout + proc.stderr
+    assert ("Joblib.Parallel(n_jobs=2" if name == "joblib" else "Submitit 'local' sweep output dir") in log
+    job_logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*.err")) if name != "joblib" else ""
+    for text in (log, job_logs):
+        assert "warning" not in text.lower() and "locked" not in text
     client, known = store_of(sweep)
     children = child_runs(client, known)
     assert sorted(children) == ["heuristic=bald,seed=0", "heuristic=bald,seed=1"]
     assert len(client.search_runs([known["experiment_id"]])) == 3
-    for name, run in children.items():
+    for job, run in children.items():
         assert run.info.status == "FINISHED"
-        assert_histories_equal_steps(client, run, pd.read_csv(sweep / name / "steps.csv"))
+        assert_histories_equal_steps(client, run, pd.read_csv(sweep / job / "steps.csv"))
     assert client.get_run(known["run_id"]).info.status == "FINISHED"
     assert len(client.list_artifacts(known["run_id"])) == 4
 
