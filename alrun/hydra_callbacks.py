@@ -47,8 +47,9 @@ class ReportCallback(Callback):
         except AlrunError as exc:
             print(f"alrun: error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
-        print(f"alrun: tracking to MLflow at {tracker.uri} (browse: mlflow ui --backend-store-uri {tracker.uri})",
-              flush=True)
+        browse = (f"open {tracker.uri}" if tracker.uri.startswith(("http://", "https://"))
+                  else f"mlflow ui --backend-store-uri {tracker.uri}")
+        print(f"alrun: tracking to MLflow at {tracker.uri} (browse: {browse})", flush=True)
 
     def _report(self, folder: Path, config: DictConfig) -> None:
         sizes = config.get("report", {}).get("sizes")

@@ -391,6 +391,7 @@ class MlflowTracker(Tracker):
             raise ConfigError(f"tracker=mlflow needs the mlflow package, which is not installed: {INSTALL}.") from None
         for name in ("mlflow", "alembic"):  # schema set-up and store notes would fill every job's log
             logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger("urllib3").setLevel(logging.ERROR)  # each retry to a server that is gone: we warn once
         self.uri = uri
         self.broken = False
         self.is_http = uri.startswith(("http://", "https://"))
