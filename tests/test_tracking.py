@@ -292,3 +292,19 @@ def test_tracker_settings_are_checked():
     assert type(open_tracker({"name": "none"})) is Tracker and not open_tracker(None).enabled
     with pytest.raises(ConfigError, match="`tracker=wandb` is not a tracker: use one of none, mlflow"):
         settings_from({"name": "wandb"})
+
+
+def test_relative_sqlite_uri_is_made_absolute_and_others_kept(tmp_path):
+    from alrun.tracking import resolve_uri
+
+    assert resolve_uri("sqlite:///results/mlflow.db", tmp_path) == f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}"
+    assert resolve_uri("sqlite:////abs/m.db", tmp_path) == "sqlite:////abs/m.db"
+    assert resolve_uri("http://host:5000", tmp_path) == "http://host:5000"
+
+
+def test_every_number_of_a_row_but_the_step_counter_is_a_metric():
+    from alrun.tracking import metric_key, row_metrics
+
+    row = {"step": 2, "labelled": 40, "test_nll": 1.5, "f1_car": 0.25, "count_car": 3, "note": "x", "flag": True}
+    assert row_metrics(row) == {"labelled": 40.0, "test_nll": 1.5, "f1_car": 0.25, "count_car": 3.0}
+    assert metric_key("test_nll/lambda=0.1, heuristic bald") == "test_nll/lambda_0.1_ heuristic bald"
