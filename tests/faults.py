@@ -221,7 +221,9 @@ def break_mlflow_after(nth: int) -> None:
 def main(argv: list[str]) -> None:
     if argv and argv[0] == "--tracker-worker":  # alrun's MLflow logger process, with tracker-down:N armed
         break_mlflow_after(int(argv[1].split(":")[1]))
-        alrun.tracking.serve()
+        from alrun.mlflow_logger import serve
+
+        serve()
         return
     if argv and argv[0] == "--scenarios":
         import torch
