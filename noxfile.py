@@ -31,7 +31,7 @@ def smoke(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Speed against the peers (BaaL), side by side in one run; `-- --quick` for a short run."""
-    session.install("-e", ".")
+    session.install("-e", ".[tracking]")  # benchmarks/bench_tracking.py logs to MLflow
     # BaaL 2.1.0 declares jupyter and structlog<23 that it does not need at run time
     session.install("--no-deps", "baal==2.1.0")
     session.install("structlog", "h5py", "tqdm", "torchmetrics", "scikit-learn")

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from alrun.checkpoint import atomic_write_text
 from alrun.config import RunSpec, run_spec_from_dict
 from alrun.errors import AlrunError, TrainingDiverged
+from alrun.tracking import JobRun, chain, last_line, open_tracker
 
 log = logging.getLogger("alrun")
 
@@ -90,6 +91,17 @@ def job_settings(spec: RunSpec, input_shape: tuple[int, ...]) -> dict[str, Any]:
     }
 
 
+def tracked_run(plain: dict[str, Any], hydra_cfg: DictConfig, out_dir: Path, settings: dict[str, Any], title: str,
+                overrides: dict[str, str]) -> JobRun:
+    """The job's run in the tracker chosen by `tracker=` (one that does nothing for tracker=none)."""
+    multirun = str(OmegaConf.select(hydra_cfg, "mode", default="")).endswith("MULTIRUN")
+    sweep_dir = Path(hydra_cfg.sweep.dir) if multirun else out_dir
+    tracker = open_tracker(plain.get("tracker"), strict=False, sweep_dir=sweep_dir)
+    # in a sweep the run is named like the job's folder (heuristic=bald,seed=0)
+    name = out_dir.name if multirun and out_dir != sweep_dir else title
+    return tracker.job_run(out_dir, sweep_dir, plain.get("study"), settings, name, overrides)
+
+
 def task(cfg: DictConfig) -> dict[str, Any]:
     """One job of the sweep (or the single run); with `device=auto` on a machine with GPUs it holds a
     GPU no other alrun job holds, for its whole lifetime, waiting for one when all are taken."""
@@ -146,8 +158,12 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
         log.info(note)
     title = " ".join(f"{k}={v}" for k, v in overrides.items()) or f"{spec.heuristic} seed={spec.seed}"
     try:
+        tracked = tracked_run(plain, hydra_cfg, out_dir, settings, title, overrides)
+    except AlrunError as exc:
+        return stop(str(exc), out_dir, hydra_cfg)
+    try:
         with job_progress(title) as on_step:
-            job.run(on_step)
+            rows = job.run(chain(on_step, tracked.on_step))
     except TrainingDiverged as exc:  # this job's numbers are lost, the sweep's other jobs may be fine
         try:
             atomic_write_text(out_dir / "error.txt", f"alrun: error: {exc}\n")
@@ -155,8 +171,10 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
         except AlrunError as write_error:
             return stop(str(write_error), out_dir, hydra_cfg)
         log.error("job %s stopped: %s", title, exc)
+        tracked.finish(error=str(exc))
         return {"status": "failed", "dir": str(out_dir)}
     except AlrunError as exc:
+        tracked.finish(error=str(exc))
         return stop(str(exc), out_dir, hydra_cfg)
     except Exception as exc:  # a crash in one job must not stop the others
         try:
@@ -165,9 +183,11 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
         except AlrunError as write_error:
             return stop(str(write_error), out_dir, hydra_cfg)
         log.error("job %s failed: %s (traceback in %s)", title, exc, out_dir / "error.txt")
+        tracked.finish(error=last_line(exc))
         return {"status": "failed", "dir": str(out_dir)}
     for stale in ("failed", "error.txt"):  # an earlier attempt's failure, now resumed and finished
         (out_dir / stale).unlink(missing_ok=True)
+    tracked.finish(rows)
     return {"status": "done", "dir": str(out_dir)}
 
 

@@ -297,7 +297,7 @@ def run_spec_from_dict(cfg: dict[str, Any]) -> RunSpec:
         "imbalance_classes": cfg.pop("delta", 0),
     }
     # keys that steer the CLI and the report, not the job
-    for key in ("study", "report", "scale_name", "data_dir", "grid", "pool_limit"):
+    for key in ("study", "report", "scale_name", "data_dir", "grid", "pool_limit", "tracker"):
         cfg.pop(key, None)
     top.update(cfg)
     return _build(

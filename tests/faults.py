@@ -11,6 +11,8 @@ FAULT (N counts from 1, within this process):
     enospc:NAME:N               the N-th write of NAME fails with ENOSPC (No space left on device)
     kill-in-fit:N               SIGKILL inside the N-th training call (mid-step)
     crash-seed:S:N              the N-th training call of the job with seed S raises RuntimeError
+    tracker-down:N              the N-th MlflowClient.log_batch call, and every MLflow client call after it,
+                                fails as if the tracking server had gone away
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 
 import alrun.checkpoint
 import alrun.loop
+import alrun.tracking
 
 _calls: Counter = Counter()
 
@@ -106,6 +109,9 @@ def arm(fault: str) -> None:
 
         alrun.loop.ActiveLearningJob.run = run
         alrun.loop.fit = fit
+    elif kind == "tracker-down":
+        # MLflow runs in alrun's logger process: start that process through this module, fault armed
+        alrun.tracking.WORKER_COMMAND = [sys.executable, "-m", "tests.faults", "--tracker-worker", fault]
     else:
         raise ValueError(f"unknown fault {fault!r}")
 
@@ -189,7 +195,36 @@ def run_scenarios(spec_file: Path) -> dict[str, Any]:
     return results
 
 
+def break_mlflow_after(nth: int) -> None:
+    """From the nth MlflowClient.log_batch call on, every MLflow client call fails (a server gone)."""
+    from mlflow.tracking import MlflowClient
+
+    down = {"now": False}
+
+    def failing(method):
+        real = getattr(MlflowClient, method)
+
+        def call(self, *a, **k):
+            if method == "log_batch" and _count("log_batch") == nth:
+                down["now"] = True
+            if down["now"]:
+                raise ConnectionError("injected fault: the tracking server is gone")
+            return real(self, *a, **k)
+
+        return call
+
+    for method in ("log_batch", "log_artifact", "set_tag", "set_terminated", "update_run", "create_run", "get_run",
+                   "search_runs", "get_metric_history", "get_experiment_by_name", "delete_tag"):
+        setattr(MlflowClient, method, failing(method))
+
+
 def main(argv: list[str]) -> None:
+    if argv and argv[0] == "--tracker-worker":  # alrun's MLflow logger process, with tracker-down:N armed
+        break_mlflow_after(int(argv[1].split(":")[1]))
+        from alrun.mlflow_logger import serve
+
+        serve()
+        return
     if argv and argv[0] == "--scenarios":
         import torch
 

@@ -1,0 +1,361 @@
+"""MLflow's side of `tracker=mlflow`: the logger process that alrun.tracking starts and feeds.
+
+`python -m alrun.mlflow_logger` reads one JSON line per call on stdin (see alrun.tracking.WorkerTracker)
+and applies it to an MLflow store through MlflowClient; it answers `sync` on stdout. This is the only
+module of alrun that imports mlflow.
+
+How the runs are found again: the sweep's parent run is named in ``<sweep>/mlflow_sweep.json`` (created
+once, under a file lock); a job's run in ``<job>/mlflow_run.json``, else found by its `job_dir` tag (a kill
+between creating the run and recording it). A resumed job asks MLflow which steps the run holds (every step
+is logged in one batch, so one key's history names them all) and logs only the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from alrun.checkpoint import atomic_write_text
+from alrun.errors import AlrunError, ConfigError
+from alrun.filelock import exclusive
+from alrun.tracking import (
+    INSTALL,
+    JOB_FILE,
+    REPORT_FILES,
+    SWEEP_FILE,
+    JobRun,
+    Tracker,
+    _read_json,
+    last_line,
+    metric_key,
+    row_metrics,
+)
+
+log = logging.getLogger("alrun")
+
+# the marker of a logged step: every step is logged in one batch, so one key's history names them all
+STEP_MARKER = "test_nll"
+_LOCKED_RETRIES = 5  # extra tries of a write that met "database is locked" (many jobs on one sqlite file)
+
+
+def _git_commit() -> str | None:
+    """alrun's own commit when it runs from a git checkout (not an installed wheel)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = out.stdout.split()
+    if out.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != root:
+        return None  # no git, or alrun installed inside some other repository's tree
+    return lines[1]
+
+
+def serve() -> None:
+    """The logger process: apply each JSON line of stdin to MLflow; answer `sync` on stdout."""
+    reply = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # whatever MLflow prints goes to stderr, never into the replies
+    sys.stdout = sys.stderr
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    tracker: Tracker = Tracker()
+    runs: dict[int, JobRun] = {}
+    for line in sys.stdin:
+        message = json.loads(line)
+        op = message.pop("op")
+        try:
+            if op == "open":
+                try:
+                    tracker = MlflowTracker(message["uri"], message.get("command"))
+                except AlrunError as exc:
+                    log.warning("alrun: warning: %s The jobs go on without tracking; their files are complete.",
+                                exc)
+            elif op == "start_sweep":
+                if tracker.enabled:
+                    tracker.call("opening the sweep's run", tracker.start_sweep, Path(message["folder"]),
+                                 message["study"])
+            elif op == "job_run":
+                key = message.pop("key")
+                runs[key] = tracker.job_run(Path(message.pop("job_dir")), Path(message.pop("sweep_dir")),
+                                            **message)
+            elif op == "step":
+                runs[message["key"]].on_step(message["row"], 0)
+            elif op == "finish":
+                runs.pop(message["key"]).finish(message["rows"], message["error"])
+            elif op == "report":
+                tracker.log_report(Path(message["folder"]), message["metrics"], message["failed"])
+            elif op == "sync":
+                reply.write("ok\n")
+        except Exception as exc:  # noqa: BLE001 - a logger bug must not take the jobs down
+            if isinstance(tracker, MlflowTracker):
+                tracker.call(f"handling {op}", _raise, exc)
+            else:
+                log.warning("alrun: warning: MLflow logging failed (%s).", last_line(exc))
+    for run in runs.values():  # the training process went away (killed): its runs stay RUNNING, resumable
+        run.close()
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+class MlflowTracker(Tracker):
+    """Logs to an MLflow tracking store: a sqlite file (the embedded default) or a tracking server."""
+
+    enabled = True
+
+    def __init__(self, uri: str, command: str | None = None) -> None:
+        self.command = command or " ".join(["alrun", *sys.argv[1:]])
+        try:
+            from mlflow.tracking import MlflowClient
+        except ImportError:
+            raise ConfigError(f"tracker=mlflow needs the mlflow package, which is not installed: {INSTALL}.") from None
+        for name in ("mlflow", "alembic"):  # schema set-up and store notes would fill every job's log
+            logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger("urllib3").setLevel(logging.ERROR)  # each retry to a server that is gone: we warn once
+        self.uri = uri
+        self.broken = False
+        self.is_http = uri.startswith(("http://", "https://"))
+        if self.is_http:
+            # MLflow retries a failed request 7 times with growing waits (minutes): a server that is gone
+            # would stall every job that long before it warns. The user's own settings win.
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        try:
+            with self._store_lock():  # two jobs creating a fresh sqlite store's tables at once would collide
+                self.client = MlflowClient(tracking_uri=uri)
+                self._probe()
+        except Exception as exc:  # noqa: BLE001 - whatever MLflow raises, the user gets one sentence
+            raise ConfigError(
+                f"tracker.uri={uri} cannot be reached ({last_line(exc)[:300]}); start that MLflow server or "
+                "choose another tracker.uri (the embedded default: tracker.uri=sqlite:///results/mlflow.db), "
+                "or tracker=none."
+            ) from None
+
+    # ------------------------------------------------------------------------------------------ plumbing
+
+    def _sqlite_path(self) -> Path | None:
+        return Path(self.uri[len("sqlite:///"):]) if self.uri.startswith("sqlite:///") else None
+
+    def _store_lock(self):
+        path = self._sqlite_path()
+        if path is None:
+            import contextlib
+
+            return contextlib.nullcontext()
+        return exclusive(path.with_name(path.name + ".lock"), "the MLflow store's tables")
+
+    def _probe(self) -> None:
+        """Touch the store once; against a server, fail fast rather than after MLflow's retries."""
+        if not self.is_http:
+            self.client.search_experiments(max_results=1)
+            return
+        saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+        os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"})
+        try:
+            self.client.search_experiments(max_results=1)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    def call(self, what: str, fn, *args, **kwargs) -> Any:
+        """`fn(*args)` against the store; None, and one warning per process, once the store fails."""
+        if self.broken:
+            return None
+        for attempt in range(_LOCKED_RETRIES + 1):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - tracking must never stop a job
+                if "database is locked" in str(exc) and attempt < _LOCKED_RETRIES:
+                    time.sleep(0.5 * (attempt + 1))  # sqlite already waited 20 s (busy_timeout): try again
+                    continue
+                self.broken = True
+                log.warning("alrun: warning: MLflow tracking at %s stopped while %s (%s); the jobs go on "
+                            "and their files are complete.", self.uri, what, last_line(exc)[:300])
+                return None
+        return None
+
+    def _experiment_id(self, study: str | None) -> str:
+        """The experiment named after the study, created on first use (beside the store for sqlite)."""
+        from mlflow.exceptions import MlflowException
+
+        name = study or "alrun"
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                self.client.restore_experiment(found.experiment_id)
+            return found.experiment_id
+        db = self._sqlite_path()
+        location = (db.parent / "mlartifacts").resolve().as_uri() if db is not None else None
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException:  # another process created it meanwhile
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def _run_exists(self, run_id: str | None) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        if not run_id:
+            return False
+        try:
+            return self.client.get_run(run_id).info.lifecycle_stage == "active"
+        except MlflowException:
+            return False
+
+    # ------------------------------------------------------------------------------------------ the sweep
+
+    def _sweep(self, folder: Path, study: str | None) -> dict[str, Any]:
+        """The sweep's {uri, experiment_id, run_id}: read from the sweep folder, or created there."""
+        folder = Path(folder)
+        path = folder / SWEEP_FILE
+        with exclusive(folder / f".{SWEEP_FILE}.lock", "the sweep's MLflow run"):
+            known = _read_json(path)
+            if known and known.get("uri") == self.uri and self._run_exists(known.get("run_id")):
+                return known
+            import alrun
+
+            experiment_id = self._experiment_id(study)
+            tags = {"sweep_dir": str(folder.resolve()), "command": self.command,
+                    "alrun_version": alrun.__version__, "study": str(study)}
+            commit = _git_commit()
+            if commit:
+                tags["alrun_git_commit"] = tags["mlflow.source.git.commit"] = commit
+            run = self.client.create_run(experiment_id, run_name=folder.name, tags=tags)
+            known = {"uri": self.uri, "experiment_id": experiment_id, "run_id": run.info.run_id}
+            atomic_write_text(path, json.dumps(known, indent=2))
+            return known
+
+    def start_sweep(self, folder: Path, study: str | None) -> None:
+        try:
+            known = self._sweep(folder, study)
+            self.client.update_run(known["run_id"], status="RUNNING")  # a re-run sweep is running again
+        except AlrunError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one sentence before any job
+            raise ConfigError(f"tracker.uri={self.uri} did not take the sweep's run ({last_line(exc)[:300]}); "
+                              "check that store, or run with tracker=none.") from None
+
+    def job_run(self, job_dir: Path, sweep_dir: Path, study: str | None, settings: dict[str, Any],
+                title: str, overrides: dict[str, str] | None = None) -> JobRun:
+        def open_run() -> JobRun:
+            sweep = _read_json(Path(sweep_dir) / SWEEP_FILE)
+            if not sweep or sweep.get("uri") != self.uri:  # a single run, or callbacks left out
+                sweep = self._sweep(Path(sweep_dir), study)
+            return MlflowJobRun.open(self, Path(job_dir), sweep, settings, title, overrides or {})
+
+        return self.call("opening the job's run", open_run) or JobRun()
+
+    def log_report(self, folder: Path, metrics: list, failed: list[str]) -> None:  # type: ignore[override]
+        """In the logger: the report's files and `metrics` ((key, value, step) of headline_metrics) to the parent."""
+        known = _read_json(Path(folder) / SWEEP_FILE)
+        if not known or known.get("uri") != self.uri:
+            return
+        run_id = known["run_id"]
+        for name in REPORT_FILES:
+            if (Path(folder) / name).exists():
+                self.call(f"logging {name}", self.client.log_artifact, run_id, str(Path(folder) / name))
+        if metrics:
+            self.call("logging the headline numbers", self._log_batch, run_id, metrics)
+        self.call("ending the sweep's run", self.client.set_tag, run_id, "failed_jobs", str(len(failed)))
+        self.call("ending the sweep's run", self.client.set_terminated, run_id, "FAILED" if failed else "FINISHED")
+
+    def _log_batch(self, run_id: str, metrics: list[tuple[str, float, int]]) -> bool:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        entities = [Metric(metric_key(k), v, now, int(step)) for k, v, step in metrics]
+        for start in range(0, len(entities), 1000):  # MLflow takes at most 1000 metrics per batch
+            self.client.log_batch(run_id, metrics=entities[start:start + 1000])
+        return True
+
+
+class MlflowJobRun(JobRun):
+    """A job's child run under the sweep's parent run."""
+
+    def __init__(self, tracker: MlflowTracker, run_id: str, job_dir: Path, logged: set[int],
+                 lock: contextlib.ExitStack) -> None:
+        self.tracker, self.run_id, self.job_dir, self.logged, self.lock = tracker, run_id, job_dir, logged, lock
+
+    @classmethod
+    def open(cls, tracker: MlflowTracker, job_dir: Path, sweep: dict[str, Any], settings: dict[str, Any],
+             title: str, overrides: dict[str, str]) -> MlflowJobRun:
+        """The run of `job_dir`: the one its mlflow_run.json names, else one tagged with its folder (a kill
+        between creating the run and writing that file), else a new one with the job's settings as params."""
+        from mlflow.entities import Param
+
+        client, job_dir = tracker.client, job_dir.resolve()
+        # held until the run is ended or this logger exits: the logger of a killed attempt may still be
+        # logging what it was sent, and a re-run must see all of it before it asks what is logged
+        lock = contextlib.ExitStack()
+        lock.enter_context(exclusive(job_dir / f".{JOB_FILE}.lock",
+                                     "its MLflow run (an earlier attempt's logger is still writing)"))
+        known = _read_json(job_dir / JOB_FILE)
+        run_id = known.get("run_id") if known and known.get("uri") == tracker.uri else None
+        if not tracker._run_exists(run_id):
+            quoted = str(job_dir).replace("'", "\\'")
+            found = client.search_runs([sweep["experiment_id"]],
+                                       filter_string=f"tags.job_dir = '{quoted}' and "
+                                                     f"tags.mlflow.parentRunId = '{sweep['run_id']}'",
+                                       max_results=1)
+            run_id = found[0].info.run_id if found else None
+        if run_id is None:
+            tags = {"mlflow.parentRunId": sweep["run_id"], "job_dir": str(job_dir),
+                    "overrides": " ".join(f"{k}={v}" for k, v in overrides.items())}
+            run_id = client.create_run(sweep["experiment_id"], run_name=title, tags=tags).info.run_id
+            client.log_batch(run_id, params=[Param(k, str(v)) for k, v in settings.items()])
+        else:
+            client.update_run(run_id, status="RUNNING")
+            if "error" in client.get_run(run_id).data.tags:  # an earlier attempt failed; this one may not
+                client.delete_tag(run_id, "error")
+        atomic_write_text(job_dir / JOB_FILE, json.dumps({"uri": tracker.uri, "run_id": run_id}, indent=2))
+        # what an earlier attempt logged: log_batch writes a step's metrics in one transaction
+        logged = {int(m.step) for m in client.get_metric_history(run_id, STEP_MARKER)}
+        return cls(tracker, run_id, job_dir, logged, lock)
+
+    def _log_row(self, row: dict[str, Any]) -> None:
+        step = int(row["labelled"])
+        if step in self.logged:
+            return
+        metrics = [(k, v, step) for k, v in row_metrics(row).items()]
+        if self.tracker.call(f"logging step {row.get('step')}", self.tracker._log_batch, self.run_id, metrics):
+            self.logged.add(step)
+
+    def on_step(self, row: dict[str, Any], total: int) -> None:
+        self._log_row(row)
+
+    def finish(self, rows: list[dict[str, Any]] | None = None, error: str | None = None) -> None:  # type: ignore[override]
+        if rows is not None:  # a job found done at start replays nothing: log what MLflow lacks
+            for row in rows:
+                self._log_row(row)
+        call, client = self.tracker.call, self.tracker.client
+        steps = self.job_dir / "steps.csv"
+        if steps.exists():
+            call("logging steps.csv", client.log_artifact, self.run_id, str(steps))
+        if error is not None:
+            call("ending the job's run", client.set_tag, self.run_id, "error", error[:5000])
+        call("ending the job's run", client.set_terminated, self.run_id, "FAILED" if error is not None else "FINISHED")
+        self.close()
+
+    def close(self) -> None:
+        self.lock.close()
+
+
+if __name__ == "__main__":
+    serve()
+    # every write above was committed when its call returned; skip the interpreter's teardown of MLflow's
+    # modules (most of a second, which the launching process would wait for)
+    sys.stderr.flush()
+    os._exit(0)

@@ -1,0 +1,335 @@
+"""Experiment tracking: every sweep as an MLflow run tree (`tracker=mlflow`); nothing at all for `tracker=none`.
+
+One MLflow experiment per study, one parent run per sweep folder and one child run per job. The core
+(loop, training, report) never imports mlflow: the CLI hands each step's row to :class:`JobRun` and the
+report callback hands the written report to :meth:`Tracker.log_report`.
+
+Files that tie the folders to MLflow, so that concurrent and resumed jobs find their runs:
+
+- ``<sweep>/mlflow_sweep.json``: the store's URI, the experiment and the parent run (written once, under a
+  file lock, by whichever process comes first: the launching process at the start of a sweep);
+- ``<job>/mlflow_run.json``: the job's run. A resumed job logs to that run, and only the steps MLflow does
+  not hold yet (it asks MLflow for the run's metric history), so a SIGKILL never leaves a step twice.
+
+MLflow itself (its import alone takes a second or two of CPU, and every sqlite commit waits on the disk)
+runs in a logger process of its own (alrun.mlflow_logger, the only module that imports mlflow), which each
+process that tracks starts once and feeds with one JSON line per call: the training process only writes to
+a pipe. A job process of a
+joblib or submitit sweep waits for its logger at the end of each job; the launching process (which runs the
+jobs of the basic launcher) once, after the report. If the process is killed, the logger still logs what it
+was sent and exits; the re-run waits for it (a lock in the job folder).
+
+A tracker that cannot be opened at the start (mlflow missing, store unreachable) is a ConfigError (exit 2,
+before any training). One that fails later warns once per logger process and is left alone from then on:
+the job's files never depend on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import math
+import os
+import re
+import subprocess
+import sys
+import traceback
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from alrun.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from alrun.report import Report
+
+log = logging.getLogger("alrun")
+
+TRACKERS = ("none", "mlflow")
+SWEEP_FILE = "mlflow_sweep.json"
+JOB_FILE = "mlflow_run.json"
+INSTALL = "pip install 'alrun[tracking]' (or pip install mlflow)"
+REPORT_FILES = ("table.md", "table.csv", "curves.png", "summary.csv")
+# the logger process (tests swap it for one with faults armed)
+WORKER_COMMAND = [sys.executable, "-m", "alrun.mlflow_logger"]
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    """The `tracker` config group: which tracker, and where its store lives."""
+
+    name: str = "none"
+    uri: str | None = None
+
+
+def settings_from(cfg: dict[str, Any] | None) -> TrackerSettings:
+    """Validate the composed `tracker` mapping (absent: tracker=none)."""
+    cfg = dict(cfg or {})
+    name = str(cfg.pop("name", "none"))
+    if name not in TRACKERS:
+        raise ConfigError(f"`tracker={name}` is not a tracker: use one of {', '.join(TRACKERS)}.")
+    uri = cfg.pop("uri", None)
+    if cfg:
+        key = sorted(cfg)[0]
+        raise ConfigError(f"`tracker.{key}` is not a known setting: use one of name, uri.")
+    if name == "mlflow" and not uri:
+        raise ConfigError("`tracker.uri` is empty: give the MLflow store, e.g. tracker.uri=sqlite:///results/mlflow.db "
+                          "or tracker.uri=http://host:5000.")
+    return TrackerSettings(name, str(uri) if uri else None)
+
+
+def resolve_uri(uri: str, cwd: Path | None = None) -> str:
+    """A relative sqlite path made absolute (jobs may run in another folder); other URIs unchanged."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and ":memory:" not in uri:
+        path = Path(uri[len(prefix):])
+        return prefix + str(((cwd or Path.cwd()) / path).resolve())
+    return uri
+
+
+def metric_key(name: str) -> str:
+    """A name made valid as an MLflow metric key (alphanumerics, _ - . space / only)."""
+    return re.sub(r"[^0-9A-Za-z_\-. /]+", "_", name).strip() or "metric"
+
+
+def row_metrics(row: dict[str, Any]) -> dict[str, float]:
+    """The numbers of one steps.csv row that MLflow gets (all but the step counter)."""
+    return {k: float(v) for k, v in row.items()
+            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def last_line(exc: BaseException) -> str:
+    """The line a traceback ends with (`RuntimeError: ...`), as in a failed job's error.txt."""
+    return traceback.format_exception_only(type(exc), exc)[-1].strip()
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class JobRun:
+    """One job's MLflow run: logs each step's row once, then ends the run. This base class does nothing
+    (tracker=none, or a tracker that is gone)."""
+
+    def on_step(self, row: dict[str, Any], total: int) -> None:
+        """The loop's per-step callback (also called for the rows a resumed job replays)."""
+
+    def finish(self, rows: pd.DataFrame | None = None, error: str | None = None) -> None:
+        """End the run: FINISHED, or FAILED with `error` (the error's last line)."""
+
+    def close(self) -> None:
+        """Let go of the job (its process went away) without ending the run."""
+
+
+class Tracker:
+    """tracker=none: every call does nothing."""
+
+    enabled = False
+    uri: str | None = None
+
+    def start_sweep(self, folder: Path, study: str | None) -> None:
+        """Create (or reopen) the sweep's parent run before the jobs start."""
+
+    def job_run(self, job_dir: Path, sweep_dir: Path, study: str | None, settings: dict[str, Any],
+                title: str, overrides: dict[str, str] | None = None) -> JobRun:
+        """The job's run (new, or the one a killed attempt left)."""
+        return JobRun()
+
+    def log_report(self, folder: Path, report: Report | None, failed: list[str]) -> None:
+        """Log the sweep's tables, plot and headline numbers to its parent run, and end it."""
+
+
+def chain(*callbacks):
+    """One step callback that calls each of `callbacks` in turn."""
+
+    def on_step(row: dict[str, Any], total: int) -> None:
+        for callback in callbacks:
+            callback(row, total)
+
+    return on_step
+
+
+_OPEN: dict[str, Tracker] = {}
+
+
+def open_tracker(cfg: dict[str, Any] | None, strict: bool = True, sweep_dir: Path | None = None) -> Tracker:
+    """The tracker of the `tracker` config mapping, opened once per process.
+
+    `strict` (the launching process, before any job): mlflow must be installed and the store reachable,
+    else ConfigError. A job passes its `sweep_dir`: the store the launching process recorded there wins
+    over the job's own reading of tracker.uri (a relative path, or an environment variable, may read
+    differently on another host). A store that fails in a job only makes its logger warn.
+    """
+    settings = settings_from(cfg)
+    if settings.name == "none":
+        return Tracker()
+    uri = resolve_uri(settings.uri or "")
+    recorded = _read_json(Path(sweep_dir) / SWEEP_FILE) if sweep_dir is not None else None
+    if recorded and recorded.get("uri"):
+        uri = str(recorded["uri"])
+    if strict:
+        check_store(uri)
+    if uri not in _OPEN:
+        _OPEN[uri] = WorkerTracker(uri)
+    return _OPEN[uri]
+
+
+def check_store(uri: str) -> None:
+    """One sentence (ConfigError) unless mlflow is installed and `uri` can be reached; cheap for the two
+    usual stores (no mlflow import here): a server answers HTTP, a sqlite file's folder is writable."""
+    try:
+        found = importlib.util.find_spec("mlflow") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ConfigError(f"tracker=mlflow needs the mlflow package, which is not installed: {INSTALL}.")
+    advice = ("choose another tracker.uri (the embedded default: tracker.uri=sqlite:///results/mlflow.db), "
+              "or tracker=none")
+    if uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10).close()
+        except urllib.error.HTTPError:
+            pass  # the server answered (an error page is an answer): reachable
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ConfigError(f"tracker.uri={uri} cannot be reached ({reason}); start that MLflow server or "
+                              f"{advice}.") from None
+    elif uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"tracker.uri={uri} cannot be created ({exc.strerror}); {advice}.") from None
+        if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+            raise ConfigError(f"tracker.uri={uri} is not writable; {advice}.")
+    else:  # another database or a hosted service: only MLflow knows how to reach it
+        from alrun.mlflow_logger import MlflowTracker
+
+        MlflowTracker(uri)
+
+
+def _jsonable(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+class WorkerTracker(Tracker):
+    """The training process's side: every call is a JSON line to the logger process (started on first use)."""
+
+    enabled = True
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.proc: subprocess.Popen | None = None
+        self.lost = False
+        self.keys = 0
+        # the launching process (it started the sweep's run) waits for its logger once, at the report; a
+        # job process (joblib, submitit) waits at the end of each job, since it may exit right after
+        self.launcher = False
+
+    def _send(self, message: dict[str, Any]) -> bool:
+        if self.lost:
+            return False
+        try:
+            if self.proc is None:
+                # the logger imports this same alrun, wherever it was imported from
+                here = str(Path(__file__).resolve().parents[1])
+                env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
+                self.proc = subprocess.Popen(WORKER_COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                             bufsize=1, env=env)
+                command = " ".join(["alrun", *sys.argv[1:]])  # the logger's own argv is not the user's
+                self.proc.stdin.write(json.dumps({"op": "open", "uri": self.uri, "command": command}) + "\n")
+            self.proc.stdin.write(json.dumps(message, default=_jsonable) + "\n")
+            self.proc.stdin.flush()
+            return True
+        except (OSError, ValueError) as exc:
+            self._lose(exc)
+            return False
+
+    def _lose(self, exc: BaseException | None) -> None:
+        if not self.lost:
+            code = self.proc.poll() if self.proc is not None else None
+            log.warning("alrun: warning: the MLflow logger process stopped (%s); the jobs go on and their files "
+                        "are complete.", f"exit code {code}" if code is not None else exc)
+        self.lost = True
+
+    def wait(self) -> None:
+        """Until the logger has handled every call sent so far."""
+        if self._send({"op": "sync"}):
+            if self.proc.stdout.readline() != "ok\n":
+                self._lose(None)
+
+    def close(self) -> None:
+        """Let the logger finish and exit."""
+        if self.proc is not None and not self.lost:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+            self.proc.wait()
+        _OPEN.pop(self.uri, None)
+
+    def start_sweep(self, folder: Path, study: str | None) -> None:
+        self.launcher = True
+        self._send({"op": "start_sweep", "folder": str(folder), "study": study})
+
+    def job_run(self, job_dir: Path, sweep_dir: Path, study: str | None, settings: dict[str, Any],
+                title: str, overrides: dict[str, str] | None = None) -> JobRun:
+        self.keys += 1
+        key = self.keys
+        self._send({"op": "job_run", "key": key, "job_dir": str(job_dir), "sweep_dir": str(sweep_dir),
+                    "study": study, "settings": settings, "title": title, "overrides": overrides or {}})
+        return WorkerJobRun(self, key)
+
+    def log_report(self, folder: Path, report: Report | None, failed: list[str]) -> None:
+        try:
+            metrics = headline_metrics(report) if report is not None else []
+        except Exception as exc:  # noqa: BLE001 - the report's files are written; the numbers are a bonus
+            log.warning("alrun: warning: the report's headline numbers were not logged to MLflow (%s).",
+                        last_line(exc))
+            metrics = []
+        self._send({"op": "report", "folder": str(folder), "metrics": metrics, "failed": failed})
+        self.close()
+
+
+class WorkerJobRun(JobRun):
+    """A job's run, as seen from the training process."""
+
+    def __init__(self, tracker: WorkerTracker, key: int) -> None:
+        self.tracker, self.key = tracker, key
+
+    def on_step(self, row: dict[str, Any], total: int) -> None:
+        self.tracker._send({"op": "step", "key": self.key, "row": row})
+
+    def finish(self, rows: pd.DataFrame | None = None, error: str | None = None) -> None:
+        records = rows.to_dict("records") if rows is not None else None
+        self.tracker._send({"op": "finish", "key": self.key, "rows": records, "error": error})
+        if not self.tracker.launcher:
+            self.tracker.wait()  # the job's run is complete in MLflow before its process may exit
+
+
+def headline_metrics(report: Report) -> list[tuple[str, float, int]]:
+    """(key, value, step = labelled size) of the report's cells: the mean of each metric per group, and the
+    active gain (NLL of random - NLL of bald, paired by seed) where the sweep has both."""
+    from alrun.report import paired_gain
+
+    def label(frame_row: Any, columns: list[str]) -> str:
+        return " ".join(f"{c} {frame_row[c]}" for c in columns) if columns else "all"
+
+    out: list[tuple[str, float, int]] = []
+    groups = report.group_columns
+    for _, cell in report.table.iterrows():
+        if not math.isnan(float(cell["mean"])):
+            out.append((f"{cell['metric']}/{label(cell, groups)}", float(cell["mean"]), int(cell["labelled"])))
+    gain = paired_gain(report.summary, groups, report.sizes)
+    others = [g for g in groups if g != "heuristic"]
+    for _, cell in gain.iterrows():
+        if not math.isnan(float(cell["mean"])):
+            out.append((f"active_gain_nll/{label(cell, others)}", float(cell["mean"]), int(cell["labelled"])))
+    return out

@@ -1,0 +1,310 @@
+"""tracker=mlflow for real, at scale=smoke: sweeps read back with MLflow's own client.
+
+One child run per job under one parent run per sweep, metric histories equal to steps.csv (step = labelled
+size), params equal to job.json's settings, artifacts present; a SIGKILLed and re-run job logs each step
+once; two joblib workers share one embedded store; a failing job and a tracker gone mid-sweep; the error
+sentences before any training.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from alrun.filelock import exclusive
+from tests.conftest import REPO, THREADS, run_alrun
+
+mlflow = pytest.importorskip("mlflow", reason="the `tracking` extra is not installed")
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+JOB_BALD, JOB_RANDOM = "heuristic=bald,seed=0", "heuristic=random,seed=0"
+
+
+def run_faulted(faults: list[str], args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """`alrun ARGS` with FAULTS armed (tests/faults.py); the exit code is not checked."""
+    env = {**os.environ, **THREADS, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1",
+           "ALRUN_DATA_DIR": str(cwd / "data")}
+    return subprocess.run([sys.executable, "-m", "tests.faults", *faults, "--", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def store_of(sweep: Path) -> tuple[MlflowClient, dict]:
+    """MLflow's client on the store the sweep logged to, and the sweep's {uri, experiment_id, run_id}."""
+    known = json.loads((sweep / "mlflow_sweep.json").read_text())
+    return MlflowClient(tracking_uri=known["uri"]), known
+
+
+def child_runs(client: MlflowClient, known: dict) -> dict[str, mlflow.entities.Run]:
+    """The sweep's child runs by name (the job's folder)."""
+    runs = client.search_runs([known["experiment_id"]],
+                              filter_string=f"tags.mlflow.parentRunId = '{known['run_id']}'")
+    return {r.info.run_name: r for r in runs}
+
+
+def history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def steps_history(steps: pd.DataFrame, key: str) -> list[tuple[int, float]]:
+    return sorted(zip(steps["labelled"].astype(int), steps[key].astype(float), strict=True))
+
+
+def assert_histories_equal_steps(client: MlflowClient, run: mlflow.entities.Run, steps: pd.DataFrame) -> None:
+    """Every column of steps.csv but the step counter is a metric whose history is that column, once per step."""
+    metrics = set(run.data.metrics)
+    assert metrics == set(steps.columns) - {"step"}
+    for key in sorted(metrics):
+        got, want = history(client, run.info.run_id, key), steps_history(steps, key)
+        assert [s for s, _ in got] == [s for s, _ in want], f"{key}: steps {got} != {want}"
+        assert all(math.isclose(a, b, rel_tol=1e-12, abs_tol=0) for (_, a), (_, b) in zip(got, want, strict=True)), key
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory):
+    """`alrun scale=smoke heuristic=bald,random seed=0 tracker=mlflow` on the embedded default store."""
+    cwd = tmp_path_factory.mktemp("tracked")
+    proc = run_alrun(["scale=smoke", "heuristic=bald,random", "seed=0", "tracker=mlflow",
+                      f"hydra.sweep.dir={cwd / 'sweep'}"], cwd, env=THREADS)
+    return cwd, cwd / "sweep", proc
+
+
+def test_the_embedded_store_is_under_results_and_named_once(tracked):
+    cwd, sweep, proc = tracked
+    uri = f"sqlite:///{(cwd / 'results' / 'mlflow.db').resolve()}"
+    assert proc.stdout.count(f"alrun: tracking to MLflow at {uri} ") == 1
+    assert json.loads((sweep / "mlflow_sweep.json").read_text())["uri"] == uri
+    assert "Traceback" not in proc.stderr and "warning" not in (proc.stdout + proc.stderr).lower()
+
+
+def test_one_experiment_one_parent_one_child_per_job(tracked):
+    _, sweep, _ = tracked
+    client, known = store_of(sweep)
+    assert client.get_experiment(known["experiment_id"]).name == "baseline"
+    parent = client.get_run(known["run_id"])
+    assert parent.info.status == "FINISHED"
+    tags = parent.data.tags
+    assert tags["sweep_dir"] == str(sweep.resolve()) and tags["command"].startswith("alrun scale=smoke")
+    assert tags["alrun_version"] == __import__("alrun").__version__
+    children = child_runs(client, known)
+    assert sorted(children) == [JOB_BALD, JOB_RANDOM]
+    all_runs = client.search_runs([known["experiment_id"]])
+    assert len(all_runs) == 3  # nothing else: no stray runs
+    for name, run in children.items():
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["job_dir"] == str((sweep / name).resolve())
+
+
+def test_metric_histories_equal_steps_csv(tracked):
+    _, sweep, _ = tracked
+    client, known = store_of(sweep)
+    for name, run in child_runs(client, known).items():
+        steps = pd.read_csv(sweep / name / "steps.csv")
+        assert steps["labelled"].tolist() == [20, 30, 40, 50]
+        assert_histories_equal_steps(client, run, steps)
+
+
+def test_params_equal_job_json_settings(tracked):
+    _, sweep, _ = tracked
+    client, known = store_of(sweep)
+    for name, run in child_runs(client, known).items():
+        settings = json.loads((sweep / name / "job.json").read_text())["settings"]
+        assert run.data.params == {k: str(v) for k, v in settings.items()}
+
+
+def test_artifacts_and_headline_numbers(tracked):
+    _, sweep, _ = tracked
+    client, known = store_of(sweep)
+    for name, run in child_runs(client, known).items():
+        assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["steps.csv"]
+        local = client.download_artifacts(run.info.run_id, "steps.csv")
+        assert Path(local).read_text() == (sweep / name / "steps.csv").read_text()
+    parent = known["run_id"]
+    assert sorted(a.path for a in client.list_artifacts(parent)) == ["curves.png", "summary.csv", "table.csv",
+                                                                     "table.md"]
+    # the table's cells (mean over seeds at each table size) and the active gain, step = labelled size
+    table = pd.read_csv(sweep / "table.csv")
+    cell = table[(table["heuristic"] == "bald") & (table["metric"] == "test_nll")]
+    assert history(client, parent, "test_nll/heuristic bald") == sorted(zip(cell["labelled"], cell["mean"],
+                                                                            strict=True))
+    nll = {h: pd.read_csv(sweep / f"heuristic={h},seed=0" / "steps.csv").set_index("labelled")["test_nll"]
+           for h in ("bald", "random")}
+    gain = history(client, parent, "active_gain_nll/all")
+    assert [s for s, _ in gain] == [20, 30, 50]
+    for size, value in gain:
+        assert value == pytest.approx(nll["random"][size] - nll["bald"][size])
+
+
+def wait_for_logger(job: Path) -> None:
+    """Until the logger process of a killed job has logged what it was sent and exited (it holds the job's
+    lock from opening the job's run, which writes mlflow_run.json, until it exits)."""
+    for _ in range(600):
+        if (job / "mlflow_run.json").exists():
+            break
+        time.sleep(0.1)
+    with exclusive(job / ".mlflow_run.json.lock", "the killed job's logger") as held:
+        assert held
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    """One job SIGKILLed twice (after a step's checkpoint but before it reached MLflow; then inside
+    training), its run-id file lost in between, then re-run to the end."""
+    cwd = tmp_path_factory.mktemp("resumed")
+    sweep = cwd / "sweep"
+    args = ["scale=smoke", "heuristic=bald", "seed=0", "tracker=mlflow", f"hydra.sweep.dir={sweep}"]
+    attempts = [run_faulted(["kill-before-replace:steps.csv:2"], args, cwd)]
+    wait_for_logger(sweep / JOB_BALD)
+    (sweep / JOB_BALD / "mlflow_run.json").unlink()  # as if killed between creating the run and recording it
+    attempts.append(run_faulted(["kill-in-fit:2"], args, cwd))
+    attempts.append(run_faulted([], args, cwd))
+    return sweep, attempts
+
+
+def test_resumed_job_logs_each_step_once(resumed, tracked):
+    sweep, attempts = resumed
+    assert [a.returncode for a in attempts] == [-9, -9, 0], attempts[-1].stderr
+    client, known = store_of(sweep)
+    runs = client.search_runs([known["experiment_id"]])
+    assert len(runs) == 2  # the sweep's parent, reused by every attempt, and the job's one run
+    [run] = child_runs(client, known).values()
+    assert run.info.status == "FINISHED"
+    steps = pd.read_csv(sweep / JOB_BALD / "steps.csv")
+    assert_histories_equal_steps(client, run, steps)
+    # and the same numbers as the uninterrupted job of the other sweep (timings aside)
+    tracked_client, tracked_known = store_of(tracked[1])
+    uninterrupted = child_runs(tracked_client, tracked_known)[JOB_BALD]
+    for key in ("test_nll", "test_acc", "test_f1_macro", "f1_0", "count_3"):
+        assert history(client, run.info.run_id, key) == history(tracked_client, uninterrupted.info.run_id, key)
+
+
+LAUNCHERS = {
+    "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],  # 2 loky worker processes at once
+    # one process per job, both at once; the report runs on the launching process after them
+    "submitit_local": ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+                       "hydra.launcher.cpus_per_task=1"],
+}
+
+
+@pytest.fixture(scope="module", params=sorted(LAUNCHERS))
+def launched(request, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp(request.param)
+    sweep = cwd / "sweep"
+    proc = run_alrun(["scale=smoke", "heuristic=bald", "seed=0,1", "tracker=mlflow", *LAUNCHERS[request.param],
+                      f"hydra.sweep.dir={sweep}"], cwd, env=THREADS)
+    return request.param, sweep, proc
+
+
+def test_two_workers_share_one_embedded_store(launched):
+    name, sweep, proc = launched
+    log = proc.stdout + proc.stderr
+    assert ("Joblib.Parallel(n_jobs=2" if name == "joblib" else "Submitit 'local' sweep output dir") in log
+    job_logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*.err")) if name != "joblib" else ""
+    for text in (log, job_logs):
+        assert "warning" not in text.lower() and "locked" not in text
+    client, known = store_of(sweep)
+    children = child_runs(client, known)
+    assert sorted(children) == ["heuristic=bald,seed=0", "heuristic=bald,seed=1"]
+    assert len(client.search_runs([known["experiment_id"]])) == 3
+    for job, run in children.items():
+        assert run.info.status == "FINISHED"
+        assert_histories_equal_steps(client, run, pd.read_csv(sweep / job / "steps.csv"))
+    assert client.get_run(known["run_id"]).info.status == "FINISHED"
+    assert len(client.list_artifacts(known["run_id"])) == 4
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory):
+    """Job seed=0 crashes in its second training call; then the tracking server goes away during job seed=1."""
+    cwd = tmp_path_factory.mktemp("faulty")
+    sweep = cwd / "sweep"
+    # log_batch calls: job 0's params (1), its step 0 (2); job 1's params (3), its step 0 (4): down from there
+    proc = run_faulted(["crash-seed:0:2", "tracker-down:4"],
+                       ["scale=smoke", "heuristic=bald", "seed=0,1", "tracker=mlflow", f"hydra.sweep.dir={sweep}"], cwd)
+    return sweep, proc
+
+
+def test_failed_job_ends_its_run_failed_with_the_errors_last_line(faulty):
+    sweep, proc = faulty
+    assert proc.returncode == 1, proc.stderr  # the report is written, then the run says a job failed
+    client, known = store_of(sweep)
+    run = child_runs(client, known)["heuristic=bald,seed=0"]
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"] == "RuntimeError: injected fault in job seed=0"
+    assert history(client, run.info.run_id, "labelled") == [(20, 20.0)]
+
+
+def test_tracker_gone_mid_sweep_warns_once_and_loses_no_file(faulty):
+    sweep, proc = faulty
+    # the alrun logger's lines go where Hydra's job logging sends them (the console and the job's log)
+    warnings = [line for line in (proc.stdout + proc.stderr).splitlines() if "MLflow tracking at" in line]
+    assert len(warnings) == 1 and "stopped while logging step 0" in warnings[0], proc.stdout + proc.stderr
+    assert "the tracking server is gone" in warnings[0]
+    job = sweep / "heuristic=bald,seed=1"
+    assert (job / "done").exists() and pd.read_csv(job / "steps.csv")["labelled"].tolist() == [20, 30, 40, 50]
+    for name in ("table.md", "table.csv", "curves.png", "summary.csv"):
+        assert (sweep / name).exists()
+    assert "Results in" in proc.stdout
+
+
+def test_unreachable_uri_is_one_sentence_before_any_training(tmp_path):
+    proc = run_alrun(["scale=smoke", "heuristic=bald", "seed=0", "tracker=mlflow", "tracker.uri=http://127.0.0.1:9",
+                      f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path, check=False, env=THREADS)
+    assert proc.returncode == 2
+    [line] = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert line.startswith("alrun: error: tracker.uri=http://127.0.0.1:9 cannot be reached")
+    assert "tracker=none" in line
+    assert not list(tmp_path.rglob("steps.csv")) and not list(tmp_path.rglob("job.json"))
+
+
+def test_missing_mlflow_is_one_sentence_with_the_install_command(tmp_path):
+    # a sitecustomize that hides the installed mlflow from this process, as if it were not installed
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class HideMlflow:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'mlflow' or name.startswith('mlflow.'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, HideMlflow())\n")
+    env = {**THREADS, "PYTHONPATH": os.pathsep.join([str(shadow), str(REPO)])}
+    proc = run_alrun(["scale=smoke", "heuristic=bald", "seed=0", "tracker=mlflow",
+                      f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path, check=False, env=env)
+    assert proc.returncode == 2
+    [line] = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert line == ("alrun: error: tracker=mlflow needs the mlflow package, which is not installed: "
+                    "pip install 'alrun[tracking]' (or pip install mlflow).")
+    assert not list(tmp_path.rglob("steps.csv"))
+
+
+def test_tracker_settings_are_checked():
+    from alrun.errors import ConfigError
+    from alrun.tracking import Tracker, open_tracker, settings_from
+
+    assert type(open_tracker({"name": "none"})) is Tracker and not open_tracker(None).enabled
+    with pytest.raises(ConfigError, match="`tracker=wandb` is not a tracker: use one of none, mlflow"):
+        settings_from({"name": "wandb"})
+
+
+def test_relative_sqlite_uri_is_made_absolute_and_others_kept(tmp_path):
+    from alrun.tracking import resolve_uri
+
+    assert resolve_uri("sqlite:///results/mlflow.db", tmp_path) == f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}"
+    assert resolve_uri("sqlite:////abs/m.db", tmp_path) == "sqlite:////abs/m.db"
+    assert resolve_uri("http://host:5000", tmp_path) == "http://host:5000"
+
+
+def test_every_number_of_a_row_but_the_step_counter_is_a_metric():
+    from alrun.tracking import metric_key, row_metrics
+
+    row = {"step": 2, "labelled": 40, "test_nll": 1.5, "f1_car": 0.25, "count_car": 3, "note": "x", "flag": True}
+    assert row_metrics(row) == {"labelled": 40.0, "test_nll": 1.5, "f1_car": 0.25, "count_car": 3.0}
+    assert metric_key("test_nll/lambda=0.1, heuristic bald") == "test_nll/lambda_0.1_ heuristic bald"
