@@ -17,6 +17,20 @@ from pathlib import Path
 log = logging.getLogger("alrun")
 
 
+def _open_lock_file(lock_path: Path) -> int | None:
+    """A descriptor on `lock_path` to `flock`, or None where locks are not available here (no `fcntl`,
+    as on Windows, or a lock file that cannot be created, as in a read-only folder)."""
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:
+        return None
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return None
+
+
 @contextlib.contextmanager
 def exclusive(lock_path: Path, what: str) -> Iterator[bool]:
     """Hold an exclusive lock on `lock_path` for the block; yields whether it is held.
@@ -24,17 +38,12 @@ def exclusive(lock_path: Path, what: str) -> Iterator[bool]:
     Where the lock file cannot be created (a read-only folder) or the platform has no `fcntl`, the block
     runs unlocked: the caches are written atomically, so the cost is only a repeated computation.
     """
-    try:
-        import fcntl
-    except ImportError:  # Windows
+    fd = _open_lock_file(lock_path)
+    if fd is None:
         yield False
         return
-    try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:
-        yield False
-        return
+    import fcntl
+
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -54,17 +63,12 @@ def exclusive_nowait(lock_path: Path) -> Iterator[bool | None]:
     leave at once), None when locks are not available here (no `fcntl`, or the lock file cannot be
     created): the caller decides how to go on unlocked.
     """
-    try:
-        import fcntl
-    except ImportError:  # Windows
+    fd = _open_lock_file(lock_path)
+    if fd is None:
         yield None
         return
-    try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:
-        yield None
-        return
+    import fcntl
+
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -48,8 +48,14 @@ def column_name(class_name: str) -> str:
 
 # settings added after jobs were already on disk: at their defaults they stay out of the fingerprint, so
 # those jobs still resume
-_LATER_SETTINGS = {"initial_balanced": False}
-_LATER_TRAIN_SETTINGS = {"validation_size": 0, "patience": 10}
+# settings added after jobs were first written to disk, by section of the spec ("" the top level), with
+# their defaults: left out of the fingerprint at those defaults, so that those jobs still resume
+_LATER_SETTINGS: dict[str, dict[str, Any]] = {
+    "": {"initial_balanced": False},
+    "train": {"validation_size": 0, "patience": 10},
+    "dataset": {"target": None, "args": {}},
+    "model": {"target": None, "args": {}, "trunk": None, "head": None},
+}
 
 
 def spec_fingerprint(spec: RunSpec) -> str:
@@ -57,7 +63,8 @@ def spec_fingerprint(spec: RunSpec) -> str:
     values = asdict(spec)
     values.pop("device", None)
     values.pop("deterministic", None)  # like the device: how the numbers are computed, not which study it is
-    for later, scope in ((_LATER_SETTINGS, values), (_LATER_TRAIN_SETTINGS, values["train"])):
+    for section, later in _LATER_SETTINGS.items():
+        scope = values[section] if section else values
         for key, default in later.items():
             if scope.get(key) == default:
                 scope.pop(key)
