@@ -315,21 +315,23 @@ class WorkerJobRun(JobRun):
 
 
 def headline_metrics(report: Report) -> list[tuple[str, float, int]]:
-    """(key, value, step = labelled size) of the report's cells: the mean of each metric per group, and the
-    active gain (NLL of random - NLL of bald, paired by seed) where the sweep has both."""
-    from alrun.report import paired_gain
+    """(key, value, step = labelled size) of the report's cells: the mean of each metric per group at each
+    table size, and the active gain (NLL of random - NLL of bald, paired by seed; the report's paired
+    table) where the sweep has both."""
+    from alrun.report import METRICS
 
     def label(frame_row: Any, columns: list[str]) -> str:
         return " ".join(f"{c} {frame_row[c]}" for c in columns) if columns else "all"
 
     out: list[tuple[str, float, int]] = []
     groups = report.group_columns
-    for _, cell in report.table.iterrows():
-        if not math.isnan(float(cell["mean"])):
-            out.append((f"{cell['metric']}/{label(cell, groups)}", float(cell["mean"]), int(cell["labelled"])))
-    gain = paired_gain(report.summary, groups, report.sizes)
     others = [g for g in groups if g != "heuristic"]
-    for _, cell in gain.iterrows():
-        if not math.isnan(float(cell["mean"])):
-            out.append((f"active_gain_nll/{label(cell, others)}", float(cell["mean"]), int(cell["labelled"])))
+    for _, cell in report.table.iterrows():
+        mean, size = float(cell["mean"]), float(cell["labelled"])
+        if math.isnan(mean) or math.isnan(size):  # AUBC rows have no labelled size
+            continue
+        if cell["metric"] in METRICS:
+            out.append((f"{cell['metric']}/{label(cell, groups)}", mean, int(size)))
+        elif cell["metric"] == "paired_test_nll" and cell.get("heuristic") == "bald":
+            out.append((f"active_gain_nll/{label(cell, others)}", mean, int(size)))
     return out
