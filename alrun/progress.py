@@ -37,7 +37,7 @@ def job_progress(title: str) -> Iterator[Any]:
 
 def print_report(report: Report, folder: Path) -> None:
     """Print the NLL and accuracy tables and name the output folder."""
-    from alrun.report import wide_table
+    from alrun.report import validation_note, wide_table
 
     out = Console()
     for metric, title in (("test_nll", "test NLL (lower is better)"), ("test_acc", "test accuracy"),
@@ -61,6 +61,9 @@ def print_report(report: Report, folder: Path) -> None:
         for row in frame.itertuples(index=False):
             table.add_row(*(str(v) for v in row))
         out.print(table)
+    note = validation_note(report.summary)
+    if note:
+        out.print(note)
     print_failures(report.failed_jobs, folder, out)
     out.print(f"Results in [bold]{folder}[/bold]: summary.csv, table.md, table.csv, curves.png")
 

@@ -542,6 +542,18 @@ def evaluation_sections(summary: pd.DataFrame, groups: list[str], sizes: list[in
     return sections, long
 
 
+def validation_note(summary: pd.DataFrame) -> str | None:
+    """A sentence on the labels early stopping spent beside the labelled sizes (its validation set), or None
+    when no job held one out."""
+    if "validation_labels" not in summary.columns:
+        return None
+    spent = sorted({int(v) for v in summary["validation_labels"].dropna() if v > 0})
+    if not spent:
+        return None
+    return (f"Labels spent on validation (early stopping), on top of the labelled sizes shown: "
+            f"{', '.join(f'{v:,}' for v in spent)} per job.")
+
+
 def write_report(sweep_dir: Path, sizes: list[int] | None = None,
                  target_accuracy: float | None = None) -> Report | None:
     """Aggregate every job under `sweep_dir` and write the summary, tables and plot there.
@@ -573,6 +585,9 @@ def write_report(sweep_dir: Path, sizes: list[int] | None = None,
                 f"{n_jobs} jobs, seeds {', '.join(str(x) for x in seeds) or '-'}. Cells: mean +- std over seeds "
                 "(number of seeds). Read at the labelled sizes shown; a cell marked @N was read at N labelled "
                 "items, the group's last step below that size.\n"]
+    note = validation_note(summary)
+    if note:
+        sections.append(note + "\n")
     for metric in METRICS:
         wide = wide_table(table, groups, metric)
         if wide.empty:

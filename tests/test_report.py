@@ -140,6 +140,24 @@ def test_report_rebuilds_a_folder_holding_only_its_summary(tmp_path):
     assert machine_path not in (reference / "summary.csv").read_text()
 
 
+def test_validation_labels_are_shown_as_labels_spent(tmp_path):
+    """Early stopping's validation labels are not in the labelled sizes: table.md and the terminal say how
+    many each job spent; a sweep without them says nothing."""
+    sweep = tmp_path / "sweep"
+    for heuristic, seed in (("bald", 0), ("random", 0)):
+        write_job(sweep, heuristic, seed, [2.0, 1.0, 0.5])
+        steps = sweep / f"heuristic={heuristic},seed={seed}" / "steps.csv"
+        pd.read_csv(steps).assign(validation_labels=50).to_csv(steps, index=False)
+    report = write_report(sweep, sizes=[20, 30])
+    sentence = "Labels spent on validation (early stopping), on top of the labelled sizes shown: 50 per job."
+    assert sentence in report.markdown
+    proc = subprocess.run([sys.executable, "-m", "alrun.report", str(sweep)], capture_output=True, text=True)
+    assert proc.returncode == 0 and sentence in " ".join(proc.stdout.split())
+    plain = tmp_path / "plain"
+    write_job(plain, "bald", 0, [2.0, 1.0, 0.5])
+    assert "validation" not in write_report(plain, sizes=[20, 30]).markdown
+
+
 def test_report_target_accuracy_out_of_range_is_one_sentence(tmp_path):
     write_job(tmp_path, "bald", 0, [2.0, 1.0, 0.5])
     proc = subprocess.run([sys.executable, "-m", "alrun.report", str(tmp_path), "--target-accuracy", "80"],
