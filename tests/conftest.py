@@ -41,6 +41,24 @@ def alrun_runner():
 # threads then spend far more time waiting for each other than computing
 THREADS = {"OMP_NUM_THREADS": "1"}
 
+# the launchers tests run sweeps with: the overrides of each
+LAUNCHERS = {
+    # loky worker processes, two at a time
+    "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+    # one process per job, started by submitit as on a cluster; the launcher waits for all of them and the
+    # report runs on the launching process after them
+    "submitit_local": ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+                       "hydra.launcher.cpus_per_task=1"],
+}
+
+
+def run_faulted(faults: list[str], args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """`alrun ARGS` with FAULTS armed (see tests/faults.py); the exit code is not checked."""
+    env = {**os.environ, **THREADS, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1",
+           "ALRUN_DATA_DIR": str(cwd / "data")}
+    return subprocess.run([sys.executable, "-m", "tests.faults", *faults, "--", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
 
 @pytest.fixture(scope="session")
 def smoke_reference(tmp_path_factory) -> Path:

@@ -10,25 +10,17 @@
 from __future__ import annotations
 
 import io
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, THREADS, steps_without_timings
+from tests.conftest import run_faulted, steps_without_timings
 
 JOB0, JOB1 = "heuristic=bald,seed=0", "heuristic=bald,seed=1"
 
 
-def run_faulted(faults: list[str], args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    """`alrun ARGS` with FAULTS armed (see tests/faults.py); the exit code is not checked."""
-    env = {**os.environ, **THREADS, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1",
-           "ALRUN_DATA_DIR": str(cwd / "data")}
-    return subprocess.run([sys.executable, "-m", "tests.faults", *faults, "--", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
 
 
 def snapshot(folder: Path) -> dict[str, str]:

@@ -9,16 +9,9 @@ import os
 import pandas as pd
 import pytest
 
-from tests.conftest import THREADS, run_alrun, steps_without_timings
+from tests.conftest import LAUNCHERS, THREADS, run_alrun, steps_without_timings
 
 JOBS = ["heuristic=bald,seed=0", "heuristic=bald,seed=1"]
-LAUNCHERS = {
-    # loky worker processes, two at a time
-    "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
-    # one process per job, started by submitit as on a cluster; the launcher waits for all of them
-    "submitit_local": ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
-                       "hydra.launcher.cpus_per_task=1"],
-}
 
 
 @pytest.fixture(scope="module", params=sorted(LAUNCHERS))

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import pandas as pd
 import pytest
 
 from alrun.filelock import exclusive
-from tests.conftest import REPO, THREADS, run_alrun
+from tests.conftest import LAUNCHERS, REPO, THREADS, run_alrun, run_faulted
 
 mlflow = pytest.importorskip("mlflow", reason="the `tracking` extra is not installed")
 from mlflow.tracking import MlflowClient  # noqa: E402
@@ -28,12 +26,6 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 JOB_BALD, JOB_RANDOM = "heuristic=bald,seed=0", "heuristic=random,seed=0"
 
 
-def run_faulted(faults: list[str], args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    """`alrun ARGS` with FAULTS armed (tests/faults.py); the exit code is not checked."""
-    env = {**os.environ, **THREADS, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1",
-           "ALRUN_DATA_DIR": str(cwd / "data")}
-    return subprocess.run([sys.executable, "-m", "tests.faults", *faults, "--", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
 
 
 def store_of(sweep: Path) -> tuple[MlflowClient, dict]:
@@ -185,12 +177,6 @@ def test_resumed_job_logs_each_step_once(resumed, tracked):
         assert history(client, run.info.run_id, key) == history(tracked_client, uninterrupted.info.run_id, key)
 
 
-LAUNCHERS = {
-    "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],  # 2 loky worker processes at once
-    # one process per job, both at once; the report runs on the launching process after them
-    "submitit_local": ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
-                       "hydra.launcher.cpus_per_task=1"],
-}
 
 
 @pytest.fixture(scope="module", params=sorted(LAUNCHERS))
