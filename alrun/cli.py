@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from alrun.checkpoint import atomic_write_text
 from alrun.config import RunSpec, run_spec_from_dict
 from alrun.errors import AlrunError, TrainingDiverged
+from alrun.settings import flatten
 from alrun.tracking import JobRun, chain, last_line, open_tracker
 
 log = logging.getLogger("alrun")
@@ -148,7 +149,7 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
         atomic_write_text(out_dir / "job.json", json.dumps(
             {"overrides": {k.lstrip("+~"): v for k, v in overrides.items()}, "settings": settings,
              "report_sizes": report_sizes, "report_target_accuracy": target_accuracy, "study": plain.get("study"),
-             "components": components,
+             "components": components, "config": flatten(plain),
              "reduced_classes": [column_name(job.data.bundle.class_names[c]) for c in job.data.reduced_classes],
              "validation_labels": len(job.data.validation)},
             indent=2))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import pandas as pd
 from alrun import stats
 from alrun.checkpoint import atomic_write_text
 from alrun.errors import AlrunError, ConfigError
+from alrun.settings import is_path_setting
 
 # settings recorded for every job; those that vary across a sweep (seed aside) become table rows
 SETTING_COLUMNS = ("heuristic", "lambda", "delta", "query_size", "pool_fraction", "epochs", "dataset", "model",
@@ -34,15 +34,6 @@ METRIC_TITLES = {"test_nll": "test NLL", "test_acc": "test accuracy", "test_bala
 CURVE_METRICS = ("test_nll", "test_acc", "test_balanced_acc")
 PAIRED_METRICS = ("test_nll", "test_acc")
 REFERENCE = "random"
-# settings that hold a path of the machine: never written to summary.csv (nor to job folder names)
-PATH_KEYS = ("data_dir", "dataset.root", "dataset.cache_dir", "model.weights_path", "model.feature_cache")
-_ABSOLUTE = re.compile(r"^(/|~|[A-Za-z]:[\\/])")
-
-
-def is_path_setting(key: str, value: object) -> bool:
-    """True for a setting that names a file or folder (it would tie summary.csv to one machine)."""
-    return key in PATH_KEYS or key.split(".")[-1] in {k.split(".")[-1] for k in PATH_KEYS} or (
-        isinstance(value, str) and bool(_ABSOLUTE.match(value)))
 
 
 def target_accuracy_of(value: object) -> float | None:
