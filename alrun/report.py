@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,8 @@ import pandas as pd
 from alrun import stats
 from alrun.checkpoint import atomic_write_text
 from alrun.errors import AlrunError, ConfigError
-from alrun.settings import is_path_setting
+from alrun.settings import experiment_settings, is_path_setting
+from alrun.verdict import verdict as make_verdict
 
 # settings recorded for every job; those that vary across a sweep (seed aside) become table rows
 SETTING_COLUMNS = ("heuristic", "lambda", "delta", "query_size", "pool_fraction", "epochs", "dataset", "model",
@@ -61,6 +62,32 @@ class Report:
     failed_jobs: list[str]
     extra: list[tuple[str, pd.DataFrame]]  # AUBC, paired against Random, penalty matrices, the study's own tables
     target_accuracy: float | None = None
+    verdict: pd.DataFrame = field(default_factory=pd.DataFrame)  # alrun.verdict.Verdict.rows
+    verdict_lines: list[str] = field(default_factory=list)  # the verdict's sentences, one per heuristic
+    notes: list[str] = field(default_factory=list)  # sentences on what the tables leave out, and why
+
+
+def _job_settings(meta: dict) -> tuple[dict, list[str]]:
+    """(every column a job's record gives its rows, the keys among them that define the experiment).
+
+    Jobs written with the whole resolved config ("config" in job.json) are keyed on every experiment setting
+    of it (paths and run-side keys left out, see :mod:`alrun.settings`); the readable names of the heuristic,
+    data set and model ("settings") stand for their `name` keys. Older jobs are keyed on the fixed list.
+    """
+    readable = meta.get("settings", {})
+    overrides = {k: v for k, v in meta.get("overrides", {}).items() if not is_path_setting(k, v)}
+    config = meta.get("config")
+    if config is None:
+        keys = [k for k in (*SETTING_COLUMNS, "seed") if k in readable]
+        return {**overrides, **readable}, keys
+    experiment = experiment_settings(config)
+    for covered in ("heuristic.name", "dataset.name", "model.name"):
+        experiment.pop(covered, None)
+    if config.get("heuristic.name") == "custom":  # its readable name already shows its extra keys
+        experiment = {k: v for k, v in experiment.items()
+                      if not k.startswith("heuristic.") or k == "heuristic._target_"}
+    keyed = {**experiment, **readable}
+    return {**overrides, **keyed}, sorted(keyed)
 
 
 def _read_job(job_dir: Path, sweep_dir: Path) -> pd.DataFrame | None:
@@ -69,12 +96,12 @@ def _read_job(job_dir: Path, sweep_dir: Path) -> pd.DataFrame | None:
         return None
     meta_path = job_dir / "job.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    settings = meta.get("settings", {})
-    # typed settings win over the override strings (query_size 1000 sorts after 250)
-    for key, value in {**meta.get("overrides", {}), **settings}.items():
-        if is_path_setting(key, value):
+    columns, keys = _job_settings(meta)
+    for key, value in columns.items():
+        if is_path_setting(key, value) or key in steps.columns:
             continue
         steps[key] = value if not isinstance(value, (list, dict)) else json.dumps(value)
+    steps["setting_keys"] = json.dumps(keys)
     steps["study"] = meta.get("study")
     reduced = meta.get("reduced_classes") or []
     f1_cols = [f"f1_{c}" for c in reduced if f"f1_{c}" in steps.columns]
@@ -134,27 +161,109 @@ def collect(sweep_dir: Path) -> tuple[pd.DataFrame, list[str]]:
     return pd.concat(frames, ignore_index=True, sort=False), failed
 
 
+def setting_keys_of(summary: pd.DataFrame) -> list[str]:
+    """Every experiment setting some job recorded (summary.csv's `setting_keys`; the fixed list for
+    summaries written before it)."""
+    if "setting_keys" not in summary.columns:
+        return [c for c in (*SETTING_COLUMNS, "seed") if c in summary.columns]
+    keys: set[str] = set()
+    for recorded in summary["setting_keys"].dropna().unique():
+        keys.update(json.loads(recorded))
+    return sorted(k for k in keys if k in summary.columns)
+
+
+def _shown(value: object) -> str:
+    """A setting's value in a label: 4 for 4.0, the value's text otherwise."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def label_heuristics(summary: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The `heuristic` column with each heuristic's own settings that vary across its jobs in the label,
+    e.g. `power_bald(beta=4)` beside `power_bald(beta=1)`; a heuristic run with one value of each keeps its
+    name. Returns a copy."""
+    own = [k for k in keys if k.startswith("heuristic.")]
+    if "heuristic" not in summary.columns or not own:
+        return summary
+    out = summary.copy()
+    out["heuristic"] = out["heuristic"].astype(str)
+    for name, part in summary.groupby(out["heuristic"], sort=False):
+        varying = [k for k in own if part[k].astype(str).nunique(dropna=False) > 1]
+        if not varying:
+            continue
+        for index, row in part[varying].iterrows():
+            shown = ", ".join(f"{k.removeprefix('heuristic.')}={_shown(row[k])}" for k in varying)
+            out.loc[index, "heuristic"] = f"{name}({shown})"
+    return out
+
+
+def _determined(summary: pd.DataFrame, column: str, by: list[str]) -> bool:
+    """True when `column` takes one value within each group of `by` (it splits no rows of its own)."""
+    if not by:
+        return summary[column].astype(str).nunique(dropna=False) <= 1
+    keyed = summary[by].astype(str)
+    return bool((summary[column].astype(str).groupby([keyed[c] for c in by]).nunique(dropna=False) <= 1).all())
+
+
 def group_columns_of(summary: pd.DataFrame) -> list[str]:
-    """The settings that vary across the jobs (seed aside); heuristic always comes last."""
-    varying = [c for c in SETTING_COLUMNS if c in summary.columns and c != "heuristic"
-               and summary[c].astype(str).nunique() > 1]
-    return varying + (["heuristic"] if "heuristic" in summary.columns else [])
+    """The settings that vary across the jobs (seed and the heuristic's own settings aside, which are in
+    its label); heuristic always comes last. A setting that only follows another (a model's width that
+    changes with the model) is left out: it splits no rows."""
+    keys = setting_keys_of(summary)
+    candidates = [c for c in SETTING_COLUMNS if c in keys and c != "heuristic"] + sorted(
+        k for k in keys if k not in SETTING_COLUMNS and k != "seed" and not k.startswith("heuristic."))
+    kept: list[str] = []
+    for column in candidates:
+        if summary[column].astype(str).nunique(dropna=False) > 1 and not _determined(summary, column, kept):
+            kept.append(column)
+    return kept + (["heuristic"] if "heuristic" in summary.columns else [])
 
 
-def choose_sizes(summary: pd.DataFrame, requested: list[int] | None, how_many: int = 4) -> list[int]:
-    """Labelled sizes at which the table is read: the requested ones that some job reached, or a
-    few evenly spaced sizes every job reached."""
-    reached = int(summary["labelled"].max())
+def check_one_job_per_seed(summary: pd.DataFrame, groups: list[str]) -> None:
+    """Two jobs with the same settings and seed (two sweeps merged into one folder) would be averaged as
+    seeds and paired arbitrarily: stop with one sentence naming both folders."""
+    if "seed" not in summary.columns or groups == ["job"]:
+        return
+    jobs = summary.drop_duplicates("job")
+    keys = [*groups, "seed"]
+    clash = jobs[jobs.duplicated(keys, keep=False)]
+    if clash.empty:
+        return
+    first = clash.sort_values("job").groupby([clash[k].astype(str) for k in keys], sort=True)["job"].apply(list).iloc[0]
+    setting = ", ".join(f"{k}={clash[clash['job'] == first[0]][k].iloc[0]}" for k in keys)
+    raise AlrunError(f"jobs {first[0]} and {first[1]} have the same settings ({setting}): two sweeps merged into "
+                     "one folder? Move one of them to a folder of its own, then run the report again.")
+
+
+def choose_sizes(summary: pd.DataFrame, requested: list[int] | None,
+                 after_start: int = 3) -> tuple[list[int], str | None]:
+    """(labelled sizes at which the table is read, a note on requested sizes left out, or None).
+
+    The requested sizes that some job reached, and always the largest size reached (the budget); without a
+    request, or when no requested size was reached: the start and `after_start` sizes evenly spaced after it,
+    ending at the budget, among the sizes every job reached.
+    """
+    final = int(summary["labelled"].max())
+    note = None
     if requested:
-        sizes = sorted({int(s) for s in requested if int(s) <= reached})
-        if sizes:
-            return sizes
+        wanted = sorted({int(s) for s in requested})
+        kept = [s for s in wanted if s <= final]
+        dropped = [s for s in wanted if s > final]
+        if dropped:
+            note = (f"Sizes {', '.join(str(s) for s in dropped)} of report.sizes were left out: no job reached them "
+                    f"(the largest labelled size reached is {final}).")
+        if kept:
+            return sorted(set(kept) | {final}), note
     per_job = summary.groupby("job")["labelled"].apply(set)
     common = sorted(set.intersection(*per_job)) if len(per_job) else []
     if not common:
         common = sorted(summary["labelled"].unique())
-    picks = np.unique(np.linspace(0, len(common) - 1, num=min(how_many, len(common))).round().astype(int))
-    return [int(common[i]) for i in picks]
+    start = int(common[0])
+    after = np.asarray([s for s in common if s > start] or [start])
+    targets = [start + (final - start) * k / after_start for k in range(1, after_start + 1)]
+    picks = {int(after[np.abs(after - t).argmin()]) for t in targets}
+    return sorted({start, *picks, final}), note
 
 
 def rows_at_size(summary: pd.DataFrame, size: int) -> pd.DataFrame:
@@ -344,7 +453,7 @@ def paired_table(summary: pd.DataFrame, curves: pd.DataFrame, groups: list[str],
             continue
         better_high = not stats.lower_is_better(metric)
         for size in sizes:
-            at = rows_at_size(summary, size)
+            at = after_start(rows_at_size(summary, size), summary)
             rows = stats.paired_against(at, metric, others, reference, better_high)
             if rows.empty:
                 continue
@@ -358,7 +467,33 @@ def paired_table(summary: pd.DataFrame, curves: pd.DataFrame, groups: list[str],
             if not rows.empty:
                 rows["labelled"], rows["metric"] = np.nan, f"paired_{column}"
                 parts.append(rows)
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if not parts:
+        return pd.DataFrame()
+    paired = pd.concat(parts, ignore_index=True)
+    # one family per paired table (a metric: its sizes and its AUBC, every heuristic and setting)
+    family = paired["metric"].str.replace("paired_aubc_", "paired_", regex=False)
+    paired["p_holm"] = np.nan
+    for _, index in paired.groupby(family).groups.items():
+        paired.loc[index, "p_holm"] = stats.holm(paired.loc[index, "p_value"].to_numpy())
+    return paired
+
+
+def after_start(rows: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """The rows (steps) read after their job's first step: at the start every heuristic of a seed shares one
+    model, so a comparison there says nothing."""
+    first = summary.groupby("job")["labelled"].min()
+    return rows[rows["labelled"] > rows["job"].map(first)]
+
+
+def missing_reference(summary: pd.DataFrame, groups: list[str], reference: str = REFERENCE) -> list[str]:
+    """The settings (row keys other than heuristic) at which no job ran `reference`, as 'k=v, ...' text."""
+    others = [g for g in groups if g != "heuristic"]
+    if "heuristic" not in groups or reference not in set(summary["heuristic"]) or not others:
+        return []
+    has = summary.groupby(others, dropna=False)["heuristic"].agg(lambda h: reference in set(h))
+    missing = has[~has]
+    return [", ".join(f"{k}={v}" for k, v in zip(others, key if isinstance(key, tuple) else (key,), strict=True))
+            for key in missing.index]
 
 
 def format_paired(mean: float, low: float, high: float, p: float, n: int, read_at: float | None = None,
@@ -370,7 +505,7 @@ def format_paired(mean: float, low: float, high: float, p: float, n: int, read_a
     where = "" if read_at is None or size is None or pd.isna(read_at) or pd.isna(size) or int(read_at) == int(size) \
         else f" @{int(read_at)}"
     if pd.isna(p):
-        return f"{mean:+.3f} ({n}){where}"
+        return f"{mean:+.3f} ({n}){where}" if n < 2 else f"{mean:+.3f} not testable ({n}){where}"
     p_text = "p<0.001" if p < 0.001 else f"p={p:.3f}"
     return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}] {p_text} ({n}){where}"
 
@@ -388,47 +523,50 @@ def paired_wide(paired: pd.DataFrame, groups: list[str], metric: str) -> pd.Data
                         part["labelled"], strict=True)]
     order = list(dict.fromkeys(part["column"]))
     wide = part.pivot_table(index=groups, columns="column", values="cell", aggfunc="first")
-    return wide[[c for c in order if c in wide.columns]].reset_index().rename_axis(columns=None)
+    wide = wide[[c for c in order if c in wide.columns]].fillna("-")
+    return wide.reset_index().rename_axis(columns=None)
 
 
-def penalty_points(summary: pd.DataFrame, curves: pd.DataFrame, groups: list[str], sizes: list[int],
-                   metric: str) -> pd.DataFrame:
-    """Rows (point, heuristic, seed, value): each setting x table size, and each setting's AUBC."""
+def penalty_points(summary: pd.DataFrame, groups: list[str], metric: str) -> pd.DataFrame:
+    """Rows (point, heuristic, seed, value): each setting x each labelled size after the shared start that
+    every job of the setting reached (its budget points)."""
     others = [g for g in groups if g != "heuristic"]
+    steps = after_start(summary, summary)
     parts = []
-
-    def name(frame: pd.DataFrame, where: str) -> pd.Series:
-        label = frame[others].astype(str).agg(", ".join, axis=1) + " @ " if others else ""
-        return label + where
-
-    for size in sizes:
-        at = rows_at_size(summary, size)
-        if metric in at.columns:
-            parts.append(pd.DataFrame({"point": name(at, f"{size}"), "heuristic": at["heuristic"],
-                                       "seed": at["seed"], "value": at[metric]}))
-    column = f"aubc_{metric}"
-    if not curves.empty and column in curves.columns:
-        parts.append(pd.DataFrame({"point": name(curves, "AUBC"), "heuristic": curves["heuristic"],
-                                   "seed": curves["seed"], "value": curves[column]}))
+    settings = steps.groupby(others, dropna=False, sort=True) if others else [((), steps)]
+    for key, part in settings:
+        key = key if isinstance(key, tuple) else (key,)
+        label = ", ".join(f"{k}={v}" for k, v in zip(others, key, strict=True))
+        shared = set.intersection(*part.groupby("job")["labelled"].apply(set))
+        part = part[part["labelled"].isin(shared)]
+        points = (label + " @ " if label else "") + part["labelled"].astype(int).astype(str)
+        parts.append(pd.DataFrame({"point": points, "heuristic": part["heuristic"], "seed": part["seed"],
+                                   "value": part[metric]}))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def penalty_tables(summary: pd.DataFrame, curves: pd.DataFrame, groups: list[str],
-                   sizes: list[int]) -> list[tuple[str, str, pd.DataFrame, int]]:
-    """(metric, title, matrix, number of points) per paired metric, when three or more heuristics ran."""
+def penalty_tables(summary: pd.DataFrame, groups: list[str]) -> list[tuple[str, str, pd.DataFrame, int]]:
+    """(metric, title, matrix, number of points) per paired metric, when three or more heuristics ran.
+
+    The count of Lüth et al. (2023), after Ash et al. (2020): over every setting x every budget point after
+    the shared start, the points where the row's heuristic beats the column's by a two-sided paired t-test
+    over seeds at p < 0.05.
+    """
     if "heuristic" not in groups or "seed" not in summary.columns or summary["heuristic"].nunique() < 3:
         return []
     out = []
     for metric in PAIRED_METRICS:
-        points = penalty_points(summary, curves, groups, sizes, metric)
+        if metric not in summary.columns:
+            continue
+        points = penalty_points(summary, groups, metric)
         if points.empty:
             continue
         matrix, n_points = stats.penalty_matrix(points, higher_is_better=not stats.lower_is_better(metric))
         if n_points == 0:  # one seed: nothing to test
             continue
-        title = (f"Penalty matrix, {METRIC_TITLES[metric]}: at how many of {n_points} compared points (each setting "
-                 f"at {', '.join(str(s) for s in sizes)} labelled and its AUBC) the row's heuristic is significantly "
-                 f"better than the column's (paired t-test by seed, p < {stats.ALPHA})")
+        title = (f"Penalty matrix, {METRIC_TITLES[metric]}: at how many of {n_points} budget points (every setting "
+                 "x every labelled size after the shared start) the row's heuristic is significantly better than "
+                 f"the column's (two-sided paired t-test by seed, p < {stats.ALPHA}; the count of Lüth et al. 2023)")
         out.append((metric, title, matrix, n_points))
     return out
 
@@ -495,10 +633,10 @@ def _target_of(summary: pd.DataFrame, target_accuracy: float | None) -> float | 
     return None
 
 
-def evaluation_sections(summary: pd.DataFrame, groups: list[str], sizes: list[int],
-                        target_accuracy: float | None) -> tuple[list[tuple[str, pd.DataFrame]], pd.DataFrame]:
+def evaluation_sections(summary: pd.DataFrame, groups: list[str], sizes: list[int], target_accuracy: float | None
+                        ) -> tuple[list[tuple[str, pd.DataFrame]], pd.DataFrame, pd.DataFrame]:
     """The whole-curve table, the paired comparisons against Random and the penalty matrices: (titled
-    tables for table.md and the terminal, their long rows for table.csv)."""
+    tables for table.md and the terminal, their long rows for table.csv, the paired rows alone)."""
     curves = job_curves(summary, groups, target_accuracy)
     sections: list[tuple[str, pd.DataFrame]] = []
     longs = []
@@ -523,14 +661,15 @@ def evaluation_sections(summary: pd.DataFrame, groups: list[str], sizes: list[in
             if not wide.empty:
                 sections.append((f"{METRIC_TITLES[metric]} against Random, paired by seed: {gain} (positive: the "
                                  "heuristic is better), mean [95% CI, t distribution] paired t-test p-value (seeds "
-                                 "paired)", wide))
-    for metric, title, matrix, n_points in penalty_tables(summary, curves, groups, sizes):
+                                 "paired); sizes after the shared start; 'not testable': the same difference on "
+                                 "every seed", wide))
+    for metric, title, matrix, n_points in penalty_tables(summary, groups):
         sections.append((title, matrix.rename_axis(index="better than:", columns=None).reset_index()))
         rows = matrix.stack().rename("mean").reset_index().rename(columns={"better": "heuristic", "than": "versus"})
         rows["metric"], rows["n"] = f"penalty_{metric}", n_points
         longs.append(rows)
     long = pd.concat(longs, ignore_index=True) if longs else pd.DataFrame()
-    return sections, long
+    return sections, long, paired
 
 
 def validation_note(summary: pd.DataFrame) -> str | None:
@@ -561,24 +700,32 @@ def write_report(sweep_dir: Path, sizes: list[int] | None = None,
         sizes = json.loads(summary["report_sizes"].iloc[0]) or None
     target = _target_of(summary, target_accuracy)
     groups = group_columns_of(summary) or ["job"]  # jobs that recorded no settings: one row each
-    chosen = choose_sizes(summary, sizes)
+    summary = label_heuristics(summary, setting_keys_of(summary))
+    check_one_job_per_seed(summary, groups)
+    chosen, sizes_note = choose_sizes(summary, sizes)
     table = long_table(summary, groups, chosen)
     # the sizes and the target travel in summary.csv, so a folder holding only it rebuilds the same tables
     summary["report_sizes"] = json.dumps(chosen)
     summary["report_target_accuracy"] = target
-    evaluation, evaluation_long = evaluation_sections(summary, groups, chosen, target)
+    evaluation, evaluation_long, paired = evaluation_sections(summary, groups, chosen, target)
+    found = make_verdict(summary, paired, groups)
+    notes = [n for n in (sizes_note, validation_note(summary)) if n]
+    notes += [f"No random run at {where}: its heuristics have no paired comparison." for where in
+              missing_reference(summary, groups)]
     atomic_write_text(sweep_dir / "summary.csv", summary.to_csv(index=False))
-    full_table = pd.concat([table, evaluation_long], ignore_index=True) if not evaluation_long.empty else table
+    verdict_long = found.rows.assign(metric="verdict_" + found.rows["metric"]) if not found.rows.empty else found.rows
+    full_table = pd.concat([f for f in (table, evaluation_long, verdict_long) if not f.empty], ignore_index=True)
     atomic_write_text(sweep_dir / "table.csv", _integers(full_table).to_csv(index=False))
     n_jobs = summary["job"].nunique()
     seeds = sorted(summary["seed"].unique()) if "seed" in summary.columns else []
-    sections = [f"# Results of {sweep_dir.name}\n",
+    sections = [f"# Results of {sweep_dir.name}\n", "## Verdict\n",
+                "Each heuristic against random, paired by seed, on the whole learning curve of test accuracy "
+                "(AUBC; p Holm-adjusted over the accuracy table):\n",
+                *(f"- {line}" for line in found.lines), "",
                 f"{n_jobs} jobs, seeds {', '.join(str(x) for x in seeds) or '-'}. Cells: mean +- std over seeds "
                 "(number of seeds). Read at the labelled sizes shown; a cell marked @N was read at N labelled "
                 "items, the group's last step below that size.\n"]
-    note = validation_note(summary)
-    if note:
-        sections.append(note + "\n")
+    sections.extend(f"{note}\n" for note in notes)
     for metric in METRICS:
         wide = wide_table(table, groups, metric)
         if wide.empty:
@@ -595,7 +742,8 @@ def write_report(sweep_dir: Path, sizes: list[int] | None = None,
     markdown = "\n".join(sections)
     atomic_write_text(sweep_dir / "table.md", markdown)
     plot_curves(summary, groups, sweep_dir / "curves.png")
-    return Report(summary, full_table, groups, chosen, markdown, failed, extra, target)
+    return Report(summary, full_table, groups, chosen, markdown, failed, extra, target, found.rows, found.lines,
+                  notes)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,12 +95,18 @@ class Paired:
         """True when the difference is significant at ALPHA (and so has a sign)."""
         return bool(self.p_value < ALPHA) and self.mean != 0
 
+    @property
+    def testable(self) -> bool:
+        """False for a non-zero difference with no spread over 2+ seeds (or below 2 seeds): no interval, no p."""
+        return not np.isnan(self.p_value)
+
 
 def paired_test(a: np.ndarray, b: np.ndarray, confidence: float = 0.95) -> Paired:
     """Paired t-test of a against b, position i of both being the same seed; NaN pairs drop out.
 
     a, b: [n]. Below 2 pairs there is no interval and no test (NaN). Identical sides (every difference
-    0) give p = 1 and the interval [0, 0], where scipy would answer NaN.
+    0) give p = 1 and the interval [0, 0], where scipy would answer NaN. A non-zero difference that is the
+    same on every seed has no spread to test it against (scipy would answer p = 0): not testable, NaN.
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -116,6 +122,8 @@ def paired_test(a: np.ndarray, b: np.ndarray, confidence: float = 0.95) -> Paire
     std = float(diff.std(ddof=1))
     if not np.any(diff):
         return Paired(n, 0.0, 0.0, 0.0, 0.0, 1.0)
+    if std <= 1e-9 * max(1.0, abs(mean)):  # every seed differs by the same amount: no spread to test against
+        return Paired(n, mean, 0.0, float("nan"), float("nan"), float("nan"))
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)  # a constant non-zero difference: t = inf, p = 0
         result = stats.ttest_rel(a, b)
@@ -179,3 +187,38 @@ def penalty_matrix(points: pd.DataFrame, value: str = "value", point: str = "poi
                 matrix.loc[i, j] += 1
         compared += tested
     return matrix, compared
+
+
+def holm(p_values: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (NaN entries stay NaN, outside the family).
+
+    p_values: [m]. Returns [m] adjusted p-values, each in [0, 1], monotone in the raw order.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full_like(p, np.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    m = tested.size
+    if m == 0:
+        return out
+    order = tested[np.argsort(p[tested], kind="stable")]
+    scaled = (m - np.arange(m)) * p[order]
+    out[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    return out
+
+
+def seeds_for_power(mean: float, std: float, power: float = 0.8, alpha: float = ALPHA, limit: int = 1000) -> int | None:
+    """The fewest seeds a two-sided paired t-test needs to detect a true difference `mean` with per-seed
+    spread `std` at `power` (noncentral t). None when it would take more than `limit` seeds (or mean is 0)."""
+    if not np.isfinite(mean) or not np.isfinite(std) or mean == 0:
+        return None
+    if std == 0:
+        return 2
+    effect = abs(mean) / std
+    for n in range(2, limit + 1):
+        df = n - 1
+        critical = stats.t.ppf(1 - alpha / 2, df)
+        noncentrality = effect * np.sqrt(n)
+        achieved = stats.nct.sf(critical, df, noncentrality) + stats.nct.cdf(-critical, df, noncentrality)
+        if achieved >= power:
+            return n
+    return None

@@ -56,11 +56,17 @@ def test_paired_against_random_and_aubc_by_hand(tmp_path):
     half = T975_DF1 * 0.2
     p = 1 - 2 * math.atan(1.5) / math.pi
     at_20 = f"+0.300 [{0.3 - half:+.3f}, {0.3 + half:+.3f}] p={p:.3f} (2)"
-    # at 10 labels every job has the same initial labels and weights: a tie, p = 1
-    assert f"| bald | +0.000 [+0.000, +0.000] p=1.000 (2) | {at_20} |" in md
+    # at 10 labels every job has the same initial labels and weights: the paired tables leave it out
+    assert f"| heuristic | 20 labelled | 30 labelled | AUBC |\n|---|---|---|---|\n| bald | {at_20} |" in md
     paired = report.table[(report.table["metric"] == "paired_test_nll") & (report.table["labelled"] == 20)].iloc[0]
     assert (paired["heuristic"], paired["versus"], paired["n"]) == ("bald", "random", 2)
     assert paired["p_value"] == pytest.approx(p)
+    assert 10 not in set(report.table[report.table["metric"] == "paired_test_nll"]["labelled"])
+    # Holm over the NLL table's three comparisons (20, 30 labelled and the AUBC)
+    family = report.table[report.table["metric"].isin(["paired_test_nll", "paired_aubc_test_nll"])]
+    raw = sorted(family["p_value"])
+    assert sorted(family["p_holm"]) == pytest.approx(
+        [min(1.0, v) for v in pd.Series([3 * raw[0], 2 * raw[1], raw[2]]).cummax()])
     # AUBC of NLL over 10..30: bald (10 * 1.5 + 10 * 0.75) / 20 = 1.125 and (10 * 1.6 + 10 * 0.95) / 20 = 1.275
     aubc = report.table[report.table["metric"] == "aubc_test_nll"].set_index("heuristic")
     assert aubc.loc["bald", "mean"] == pytest.approx(1.2) and aubc.loc["bald", "n"] == 2
@@ -91,17 +97,17 @@ def test_labels_to_target_and_the_penalty_matrix(tmp_path):
     assert "labels to accuracy 0.8" in md
     assert f"| {70 / 3:.0f} +- {pd.Series([20, 30, 20]).std():.0f} (3) |" in md
     assert "| > 30 (1 of 3 reached) |" in md and "| > 30 (0 of 3 reached) |" in md
-    # three heuristics: the penalty matrices; accuracy at 20 and 30 labels and the AUBC are compared
-    # (at 10 labels all tie). bald beats random at 20 (gains .25 .2 .25), 30 (.3 .25 .23) and on the AUBC
+    # three heuristics: the penalty matrices count the budget points after the shared start, 20 and 30
+    # labelled (at 10 all share one model). bald beats random at 20 (gains .25 .2 .25) and 30 (.3 .25 .23)
     acc = next(frame for title, frame in report.extra if title.startswith("Penalty matrix, test accuracy"))
     title = next(title for title, _ in report.extra if title.startswith("Penalty matrix, test accuracy"))
-    assert "of 4 compared points" in title
+    assert "of 2 budget points" in title and "Lüth et al. 2023" in title
     acc = acc.set_index("better than:")
-    assert acc.loc["bald", "random"] == 3 and acc.loc["random", "bald"] == 0
+    assert acc.loc["bald", "random"] == 2 and acc.loc["random", "bald"] == 0
     assert acc.loc["bald", "entropy"] >= 1 and (acc.to_numpy().diagonal() == 0).all()
     # the same matrix, long, in table.csv
     long = report.table[report.table["metric"] == "penalty_test_acc"]
-    assert long.set_index(["heuristic", "versus"]).loc[("bald", "random"), "mean"] == 3
+    assert long.set_index(["heuristic", "versus"]).loc[("bald", "random"), "mean"] == 2
 
 
 def test_interrupted_job_has_no_aubc_but_its_cells_count(tmp_path):
@@ -176,8 +182,8 @@ def test_cells_read_below_the_column_size_say_where(tmp_path):
     md = (tmp_path / "table.md").read_text()
     assert "| 20 | bald | 2.000 (1) | 2.000 (1) @10 | 0.500 (1) |" in md
     assert "| 10 | bald | 2.000 (1) | 1.000 (1) | 0.500 (1) |" in md
-    # the paired table too: one seed, no interval
-    assert "| 20 | bald | +0.000 (1) | +0.000 (1) @10 | +0.400 (1) | +0.200 (1) |" in md
+    # the paired table too: one seed, no interval; Q = 20's cell at 20 would be read at its start: left out
+    assert "| 20 | bald | - | +0.400 (1) | +0.200 (1) |" in md
     times = dict(report.extra)["Seconds per acquisition (MC inference over the scored pool + selection)"]
     q20 = times[(times["query_size"] == 20) & (times["heuristic"] == "bald")].iloc[0]
     q10 = times[(times["query_size"] == 10) & (times["heuristic"] == "bald")].iloc[0]
@@ -215,8 +221,12 @@ def test_failed_jobs_are_listed_and_partial_jobs_counted(tmp_path):
 
 def test_choose_sizes_defaults_to_sizes_every_job_reached(tmp_path):
     summary = pd.DataFrame({"job": ["a"] * 4 + ["b"] * 3, "labelled": [10, 20, 30, 40, 10, 20, 30]})
-    assert choose_sizes(summary, None, how_many=3) == [10, 20, 30]
-    assert choose_sizes(summary, [25, 40, 1000]) == [25, 40]
+    # the start, sizes after it that every job reached, and the largest size reached
+    assert choose_sizes(summary, None) == ([10, 20, 30, 40], None)
+    sizes, note = choose_sizes(summary, [25, 40, 1000])
+    assert sizes == [25, 40] and "1000" in note and "40" in note
+    # a budget beyond the requested sizes is always read at its end
+    assert choose_sizes(summary, [10, 20]) == ([10, 20, 40], None)
 
 
 def test_empty_folder_gives_none(tmp_path):

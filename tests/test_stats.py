@@ -8,7 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alrun.stats import aubc, labels_to_target, paired_against, paired_test, penalty_matrix, per_job_curves
+from alrun.stats import (
+    aubc,
+    holm,
+    labels_to_target,
+    paired_against,
+    paired_test,
+    penalty_matrix,
+    per_job_curves,
+    seeds_for_power,
+)
 
 # Student's t with 2 degrees of freedom has a closed form: two-sided p of t is 1 - t / sqrt(2 + t^2), and
 # its 97.5% quantile is sqrt(2 a^2 / (1 - a^2)) with a = 0.95
@@ -70,8 +79,9 @@ def test_paired_against_random_pairs_by_seed_and_signs_the_gain():
     assert bald["p_value"] == pytest.approx(1 - math.sqrt(12 / 14))
     assert bald["ci_high"] == pytest.approx(0.2 + T975_DF2 * 0.1 / math.sqrt(3))
     entropy = out.loc[(0, "entropy")]
-    # a constant difference over the 2 paired seeds: zero spread, so t is infinite and p = 0
-    assert entropy["n"] == 2 and entropy["mean"] == pytest.approx(0.1) and entropy["p_value"] < 1e-6
+    # a constant difference over the 2 paired seeds: zero spread, nothing to test it against (scipy: p = 0)
+    assert entropy["n"] == 2 and entropy["mean"] == pytest.approx(0.1) and math.isnan(entropy["p_value"])
+    assert math.isnan(entropy["ci_low"]) and math.isnan(entropy["ci_high"])
     tie = out.loc[(0.1, "bald")]
     assert tie["n"] == 1 and tie["mean"] == 0.0 and math.isnan(tie["p_value"])
     # accuracy-like values: the sign flips
@@ -110,3 +120,29 @@ def test_per_job_curves_aubc_and_target():
     assert j1["aubc_test_acc"] == pytest.approx(0.7) and j1["aubc_test_nll"] == pytest.approx(1.25)
     assert j1["labels_to_target"] == 20 and math.isnan(j2["labels_to_target"])
     assert (j1["first_labelled"], j1["last_labelled"]) == (10, 30)
+
+
+def test_zero_spread_is_not_testable_and_never_a_win():
+    """Two seeds that each differ by exactly one test item (1/150): std 0, no interval, no p, no win."""
+    a, b = np.array([0.54, 0.61333333]), np.array([0.53333333, 0.60666666])
+    result = paired_test(a, b)
+    assert result.mean == pytest.approx(1 / 150, abs=1e-6)
+    assert not result.testable and not result.significant and math.isnan(result.ci_low)
+    points = pd.DataFrame([("A", "x", 0, 0.54), ("A", "x", 1, 0.61), ("A", "y", 0, 0.53), ("A", "y", 1, 0.60)],
+                          columns=["point", "heuristic", "seed", "value"])
+    matrix, n_points = penalty_matrix(points)
+    assert n_points == 0 and matrix.to_numpy().sum() == 0
+    # identical sides stay a tested tie
+    assert paired_test(a, a).p_value == 1.0
+
+
+def test_holm_by_hand():
+    adjusted = holm(np.array([0.01, 0.04, np.nan, 0.03]))
+    assert adjusted[[0, 1, 3]] == pytest.approx([0.03, 0.06, 0.06]) and math.isnan(adjusted[2])
+    assert holm(np.array([0.5, 0.9])) == pytest.approx([1.0, 1.0])
+
+
+def test_seeds_for_power_matches_the_textbook_value():
+    # a paired t-test needs 10 pairs to detect an effect of one standard deviation at 80% power (alpha 0.05)
+    assert seeds_for_power(1.0, 1.0) == 10
+    assert seeds_for_power(0.0, 1.0) is None and seeds_for_power(1e-4, 1.0) is None
