@@ -60,7 +60,7 @@ class ReportCallback(Callback):
             print(f"alrun: error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
         if report is not None:
-            print_report(report, folder)
+            print_report(report, folder, full=bool(config.get("report", {}).get("full_tables", False)))
         failed = report.failed_jobs if report is not None else failed_jobs(folder)
         # a store gone since the start only warns: the report's files are written already
         self._tracker(config, strict=False).log_report(folder, report, failed)

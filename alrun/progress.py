@@ -35,37 +35,45 @@ def job_progress(title: str) -> Iterator[Any]:
         yield on_step
 
 
-def print_report(report: Report, folder: Path) -> None:
-    """Print the NLL and accuracy tables and name the output folder."""
-    from alrun.report import validation_note, wide_table
+def _print_frame(out: Console, frame: Any, title: str | None, group_columns: list[str]) -> None:
+    """A formatted frame as a rich table."""
+    table = Table(title=title)
+    for column in frame.columns:
+        table.add_column(str(column), justify="left" if column in group_columns else "right")
+    for row in frame.itertuples(index=False):
+        table.add_row(*(str(v) for v in row))
+    out.print(table)
+
+
+def print_report(report: Report, folder: Path, full: bool = False) -> None:
+    """The verdict and one compact table (with `full`: every table of table.md first), then the notes,
+    the failed jobs and the output folder."""
+    from alrun.report import wide_table
 
     out = Console()
-    for metric, title in (("test_nll", "test NLL (lower is better)"), ("test_acc", "test accuracy"),
-                          ("test_balanced_acc", "test balanced accuracy")):
-        wide = wide_table(report.table, report.group_columns, metric)
-        if wide.empty:
-            continue
-        table = Table(title=f"{title}: mean +- std over seeds (n)")
-        for column in wide.columns:
-            table.add_column(str(column), justify="left" if column in report.group_columns else "right")
-        for row in wide.itertuples(index=False):
-            table.add_row(*(str(v) for v in row))
-        out.print(table)
-    for title, frame in report.extra:
-        if frame.empty:
-            continue
-        out.print(f"[bold]{title}[/bold]")  # long titles wrap to the terminal, not to the table
-        table = Table()
-        for column in frame.columns:
-            table.add_column(str(column))
-        for row in frame.itertuples(index=False):
-            table.add_row(*(str(v) for v in row))
-        out.print(table)
-    note = validation_note(report.summary)
-    if note:
-        out.print(note)
+    if full:
+        for metric, title in (("test_nll", "test NLL (lower is better)"), ("test_acc", "test accuracy"),
+                              ("test_balanced_acc", "test balanced accuracy")):
+            wide = wide_table(report.table, report.group_columns, metric)
+            if not wide.empty:
+                _print_frame(out, wide, f"{title}: mean +- std over seeds (n)", report.group_columns)
+        for title, frame in report.extra:
+            if frame.empty:
+                continue
+            out.print(f"[bold]{title}[/bold]")  # long titles wrap to the terminal, not to the table
+            _print_frame(out, frame, None, report.group_columns)
+    elif not report.compact.empty:
+        _print_frame(out, report.compact, "mean +- std over seeds (n); gain against random paired by seed "
+                     "[95% CI] p", report.group_columns)
+    for note in report.notes:
+        out.print(note, markup=False, highlight=False, soft_wrap=True)
+    if report.verdict_lines:
+        out.print("[bold]Verdict[/bold] (whole learning curve of test accuracy against random, paired by seed):")
+        for line in report.verdict_lines:
+            out.print(f"- {line}", markup=False, highlight=False, soft_wrap=True)  # one line each in a log
     print_failures(report.failed_jobs, folder, out)
-    out.print(f"Results in [bold]{folder}[/bold]: summary.csv, table.md, table.csv, curves.png")
+    more = "" if full else " (every table: table.md, or python -m alrun.report FOLDER --full)"
+    out.print(f"Results in [bold]{folder}[/bold]: summary.csv, table.md, table.csv, curves.png{more}")
 
 
 def print_failures(failed: list[str], folder: Path, out: Console | None = None) -> None:

@@ -62,6 +62,7 @@ class Report:
     failed_jobs: list[str]
     extra: list[tuple[str, pd.DataFrame]]  # AUBC, paired against Random, penalty matrices, the study's own tables
     target_accuracy: float | None = None
+    compact: pd.DataFrame = field(default_factory=pd.DataFrame)  # the terminal's one table: see compact_table
     verdict: pd.DataFrame = field(default_factory=pd.DataFrame)  # alrun.verdict.Verdict.rows
     verdict_lines: list[str] = field(default_factory=list)  # the verdict's sentences, one per heuristic
     notes: list[str] = field(default_factory=list)  # sentences on what the tables leave out, and why
@@ -672,6 +673,32 @@ def evaluation_sections(summary: pd.DataFrame, groups: list[str], sizes: list[in
     return sections, long, paired
 
 
+def compact_table(full_table: pd.DataFrame, groups: list[str], final: int) -> pd.DataFrame:
+    """The terminal's one table: per row key, test NLL and accuracy at the budget, the AUBC of accuracy
+    and its gain against Random (paired by seed), as formatted cells."""
+    at_final = full_table[full_table["labelled"] == final]
+    pieces = []
+    for metric, title in (("test_nll", f"test NLL @{final}"), ("test_acc", f"test accuracy @{final}")):
+        wide = wide_table(at_final, groups, metric)
+        if not wide.empty:
+            pieces.append(wide.rename(columns={f"{final} labelled": title}))
+    curve = full_table[full_table["metric"] == "aubc_test_acc"]
+    if not curve.empty:
+        cells = [format_cell(m, s, int(n)) for m, s, n in zip(curve["mean"], curve["std"], curve["n"], strict=True)]
+        pieces.append(curve[groups].assign(**{"AUBC accuracy": cells}))
+    gain = full_table[full_table["metric"] == "paired_aubc_test_acc"]
+    if not gain.empty:
+        cells = [format_paired(m, lo, hi, p, int(n)) for m, lo, hi, p, n in
+                 zip(gain["mean"], gain["ci_low"], gain["ci_high"], gain["p_value"], gain["n"], strict=True)]
+        pieces.append(gain[groups].assign(**{"AUBC accuracy - random's": cells}))
+    if not pieces:
+        return pd.DataFrame()
+    out = pieces[0]
+    for piece in pieces[1:]:
+        out = out.merge(piece, on=groups, how="left")
+    return out.fillna("-")
+
+
 def validation_note(summary: pd.DataFrame) -> str | None:
     """A sentence on the labels early stopping spent beside the labelled sizes (its validation set), or None
     when no job held one out."""
@@ -742,8 +769,9 @@ def write_report(sweep_dir: Path, sizes: list[int] | None = None,
     markdown = "\n".join(sections)
     atomic_write_text(sweep_dir / "table.md", markdown)
     plot_curves(summary, groups, sweep_dir / "curves.png")
-    return Report(summary, full_table, groups, chosen, markdown, failed, extra, target, found.rows, found.lines,
-                  notes)
+    compact = compact_table(full_table, groups, chosen[-1])
+    return Report(summary, full_table, groups, chosen, markdown, failed, extra, target, compact, found.rows,
+                  found.lines, notes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -753,6 +781,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="*", default=None, help="labelled sizes to read the table at")
     parser.add_argument("--target-accuracy", type=float, default=None,
                         help="report the labels each job needed to reach this test accuracy")
+    parser.add_argument("--full", action="store_true",
+                        help="print every table of table.md, not only the verdict and the compact table")
     args = parser.parse_args(argv)
     if not args.folder.is_dir():
         print(f"alrun: error: {args.folder} is not a folder.", file=sys.stderr)
@@ -768,7 +798,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from alrun.progress import print_report
 
-    print_report(report, args.folder)
+    print_report(report, args.folder, full=args.full)
     return 0
 
 

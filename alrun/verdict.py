@@ -115,7 +115,7 @@ def _labels_saved(summary: pd.DataFrame, heuristic: str) -> tuple[dict, str]:
 def _seeds_hint(result_mean: float, result_std: float, n: int) -> str:
     needed = stats.seeds_for_power(result_mean, result_std, POWER)
     if needed is None:
-        return "no difference worth more seeds is in sight (it would take over 1000)"
+        return "no difference in sight: one this small would take over 1000 seeds to detect"
     if needed <= n:
         return f"{needed} seeds should detect a difference this size; the Holm adjustment over the table held it back"
     return (f"about {needed} seeds would detect a difference this size (paired t, {POWER:.0%} power): "

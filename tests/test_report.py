@@ -138,7 +138,7 @@ def test_report_rebuilds_a_folder_holding_only_its_summary(tmp_path):
     # the same sizes and target as the sweep's own report, from what summary.csv recorded
     assert (reference / "table.md").read_text() == first.markdown
     pd.testing.assert_frame_equal(pd.read_csv(reference / "table.csv"), pd.read_csv(sweep / "table.csv"))
-    assert "against Random, paired by seed" in proc.stdout and "AUBC" in proc.stdout
+    assert "Verdict" in proc.stdout and "AUBC" in proc.stdout
     # a summary.csv of an older report that still carries a path column: the column is dropped
     old = pd.read_csv(reference / "summary.csv").assign(**{"dataset.root": machine_path})
     old.drop(columns=["report_sizes"]).to_csv(reference / "summary.csv", index=False)
