@@ -161,10 +161,10 @@ def _heuristic_line(name: str, acc: pd.Series, nll: pd.Series | None, saved: str
         else:
             why = "every seed gives the same difference, so there is no spread to test it against"
         seeds = "1 seed" if n == 1 else f"{n} seeds"
-        return decision, f"{name}: not testable. {gain} over {seeds}{beside}; {why}."
+        return decision, f"{name}: not testable. {gain} over {seeds}{beside}; {why}. {saved}".rstrip()
     text = (f"{name}: no decision. {gain} {_interval(acc['ci_low'], acc['ci_high'])} over {n} seeds{beside}; "
-            f"{_seeds_hint(acc['mean'], acc['std'], n)}.")
-    return decision, text
+            f"{_seeds_hint(acc['mean'], acc['std'], n)}. {saved}")
+    return decision, text.rstrip()
 
 
 def verdict(summary: pd.DataFrame, paired: pd.DataFrame, groups: list[str]) -> Verdict:
