@@ -72,6 +72,11 @@ def print_report(report: Report, folder: Path, full: bool = False) -> None:
         for line in report.verdict_lines:
             out.print(f"- {line}", markup=False, highlight=False, soft_wrap=True)  # one line each in a log
     print_failures(report.failed_jobs, folder, out)
+    if report.unfinished:
+        out.print(f"[yellow]{len(report.unfinished)} job(s) unfinished[/yellow] (no `done` marker: interrupted, "
+                  "cancelled or still running; the same command with the same hydra.sweep.dir resumes them):")
+        for job in report.unfinished:
+            out.print(f"  {job}", markup=False, highlight=False)
     more = "" if full else " (every table: table.md, or python -m alrun.report FOLDER --full)"
     out.print(f"Results in [bold]{folder}[/bold]: summary.csv, table.md, table.csv, curves.png{more}")
 

@@ -66,6 +66,7 @@ class Report:
     verdict: pd.DataFrame = field(default_factory=pd.DataFrame)  # alrun.verdict.Verdict.rows
     verdict_lines: list[str] = field(default_factory=list)  # the verdict's sentences, one per heuristic
     notes: list[str] = field(default_factory=list)  # sentences on what the tables leave out, and why
+    unfinished: list[str] = field(default_factory=list)  # job folders with neither `done` nor `failed`
 
 
 def _job_settings(meta: dict) -> tuple[dict, list[str]]:
@@ -120,6 +121,14 @@ def failed_jobs(sweep_dir: Path) -> list[str]:
     """Job folders under `sweep_dir` (relative names) that hold a `failed` marker."""
     sweep_dir = Path(sweep_dir)
     return sorted(str(p.parent.relative_to(sweep_dir)) for p in sweep_dir.rglob("failed"))
+
+
+def unfinished_jobs(sweep_dir: Path) -> list[str]:
+    """Job folders under `sweep_dir` (relative names) that started (a job.json) but hold neither a `done` nor a
+    `failed` marker: interrupted, cancelled, killed, or still running."""
+    sweep_dir = Path(sweep_dir)
+    return sorted(str(p.parent.relative_to(sweep_dir)) for p in sweep_dir.rglob("job.json")
+                  if not (p.parent / "done").exists() and not (p.parent / "failed").exists())
 
 
 def failure_reason(job_dir: Path) -> str:
@@ -766,12 +775,17 @@ def write_report(sweep_dir: Path, sizes: list[int] | None = None,
     if failed:
         sections.append("\nFailed jobs (their `error.txt` has the details):\n")
         sections.extend(f"- {job}: {failure_reason(sweep_dir / job)}" for job in failed)
+    unfinished = unfinished_jobs(sweep_dir)
+    if unfinished:
+        sections.append("\nUnfinished jobs (no `done` marker: interrupted, cancelled or still running; re-running "
+                        "the sweep's command with the same hydra.sweep.dir resumes them):\n")
+        sections.extend(f"- {job}" for job in unfinished)
     markdown = "\n".join(sections)
     atomic_write_text(sweep_dir / "table.md", markdown)
     plot_curves(summary, groups, sweep_dir / "curves.png")
     compact = compact_table(full_table, groups, chosen[-1])
     return Report(summary, full_table, groups, chosen, markdown, failed, extra, target, compact, found.rows,
-                  found.lines, notes)
+                  found.lines, notes, unfinished)
 
 
 def main(argv: list[str] | None = None) -> int:

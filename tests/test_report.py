@@ -219,6 +219,19 @@ def test_failed_jobs_are_listed_and_partial_jobs_counted(tmp_path):
     assert "Failed jobs" in (tmp_path / "table.md").read_text()
 
 
+def test_a_rebuilt_report_names_unfinished_jobs(tmp_path):
+    write_job(tmp_path, "bald", 0, [2.0, 1.0, 0.5])
+    write_job(tmp_path, "bald", 1, [2.0, 1.1])
+    (tmp_path / "heuristic=bald,seed=1" / "done").unlink()  # cancelled after two steps
+    (tmp_path / "heuristic=bald,seed=2").mkdir()
+    (tmp_path / "heuristic=bald,seed=2" / "job.json").write_text("{}")  # killed before its first step
+    proc = subprocess.run([sys.executable, "-m", "alrun.report", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    md = (tmp_path / "table.md").read_text()
+    assert "Unfinished jobs" in md and "- heuristic=bald,seed=1\n- heuristic=bald,seed=2" in md
+    assert "2 job(s) unfinished" in proc.stdout and "heuristic=bald,seed=2" in proc.stdout
+
+
 def test_choose_sizes_defaults_to_sizes_every_job_reached(tmp_path):
     summary = pd.DataFrame({"job": ["a"] * 4 + ["b"] * 3, "labelled": [10, 20, 30, 40, 10, 20, 30]})
     # the start, sizes after it that every job reached, and the largest size reached
