@@ -30,9 +30,7 @@ import contextlib
 import importlib.util
 import json
 import logging
-import math
 import os
-import re
 import subprocess
 import sys
 import traceback
@@ -43,6 +41,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alrun.errors import ConfigError
+from alrun.tracked_values import headline_metrics, verdict_metrics, verdict_tags
+from alrun.tracked_values import metric_key as metric_key  # where the logger process and older callers find it
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -91,11 +91,6 @@ def resolve_uri(uri: str, cwd: Path | None = None) -> str:
         path = Path(uri[len(prefix):])
         return prefix + str(((cwd or Path.cwd()) / path).resolve())
     return uri
-
-
-def metric_key(name: str) -> str:
-    """A name made valid as an MLflow metric key (alphanumerics, _ - . space / only)."""
-    return re.sub(r"[^0-9A-Za-z_\-. /]+", "_", name).strip() or "metric"
 
 
 def row_metrics(row: dict[str, Any]) -> dict[str, float]:
@@ -288,13 +283,16 @@ class WorkerTracker(Tracker):
         return WorkerJobRun(self, key)
 
     def log_report(self, folder: Path, report: Report | None, failed: list[str]) -> None:
+        metrics: list[tuple[str, float, int]] = []
+        tags: dict[str, str] = {}
         try:
-            metrics = headline_metrics(report) if report is not None else []
+            if report is not None:
+                metrics = headline_metrics(report) + verdict_metrics(report)
+                tags = verdict_tags(report)
         except Exception as exc:  # noqa: BLE001 - the report's files are written; the numbers are a bonus
             log.warning("alrun: warning: the report's headline numbers were not logged to MLflow (%s).",
                         last_line(exc))
-            metrics = []
-        self._send({"op": "report", "folder": str(folder), "metrics": metrics, "failed": failed})
+        self._send({"op": "report", "folder": str(folder), "metrics": metrics, "tags": tags, "failed": failed})
         self.close()
 
 
@@ -312,26 +310,3 @@ class WorkerJobRun(JobRun):
         self.tracker._send({"op": "finish", "key": self.key, "rows": records, "error": error})
         if not self.tracker.launcher:
             self.tracker.wait()  # the job's run is complete in MLflow before its process may exit
-
-
-def headline_metrics(report: Report) -> list[tuple[str, float, int]]:
-    """(key, value, step = labelled size) of the report's cells: the mean of each metric per group at each
-    table size, and the active gain (NLL of random - NLL of bald, paired by seed; the report's paired
-    table) where the sweep has both."""
-    from alrun.report import METRICS
-
-    def label(frame_row: Any, columns: list[str]) -> str:
-        return " ".join(f"{c} {frame_row[c]}" for c in columns) if columns else "all"
-
-    out: list[tuple[str, float, int]] = []
-    groups = report.group_columns
-    others = [g for g in groups if g != "heuristic"]
-    for _, cell in report.table.iterrows():
-        mean, size = float(cell["mean"]), float(cell["labelled"])
-        if math.isnan(mean) or math.isnan(size):  # AUBC rows have no labelled size
-            continue
-        if cell["metric"] in METRICS:
-            out.append((f"{cell['metric']}/{label(cell, groups)}", mean, int(size)))
-        elif cell["metric"] == "paired_test_nll" and cell.get("heuristic") == "bald":
-            out.append((f"active_gain_nll/{label(cell, others)}", mean, int(size)))
-    return out
