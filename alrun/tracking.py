@@ -2,7 +2,8 @@
 
 One MLflow experiment per study, one parent run per sweep folder and one child run per job. The core
 (loop, training, report) never imports mlflow: the CLI hands each step's row to :class:`JobRun` and the
-report callback hands the written report to :meth:`Tracker.log_report`.
+report callback hands the written report to :meth:`Tracker.log_report`. What MLflow gets (a job's params, the
+report's metrics and tags, their keys) is built in alrun.tracked_values.
 
 Files that tie the folders to MLflow, so that concurrent and resumed jobs find their runs:
 
