@@ -144,6 +144,20 @@ class Tracker:
         """Log the sweep's tables, plot and headline numbers to its parent run, and end it."""
 
 
+def log_to_recorded_store(folder: Path, report: Report) -> None:
+    """A report written again outside a sweep (`python -m alrun.report FOLDER`) to the parent run that the
+    folder's mlflow_sweep.json names, each number once (see MlflowTracker.log_report); nothing for a folder
+    that was not tracked, one warning when mlflow is not installed here."""
+    recorded = _read_json(Path(folder) / SWEEP_FILE)
+    if not recorded or not recorded.get("uri"):
+        return
+    if importlib.util.find_spec("mlflow") is None:
+        log.warning("alrun: warning: %s was tracked in MLflow, but mlflow is not installed here: the report was "
+                    "not logged to it (%s).", folder, INSTALL)
+        return
+    WorkerTracker(str(recorded["uri"])).log_report(Path(folder), report, report.failed_jobs)
+
+
 def chain(*callbacks):
     """One step callback that calls each of `callbacks` in turn."""
 

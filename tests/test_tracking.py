@@ -129,8 +129,13 @@ def test_params_equal_job_json_config(tracked):
 
 
 def test_no_metric_twice_after_a_second_report(tracked):
-    """The sweep's report was written and logged twice: every metric of every run holds one entry per step."""
+    """The sweep's report was written and logged twice (and a third time here, as `python -m alrun.report`
+    logs it through log_to_recorded_store): every metric of every run holds one entry per step."""
+    from alrun.report import write_report
+    from alrun.tracking import log_to_recorded_store
+
     sweep = tracked[1]
+    log_to_recorded_store(sweep, write_report(sweep))
     client, known = store_of(sweep)
     runs = [client.get_run(known["run_id"]), *child_runs(client, known).values()]
     assert len(runs[0].data.metrics) >= 8  # the table's cells and the paired gains
