@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from alrun.report import Report
 
 MAX_KEY = 250  # MLflow's longest param, metric or tag key
-MAX_PARAM_VALUE = 6000  # MLflow's longest param value (a server older than MLflow 2 takes 500: it truncates)
+MAX_PARAM_VALUE = 6000  # MLflow's longest param value (since MLflow 2.x; older servers took 500)
 MAX_TAG_VALUE = 8000  # MLflow's longest tag value
 # the verdict's numbers the parent run gets, by the name of their column in Report.verdict
 VERDICT_NUMBERS = {"mean": "gain", "ci_low": "ci_low", "ci_high": "ci_high", "p_value": "p", "p_holm": "p_holm",

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from alrun.filelock import exclusive
+from alrun.tracked_values import job_params
 from tests.conftest import LAUNCHERS, REPO, THREADS, run_alrun, run_faulted
 
 mlflow = pytest.importorskip("mlflow", reason="the `tracking` extra is not installed")
@@ -208,6 +209,8 @@ def test_resumed_job_logs_each_step_once(resumed, tracked):
     assert run.info.status == "FINISHED"
     steps = pd.read_csv(sweep / JOB_BALD / "steps.csv")
     assert_histories_equal_steps(client, run, steps)
+    job = json.loads((sweep / JOB_BALD / "job.json").read_text())
+    assert run.data.params == job_params(job["config"], job["settings"])  # each attempt found them logged
     # and the same numbers as the uninterrupted job of the other sweep (timings aside)
     tracked_client, tracked_known = store_of(tracked[1])
     uninterrupted = child_runs(tracked_client, tracked_known)[JOB_BALD]
@@ -409,3 +412,21 @@ def test_keys_and_values_mlflow_takes():
                          "long": "y" * 7000, "a=b": 1}, {"lambda": 0.0, "model": "mlp"})
     assert params == {"model._target_": "my.models:Net", "x": "null", "flag": "true", "lambda": "0",
                       "long": "y" * MAX_PARAM_VALUE, "a_b": "1", "model": "mlp"}
+
+
+def test_a_resumed_run_keeps_its_params_and_gets_the_missing_ones(tmp_path):
+    """MLflow refuses a changed param: a re-opened job run logs only the keys it lacks (here a data folder
+    that moved between attempts keeps its first value, and a key the first attempt did not have is added)."""
+    from alrun.mlflow_logger import MlflowJobRun, MlflowTracker
+
+    tracker = MlflowTracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    job, sweep = tmp_path / "sweep" / "job", tmp_path / "sweep"
+    job.mkdir(parents=True)
+    tracker.start_sweep(sweep, "resume")
+    known = json.loads((sweep / "mlflow_sweep.json").read_text())
+    for config in ({"seed": 0, "data_dir": "/first"}, {"seed": 0, "data_dir": "/second", "train.lr": 0.01}):
+        (job / "job.json").write_text(json.dumps({"config": config}))
+        run = MlflowJobRun.open(tracker, job, known, {"heuristic": "bald"}, "job", {})
+        run.finish([])
+    params = tracker.client.get_run(run.run_id).data.params
+    assert params == {"seed": "0", "data_dir": "/first", "train.lr": "0.01", "heuristic": "bald"}
