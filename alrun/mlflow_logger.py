@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from typing import Any
 from alrun.checkpoint import atomic_write_text
 from alrun.errors import AlrunError, ConfigError
 from alrun.filelock import exclusive
+from alrun.tracked_values import job_params, metric_key
 from alrun.tracking import (
     INSTALL,
     JOB_FILE,
@@ -34,7 +36,6 @@ from alrun.tracking import (
     Tracker,
     _read_json,
     last_line,
-    metric_key,
     row_metrics,
 )
 
@@ -90,7 +91,8 @@ def serve() -> None:
             elif op == "finish":
                 runs.pop(message["key"]).finish(message["rows"], message["error"])
             elif op == "report":
-                tracker.log_report(Path(message["folder"]), message["metrics"], message["failed"])
+                tracker.log_report(Path(message["folder"]), message["metrics"], message["failed"],
+                                   message.get("tags") or {})
             elif op == "sync":
                 reply.write("ok\n")
         except Exception as exc:  # noqa: BLE001 - a logger bug must not take the jobs down
@@ -258,8 +260,15 @@ class MlflowTracker(Tracker):
 
         return self.call("opening the job's run", open_run) or JobRun()
 
-    def log_report(self, folder: Path, metrics: list, failed: list[str]) -> None:  # type: ignore[override]
-        """In the logger: the report's files and `metrics` ((key, value, step) of headline_metrics) to the parent."""
+    def log_report(self, folder: Path, metrics: list, failed: list[str],  # type: ignore[override]
+                   tags: dict[str, str] | None = None) -> None:
+        """In the logger: the report's files, `metrics` ((key, value, step): the table's cells and the
+        verdict's numbers) and `tags` (the verdict's decisions and sentences) to the parent run.
+
+        A report written again (a re-run sweep, a re-aggregated folder) logs only the numbers the run does
+        not hold yet at that step with that value: an unchanged report adds no history entry, a changed
+        number a newer one (which MLflow then shows). Tags and artifacts are replaced.
+        """
         known = _read_json(Path(folder) / SWEEP_FILE)
         if not known or known.get("uri") != self.uri:
             return
@@ -268,9 +277,39 @@ class MlflowTracker(Tracker):
             if (Path(folder) / name).exists():
                 self.call(f"logging {name}", self.client.log_artifact, run_id, str(Path(folder) / name))
         if metrics:
-            self.call("logging the headline numbers", self._log_batch, run_id, metrics)
+            new = self.call("reading the sweep's numbers", self._not_held, run_id, metrics)
+            if new:
+                self.call("logging the headline numbers", self._log_batch, run_id, new)
+        if tags:
+            self.call("logging the verdict", self._set_tags, run_id, tags)
         self.call("ending the sweep's run", self.client.set_tag, run_id, "failed_jobs", str(len(failed)))
         self.call("ending the sweep's run", self.client.set_terminated, run_id, "FAILED" if failed else "FINISHED")
+
+    def _not_held(self, run_id: str, metrics: list) -> list[tuple[str, float, int]]:
+        """Those of `metrics` ((key, value, step), the last of a repeated key and step) whose key the run
+        does not hold at that step with that value (its latest entry there)."""
+        wanted = {(metric_key(k), int(step)): float(v) for k, v, step in metrics}
+        held = set(self.client.get_run(run_id).data.metrics)
+        latest: dict[str, dict[int, tuple[int, float]]] = {}
+        for key in {k for k, _ in wanted if k in held}:
+            by_step: dict[int, tuple[int, float]] = {}
+            for m in self.client.get_metric_history(run_id, key):
+                if int(m.step) not in by_step or m.timestamp >= by_step[int(m.step)][0]:
+                    by_step[int(m.step)] = (m.timestamp, m.value)
+            latest[key] = by_step
+        out = []
+        for (key, step), value in wanted.items():
+            logged = latest.get(key, {}).get(step)
+            if logged is None or not math.isclose(logged[1], value, rel_tol=1e-12, abs_tol=0.0):
+                out.append((key, value, step))
+        return out
+
+    def _set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        entities = [RunTag(metric_key(k), str(v)) for k, v in tags.items()]
+        for start in range(0, len(entities), 100):  # MLflow takes at most 100 tags per batch
+            self.client.log_batch(run_id, tags=entities[start:start + 100])
 
     def _log_batch(self, run_id: str, metrics: list[tuple[str, float, int]]) -> bool:
         from mlflow.entities import Metric
@@ -293,7 +332,8 @@ class MlflowJobRun(JobRun):
     def open(cls, tracker: MlflowTracker, job_dir: Path, sweep: dict[str, Any], settings: dict[str, Any],
              title: str, overrides: dict[str, str]) -> MlflowJobRun:
         """The run of `job_dir`: the one its mlflow_run.json names, else one tagged with its folder (a kill
-        between creating the run and writing that file), else a new one with the job's settings as params."""
+        between creating the run and writing that file), else a new one. Its params: every key of the job's
+        flat config (job.json, written before the run is opened) and the readable names of `settings`."""
         from mlflow.entities import Param
 
         client, job_dir = tracker.client, job_dir.resolve()
@@ -311,15 +351,23 @@ class MlflowJobRun(JobRun):
                                                      f"tags.mlflow.parentRunId = '{sweep['run_id']}'",
                                        max_results=1)
             run_id = found[0].info.run_id if found else None
+        params = job_params((_read_json(job_dir / "job.json") or {}).get("config"), settings)
         if run_id is None:
             tags = {"mlflow.parentRunId": sweep["run_id"], "job_dir": str(job_dir),
                     "overrides": " ".join(f"{k}={v}" for k, v in overrides.items())}
             run_id = client.create_run(sweep["experiment_id"], run_name=title, tags=tags).info.run_id
-            client.log_batch(run_id, params=[Param(k, str(v)) for k, v in settings.items()])
         else:
             client.update_run(run_id, status="RUNNING")
-            if "error" in client.get_run(run_id).data.tags:  # an earlier attempt failed; this one may not
+            data = client.get_run(run_id).data
+            if "error" in data.tags:  # an earlier attempt failed; this one may not
                 client.delete_tag(run_id, "error")
+            # MLflow refuses a changed param: a resumed run keeps what it holds (a run-side setting such as
+            # `device` or `data_dir` may differ between attempts) and gets only what it lacks (a kill before
+            # the params were logged, a run of an older alrun)
+            params = {k: v for k, v in params.items() if k not in data.params}
+        entities = [Param(k, v) for k, v in params.items()]
+        for start in range(0, len(entities), 100):  # MLflow takes at most 100 params per batch
+            client.log_batch(run_id, params=entities[start:start + 100])
         atomic_write_text(job_dir / JOB_FILE, json.dumps({"uri": tracker.uri, "run_id": run_id}, indent=2))
         # what an earlier attempt logged: log_batch writes a step's metrics in one transaction
         logged = {int(m.step) for m in client.get_metric_history(run_id, STEP_MARKER)}

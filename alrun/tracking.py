@@ -2,7 +2,8 @@
 
 One MLflow experiment per study, one parent run per sweep folder and one child run per job. The core
 (loop, training, report) never imports mlflow: the CLI hands each step's row to :class:`JobRun` and the
-report callback hands the written report to :meth:`Tracker.log_report`.
+report callback hands the written report to :meth:`Tracker.log_report`. What MLflow gets (a job's params, the
+report's metrics and tags, their keys) is built in alrun.tracked_values.
 
 Files that tie the folders to MLflow, so that concurrent and resumed jobs find their runs:
 
@@ -30,9 +31,7 @@ import contextlib
 import importlib.util
 import json
 import logging
-import math
 import os
-import re
 import subprocess
 import sys
 import traceback
@@ -43,6 +42,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alrun.errors import ConfigError
+from alrun.tracked_values import headline_metrics, verdict_metrics, verdict_tags
+from alrun.tracked_values import metric_key as metric_key  # where the logger process and older callers find it
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -93,11 +94,6 @@ def resolve_uri(uri: str, cwd: Path | None = None) -> str:
     return uri
 
 
-def metric_key(name: str) -> str:
-    """A name made valid as an MLflow metric key (alphanumerics, _ - . space / only)."""
-    return re.sub(r"[^0-9A-Za-z_\-. /]+", "_", name).strip() or "metric"
-
-
 def row_metrics(row: dict[str, Any]) -> dict[str, float]:
     """The numbers of one steps.csv row that MLflow gets (all but the step counter)."""
     return {k: float(v) for k, v in row.items()
@@ -146,6 +142,20 @@ class Tracker:
 
     def log_report(self, folder: Path, report: Report | None, failed: list[str]) -> None:
         """Log the sweep's tables, plot and headline numbers to its parent run, and end it."""
+
+
+def log_to_recorded_store(folder: Path, report: Report) -> None:
+    """A report written again outside a sweep (`python -m alrun.report FOLDER`) to the parent run that the
+    folder's mlflow_sweep.json names, each number once (see MlflowTracker.log_report); nothing for a folder
+    that was not tracked, one warning when mlflow is not installed here."""
+    recorded = _read_json(Path(folder) / SWEEP_FILE)
+    if not recorded or not recorded.get("uri"):
+        return
+    if importlib.util.find_spec("mlflow") is None:
+        log.warning("alrun: warning: %s was tracked in MLflow, but mlflow is not installed here: the report was "
+                    "not logged to it (%s).", folder, INSTALL)
+        return
+    WorkerTracker(str(recorded["uri"])).log_report(Path(folder), report, report.failed_jobs)
 
 
 def chain(*callbacks):
@@ -288,13 +298,16 @@ class WorkerTracker(Tracker):
         return WorkerJobRun(self, key)
 
     def log_report(self, folder: Path, report: Report | None, failed: list[str]) -> None:
+        metrics: list[tuple[str, float, int]] = []
+        tags: dict[str, str] = {}
         try:
-            metrics = headline_metrics(report) if report is not None else []
+            if report is not None:
+                metrics = headline_metrics(report) + verdict_metrics(report)
+                tags = verdict_tags(report)
         except Exception as exc:  # noqa: BLE001 - the report's files are written; the numbers are a bonus
             log.warning("alrun: warning: the report's headline numbers were not logged to MLflow (%s).",
                         last_line(exc))
-            metrics = []
-        self._send({"op": "report", "folder": str(folder), "metrics": metrics, "failed": failed})
+        self._send({"op": "report", "folder": str(folder), "metrics": metrics, "tags": tags, "failed": failed})
         self.close()
 
 
@@ -312,26 +325,3 @@ class WorkerJobRun(JobRun):
         self.tracker._send({"op": "finish", "key": self.key, "rows": records, "error": error})
         if not self.tracker.launcher:
             self.tracker.wait()  # the job's run is complete in MLflow before its process may exit
-
-
-def headline_metrics(report: Report) -> list[tuple[str, float, int]]:
-    """(key, value, step = labelled size) of the report's cells: the mean of each metric per group at each
-    table size, and the active gain (NLL of random - NLL of bald, paired by seed; the report's paired
-    table) where the sweep has both."""
-    from alrun.report import METRICS
-
-    def label(frame_row: Any, columns: list[str]) -> str:
-        return " ".join(f"{c} {frame_row[c]}" for c in columns) if columns else "all"
-
-    out: list[tuple[str, float, int]] = []
-    groups = report.group_columns
-    others = [g for g in groups if g != "heuristic"]
-    for _, cell in report.table.iterrows():
-        mean, size = float(cell["mean"]), float(cell["labelled"])
-        if math.isnan(mean) or math.isnan(size):  # AUBC rows have no labelled size
-            continue
-        if cell["metric"] in METRICS:
-            out.append((f"{cell['metric']}/{label(cell, groups)}", mean, int(size)))
-        elif cell["metric"] == "paired_test_nll" and cell.get("heuristic") == "bald":
-            out.append((f"active_gain_nll/{label(cell, others)}", mean, int(size)))
-    return out

@@ -1,9 +1,10 @@
 """tracker=mlflow for real, at scale=smoke: sweeps read back with MLflow's own client.
 
 One child run per job under one parent run per sweep, metric histories equal to steps.csv (step = labelled
-size), params equal to job.json's settings, artifacts present; a SIGKILLed and re-run job logs each step
-once; two joblib workers share one embedded store; a failing job and a tracker gone mid-sweep; the error
-sentences before any training.
+size), params equal to job.json's flat config, artifacts present, and all of it unchanged by a second report
+(no metric twice); the verdict's numbers on the parent (a hand-built Report); a SIGKILLed and re-run job logs
+each step once; two joblib workers share one embedded store; a failing job and a tracker gone mid-sweep; the
+error sentences before any training.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pandas as pd
 import pytest
 
 from alrun.filelock import exclusive
+from alrun.tracked_values import job_params
 from tests.conftest import LAUNCHERS, REPO, THREADS, run_alrun, run_faulted
 
 mlflow = pytest.importorskip("mlflow", reason="the `tracking` extra is not installed")
@@ -61,23 +63,27 @@ def assert_histories_equal_steps(client: MlflowClient, run: mlflow.entities.Run,
 
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory):
-    """`alrun scale=smoke heuristic=bald,random seed=0 tracker=mlflow` on the embedded default store."""
+    """`alrun scale=smoke heuristic=bald,random seed=0 tracker=mlflow` on the embedded default store, run twice:
+    the second run finds every job done and writes and logs the report again. Every test of this sweep reads
+    the store after both reports (returned: the folder, the sweep, the first run and the second)."""
     cwd = tmp_path_factory.mktemp("tracked")
-    proc = run_alrun(["scale=smoke", "heuristic=bald,random", "seed=0", "tracker=mlflow",
-                      f"hydra.sweep.dir={cwd / 'sweep'}"], cwd, env=THREADS)
-    return cwd, cwd / "sweep", proc
+    args = ["scale=smoke", "heuristic=bald,random", "seed=0", "tracker=mlflow", f"hydra.sweep.dir={cwd / 'sweep'}"]
+    first = run_alrun(args, cwd, env=THREADS)
+    again = run_alrun(args, cwd, env=THREADS)
+    return cwd, cwd / "sweep", first, again
 
 
 def test_the_embedded_store_is_under_results_and_named_once(tracked):
-    cwd, sweep, proc = tracked
+    cwd, sweep, proc, again = tracked
     uri = f"sqlite:///{(cwd / 'results' / 'mlflow.db').resolve()}"
     assert proc.stdout.count(f"alrun: tracking to MLflow at {uri} ") == 1
     assert json.loads((sweep / "mlflow_sweep.json").read_text())["uri"] == uri
-    assert "Traceback" not in proc.stderr and "warning" not in (proc.stdout + proc.stderr).lower()
+    for run in (proc, again):
+        assert "Traceback" not in run.stderr and "warning" not in (run.stdout + run.stderr).lower()
 
 
 def test_one_experiment_one_parent_one_child_per_job(tracked):
-    _, sweep, _ = tracked
+    sweep = tracked[1]
     client, known = store_of(sweep)
     assert client.get_experiment(known["experiment_id"]).name == "baseline"
     parent = client.get_run(known["run_id"])
@@ -95,7 +101,7 @@ def test_one_experiment_one_parent_one_child_per_job(tracked):
 
 
 def test_metric_histories_equal_steps_csv(tracked):
-    _, sweep, _ = tracked
+    sweep = tracked[1]
     client, known = store_of(sweep)
     for name, run in child_runs(client, known).items():
         steps = pd.read_csv(sweep / name / "steps.csv")
@@ -103,16 +109,45 @@ def test_metric_histories_equal_steps_csv(tracked):
         assert_histories_equal_steps(client, run, steps)
 
 
-def test_params_equal_job_json_settings(tracked):
-    _, sweep, _ = tracked
+def test_params_equal_job_json_config(tracked):
+    """Every key of the job's flat resolved config, machine paths included, in YAML's spelling; and the
+    readable names of job.json's settings that the config lacks."""
+    sweep = tracked[1]
     client, known = store_of(sweep)
     for name, run in child_runs(client, known).items():
-        settings = json.loads((sweep / name / "job.json").read_text())["settings"]
-        assert run.data.params == {k: str(v) for k, v in settings.items()}
+        job = json.loads((sweep / name / "job.json").read_text())
+        config, settings = job["config"], job["settings"]
+        spelled = {None: "null", True: "true", False: "false"}
+        want = {k: spelled[v] if v is None or isinstance(v, bool) else str(v) for k, v in config.items()}
+        want.update({k: str(v) for k, v in settings.items() if k not in config})
+        assert run.data.params == want
+        params = run.data.params
+        assert {"train.lr", "max_labelled", "train.schedule", "model.dropout", "model.feature_cache"} <= set(params)
+        assert params["model.feature_cache"] == config["model.feature_cache"]  # a path of this machine, kept
+        assert params["report.target_accuracy"] == "null" and params["initial_balanced"] == "false"
+        heuristic = name.split(",")[0].split("=")[1]
+        assert (params["heuristic"], params["model"], params["model.name"]) == (heuristic, "mlp", "auto")
+
+
+def test_no_metric_twice_after_a_second_report(tracked):
+    """The sweep's report was written and logged twice (and a third time here, as `python -m alrun.report`
+    logs it through log_to_recorded_store): every metric of every run holds one entry per step."""
+    from alrun.report import write_report
+    from alrun.tracking import log_to_recorded_store
+
+    sweep = tracked[1]
+    log_to_recorded_store(sweep, write_report(sweep))
+    client, known = store_of(sweep)
+    runs = [client.get_run(known["run_id"]), *child_runs(client, known).values()]
+    assert len(runs[0].data.metrics) >= 8  # the table's cells and the paired gains
+    for run in runs:
+        for key in run.data.metrics:
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+            assert len(steps) == len(set(steps)), f"{run.info.run_name}: {key} logged twice: {steps}"
 
 
 def test_artifacts_and_headline_numbers(tracked):
-    _, sweep, _ = tracked
+    sweep = tracked[1]
     client, known = store_of(sweep)
     for name, run in child_runs(client, known).items():
         assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["steps.csv"]
@@ -121,17 +156,21 @@ def test_artifacts_and_headline_numbers(tracked):
     parent = known["run_id"]
     assert sorted(a.path for a in client.list_artifacts(parent)) == ["curves.png", "summary.csv", "table.csv",
                                                                      "table.md"]
-    # the table's cells (mean over seeds at each table size) and the active gain, step = labelled size
+    # the table's cells (mean over seeds at each table size) and each heuristic's paired gain against random,
+    # step = labelled size
     table = pd.read_csv(sweep / "table.csv")
-    cell = table[(table["heuristic"] == "bald") & (table["metric"] == "test_nll")]
-    assert history(client, parent, "test_nll/heuristic bald") == sorted(zip(cell["labelled"], cell["mean"],
-                                                                            strict=True))
-    nll = {h: pd.read_csv(sweep / f"heuristic={h},seed=0" / "steps.csv").set_index("labelled")["test_nll"]
-           for h in ("bald", "random")}
-    gain = history(client, parent, "active_gain_nll/all")
-    assert [s for s, _ in gain] == [20, 30, 50]
-    for size, value in gain:
-        assert value == pytest.approx(nll["random"][size] - nll["bald"][size])
+    for metric in ("test_nll", "test_acc", "paired_test_nll", "paired_test_acc"):
+        cell = table[(table["heuristic"] == "bald") & (table["metric"] == metric)]
+        assert len(cell) > 0
+        assert history(client, parent, f"{metric}/heuristic bald") == sorted(zip(cell["labelled"], cell["mean"],
+                                                                                  strict=True))
+    steps = {h: pd.read_csv(sweep / f"heuristic={h},seed=0" / "steps.csv").set_index("labelled")
+             for h in ("bald", "random")}
+    for metric, sign in (("test_nll", 1), ("test_acc", -1)):  # positive: bald is better
+        gain = history(client, parent, f"paired_{metric}/heuristic bald")
+        assert {s for s, _ in gain} <= {20, 30, 50} and 50 in {s for s, _ in gain}
+        for size, value in gain:
+            assert value == pytest.approx(sign * (steps["random"][metric][size] - steps["bald"][metric][size]))
 
 
 def wait_for_logger(job: Path) -> None:
@@ -170,6 +209,8 @@ def test_resumed_job_logs_each_step_once(resumed, tracked):
     assert run.info.status == "FINISHED"
     steps = pd.read_csv(sweep / JOB_BALD / "steps.csv")
     assert_histories_equal_steps(client, run, steps)
+    job = json.loads((sweep / JOB_BALD / "job.json").read_text())
+    assert run.data.params == job_params(job["config"], job["settings"])  # each attempt found them logged
     # and the same numbers as the uninterrupted job of the other sweep (timings aside)
     tracked_client, tracked_known = store_of(tracked[1])
     uninterrupted = child_runs(tracked_client, tracked_known)[JOB_BALD]
@@ -294,3 +335,98 @@ def test_every_number_of_a_row_but_the_step_counter_is_a_metric():
     row = {"step": 2, "labelled": 40, "test_nll": 1.5, "f1_car": 0.25, "count_car": 3, "note": "x", "flag": True}
     assert row_metrics(row) == {"labelled": 40.0, "test_nll": 1.5, "f1_car": 0.25, "count_car": 3.0}
     assert metric_key("test_nll/lambda=0.1, heuristic bald") == "test_nll/lambda_0.1_ heuristic bald"
+
+
+def hand_built_report(gain: float = 0.012):
+    """A Report as the report writes it, with a verdict: rows keyed on lambda, a heuristic whose label MLflow
+    cannot take as a key (`power_bald(beta=4)`), an interval with no Holm p, and a heuristic not testable."""
+    from alrun.report import Report
+
+    table = pd.DataFrame({"lambda": [0.1, 0.1], "heuristic": ["bald", "random"], "labelled": [50, 50],
+                          "metric": ["test_acc", "test_acc"], "mean": [0.9, 0.85], "std": [0.01, 0.02], "n": [3, 3]})
+    nan = float("nan")
+    rows = [("bald", "aubc_test_acc", gain, 0.004, 0.020, 0.004, 0.01, "better"),
+            ("bald", "aubc_test_nll", 0.05, 0.01, 0.09, 0.02, nan, "better"),
+            ("bald", "labels_saved", 110.0, 70.0, 140.0, 0.003, 0.006, "better"),
+            ("power_bald(beta=4)", "aubc_test_acc", 0.0, nan, nan, nan, nan, "not testable")]
+    verdict = pd.DataFrame([{"lambda": 0.1, "heuristic": h, "versus": "random", "metric": m, "n": 3, "mean": g,
+                             "ci_low": lo, "ci_high": hi, "p_value": p, "p_holm": ph, "decision": d}
+                            for h, m, g, lo, hi, p, ph, d in rows])
+    report = Report(summary=pd.DataFrame(), table=table, group_columns=["lambda", "heuristic"], sizes=[50],
+                    markdown="", failed_jobs=[], extra=[])
+    report.verdict = verdict  # the field the report adds (getattr: absent on an older Report)
+    report.verdict_lines = ["bald: better than random.", "power_bald(beta=4): not testable."]
+    return report
+
+
+def test_verdict_numbers_reach_the_parent_once(tmp_path):
+    """The training side's log_report (a hand-built Report) through the logger process, twice: every number
+    of the verdict under a readable key, its decisions and sentences as tags, and no entry twice; a changed
+    number is a newer entry that MLflow shows."""
+    from alrun.tracking import WorkerTracker
+
+    uri, sweep = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "sweep"
+    sweep.mkdir()
+    tracker = WorkerTracker(uri)
+    tracker.start_sweep(sweep, "verdict")
+    tracker.log_report(sweep, hand_built_report(), [])
+    WorkerTracker(uri).log_report(sweep, hand_built_report(), [])  # a second report of the same sweep
+    client, known = store_of(sweep)
+    run = client.get_run(known["run_id"])
+    base = "verdict/aubc_test_acc/lambda 0.1/bald"
+    assert {k: v for k, v in run.data.metrics.items() if k.startswith(base + "/")} == {
+        f"{base}/gain": 0.012, f"{base}/ci_low": 0.004, f"{base}/ci_high": 0.020, f"{base}/p": 0.004,
+        f"{base}/p_holm": 0.01, f"{base}/n": 3}
+    assert run.data.metrics["verdict/labels_saved/lambda 0.1/bald/mean"] == 110
+    assert "verdict/aubc_test_nll/lambda 0.1/bald/p_holm" not in run.data.metrics  # NaN: left out
+    assert run.data.metrics["verdict/aubc_test_acc/lambda 0.1/power_bald_beta_4_/gain"] == 0
+    assert run.data.metrics["test_acc/lambda 0.1 heuristic bald"] == 0.9
+    assert run.data.tags[base] == "better"
+    assert run.data.tags["verdict/aubc_test_acc/lambda 0.1/power_bald_beta_4_"] == "not testable"
+    assert run.data.tags["verdict"] == "bald: better than random.\npower_bald(beta=4): not testable."
+    assert run.info.status == "FINISHED"
+    for key in run.data.metrics:
+        assert len(client.get_metric_history(run.info.run_id, key)) == 1, key
+    WorkerTracker(uri).log_report(sweep, hand_built_report(gain=0.015), [])  # the sweep grew: a new number
+    assert history(client, known["run_id"], f"{base}/gain") == [(0, 0.012), (0, 0.015)]
+    assert client.get_run(known["run_id"]).data.metrics[f"{base}/gain"] == 0.015
+    assert len(client.get_metric_history(known["run_id"], f"{base}/ci_low")) == 1
+
+
+def test_a_report_without_a_verdict_logs_no_verdict():
+    from alrun.tracked_values import verdict_metrics, verdict_tags
+
+    report = hand_built_report()
+    del report.verdict, report.verdict_lines
+    assert verdict_metrics(report) == [] and verdict_tags(report) == {}
+
+
+def test_keys_and_values_mlflow_takes():
+    from alrun.tracked_values import MAX_PARAM_VALUE, job_params, join_key
+
+    assert join_key("verdict", "aubc_test_acc", "train.lr 0.01", "power_bald(beta=4)", "gain") == (
+        "verdict/aubc_test_acc/train.lr 0.01/power_bald_beta_4_/gain")
+    assert join_key("verdict", "a/b", "..", "") == "verdict/a_b/_.._/__"  # no path part MLflow would resolve
+    assert len(join_key("x" * 300)) == 250
+    params = job_params({"model._target_": "my.models:Net", "x": None, "flag": True, "lambda": 0,
+                         "long": "y" * 7000, "a=b": 1}, {"lambda": 0.0, "model": "mlp"})
+    assert params == {"model._target_": "my.models:Net", "x": "null", "flag": "true", "lambda": "0",
+                      "long": "y" * MAX_PARAM_VALUE, "a_b": "1", "model": "mlp"}
+
+
+def test_a_resumed_run_keeps_its_params_and_gets_the_missing_ones(tmp_path):
+    """MLflow refuses a changed param: a re-opened job run logs only the keys it lacks (here a data folder
+    that moved between attempts keeps its first value, and a key the first attempt did not have is added)."""
+    from alrun.mlflow_logger import MlflowJobRun, MlflowTracker
+
+    tracker = MlflowTracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    job, sweep = tmp_path / "sweep" / "job", tmp_path / "sweep"
+    job.mkdir(parents=True)
+    tracker.start_sweep(sweep, "resume")
+    known = json.loads((sweep / "mlflow_sweep.json").read_text())
+    for config in ({"seed": 0, "data_dir": "/first"}, {"seed": 0, "data_dir": "/second", "train.lr": 0.01}):
+        (job / "job.json").write_text(json.dumps({"config": config}))
+        run = MlflowJobRun.open(tracker, job, known, {"heuristic": "bald"}, "job", {})
+        run.finish([])
+    params = tracker.client.get_run(run.run_id).data.params
+    assert params == {"seed": "0", "data_dir": "/first", "train.lr": "0.01", "heuristic": "bald"}
