@@ -811,8 +811,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     from alrun.progress import print_report
+    from alrun.tracking import log_to_recorded_store
 
     print_report(report, args.folder, full=args.full)
+    log_to_recorded_store(args.folder, report)  # a tracked sweep's parent run gets the new numbers, each once
     return 0
 
 
