@@ -63,15 +63,19 @@ def varying_keys(sweep_overrides: Iterable[str], sweeper_params: dict[str, Any] 
 
 
 def sweep_varying_keys(sweep_dir: Path) -> set[str] | None:
-    """The varying keys of the sweep whose `multirun.yaml` is in SWEEP_DIR; None when it has none."""
+    """The varying keys of the sweep whose `multirun.yaml` is in SWEEP_DIR; None when it has none (or one
+    this cannot read)."""
     path = sweep_dir / "multirun.yaml"
     if not path.is_file():
         return None
-    cfg = OmegaConf.load(path)
-    task = OmegaConf.select(cfg, "hydra.overrides.task", default=None) or []
-    params_node = OmegaConf.select(cfg, "hydra.sweeper.params", default=None)
-    params = {str(k): params_node[k] for k in params_node} if params_node else {}  # resolves ${grid.seeds}
-    return varying_keys([str(o) for o in task], params)
+    try:
+        cfg = OmegaConf.load(path)
+        task = OmegaConf.select(cfg, "hydra.overrides.task", default=None) or []
+        params_node = OmegaConf.select(cfg, "hydra.sweeper.params", default=None)
+        params = {str(k): params_node[k] for k in params_node} if params_node else {}  # resolves ${grid.seeds}
+        return varying_keys([str(o) for o in task], params)
+    except Exception:  # unreadable, or a sweep syntax of another sweeper: every override names the folder
+        return None
 
 
 def shortened(name: str, limit: int = MAX_NAME_BYTES) -> str:
@@ -140,7 +144,7 @@ def job_folder(*, _root_: DictConfig) -> str:
     job_overrides = [str(o) for o in hydra_cfg.overrides.task]
     old_name = str(hydra_cfg.job.override_dirname)
     varying = sweep_varying_keys(sweep_dir)
-    if varying is None:  # no multirun.yaml (a launcher that writes none): every override, as Hydra would
+    if varying is None:  # no readable multirun.yaml: every override, as Hydra would (shortened below)
         full = old_name
     else:
         full = job_name(job_overrides, varying, excluded, str(dirname_cfg.item_sep), str(dirname_cfg.kv_sep))
