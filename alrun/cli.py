@@ -22,10 +22,14 @@ from omegaconf import DictConfig, OmegaConf
 from alrun.checkpoint import atomic_write_text
 from alrun.config import RunSpec, run_spec_from_dict
 from alrun.errors import AlrunError, TrainingDiverged
+from alrun.job_folders import register as register_job_folder
 from alrun.settings import flatten
 from alrun.tracking import JobRun, chain, last_line, open_tracker
 
 log = logging.getLogger("alrun")
+# `${alrun.job_folder:}` names job folders; registered on import, so in every process that runs a job
+# (joblib and submitit workers import this module to unpickle `task`)
+register_job_folder()
 
 
 def config_dir() -> str:
