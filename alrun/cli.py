@@ -1,8 +1,9 @@
 """The `alrun` entry point: Hydra composes the config, this turns it into a RunSpec and runs the job.
 
-Errors a user can act on (bad config, missing data or weights) print one sentence and exit 2
-before any work; a job that crashes later leaves `error.txt` and a `failed` marker in its
-folder, and the rest of the sweep goes on.
+Errors a user can act on (bad config, missing data or weights, a model refused by its MC probe) print
+one sentence and exit 2 before any training; a job that fails later (a user's component raising at some
+step, a diverged model, a data error found late, any other exception) leaves `error.txt` and a `failed`
+marker in its folder, and the rest of the sweep goes on (the report names it, the run exits 1).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from alrun.checkpoint import atomic_write_text
 from alrun.config import RunSpec, run_spec_from_dict
-from alrun.errors import AlrunError, TrainingDiverged
+from alrun.errors import AlrunError, DataError, HeuristicError, TrainingDiverged
 from alrun.job_folders import register as register_job_folder
 from alrun.settings import flatten
 from alrun.tracking import JobRun, chain, last_line, open_tracker
@@ -76,12 +77,70 @@ def stop(message: str, out_dir: Path, hydra_cfg: DictConfig) -> dict[str, Any]:
     return {"status": "error", "message": message, "dir": str(out_dir)}
 
 
-def job_settings(spec: RunSpec, input_shape: tuple[int, ...]) -> dict[str, Any]:
-    """The settings every job records (the report groups by those that vary)."""
-    from alrun.components import readable_names
+# raised while a job runs, these are that job's failure alone: its steps went wrong, not a setup every job shares
+JOB_FAILURES = (TrainingDiverged, HeuristicError, DataError)
+
+
+def stops_the_sweep(exc: BaseException) -> bool:
+    """Whether an error raised while a job runs stops the whole sweep (exit 2) instead of failing that job.
+
+    alrun's sentences about what the jobs share do: a config value, the model's build or its MC probe (a
+    ModelError, before the first training), a folder that holds another config or cannot be written (a
+    full disk). A user's component raising at some step (HeuristicError), a diverged model, a data error
+    found late and any other exception fail the job alone.
+    """
+    return isinstance(exc, AlrunError) and not isinstance(exc, JOB_FAILURES)
+
+
+def failure_text(exc: BaseException) -> str:
+    """A failed job's error.txt: the traceback, ending with one line that says what failed.
+
+    alrun's own sentence (a user's heuristic that raised, a diverged model) ends it as `alrun: error: ...`,
+    after the traceback of the user's exception it replaced, if any; any other exception ends with its
+    own last line (`RuntimeError: ...`).
+    """
+    if not isinstance(exc, AlrunError):
+        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    cause = exc.__cause__ or exc.__context__
+    text = ""
+    if cause is not None and not isinstance(cause, AlrunError):  # the user's own traceback first
+        text = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__)) + "\n"
+    return text + f"alrun: error: {exc}\n"
+
+
+def job_failed(exc: BaseException, out_dir: Path, hydra_cfg: DictConfig, title: str, tracked: JobRun
+               ) -> dict[str, Any]:
+    """This job failed, the sweep goes on: error.txt and the `failed` marker in its folder, its run FAILED.
+
+    Its finished steps stay (a re-run resumes after the last one); a folder that cannot be written stops
+    the sweep (one sentence, exit 2).
+    """
+    try:
+        atomic_write_text(out_dir / "error.txt", failure_text(exc))
+        atomic_write_text(out_dir / "failed", "")
+    except AlrunError as write_error:
+        tracked.finish(error=str(write_error))
+        return stop(str(write_error), out_dir, hydra_cfg)
+    reason = str(exc) if isinstance(exc, AlrunError) else last_line(exc)
+    log.error("job %s failed: %s (traceback in %s)", title, reason, out_dir / "error.txt")
+    tracked.finish(error=reason)
+    return {"status": "failed", "dir": str(out_dir)}
+
+
+def job_settings(spec: RunSpec, input_shape: tuple[int, ...], choices: dict[str, str | None] | None = None,
+                 overridden: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The settings every job records (the report groups by those that vary).
+
+    `choices` are Hydra's chosen config per group (`heuristic=mymargin`), `overridden` the keys set on the
+    command line: a custom component chosen through a config file of the user's is named by that file.
+    """
+    from alrun.components import chosen_name, readable_names
     from alrun.models import resolve_name
 
-    names = readable_names(spec)  # a custom component's short name (its dotted path is in job.json)
+    # a custom component's config name, or its short name (its dotted path is in job.json)
+    names = readable_names(spec, choices, overridden)
+    model = (chosen_name("model", spec.model.name, spec.model.args, choices, overridden)
+             if spec.model.backbone is None else None)
     return {
         "heuristic": names["heuristic"],
         "seed": spec.seed,
@@ -91,7 +150,7 @@ def job_settings(spec: RunSpec, input_shape: tuple[int, ...]) -> dict[str, Any]:
         "pool_fraction": spec.pool_fraction,
         "epochs": spec.train.epochs,
         "dataset": names["dataset"],
-        "model": resolve_name(spec.model, input_shape),
+        "model": model or resolve_name(spec.model, input_shape),
         "mc_samples": spec.mc_samples,
     }
 
@@ -148,7 +207,8 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
     except AlrunError as exc:
         return stop(str(exc), out_dir, hydra_cfg)
     overrides = dict(o.split("=", 1) for o in hydra_cfg.overrides.task if "=" in o)
-    settings = job_settings(spec, job.data.bundle.input_shape)
+    choices = OmegaConf.to_container(hydra_cfg.runtime.choices) if "choices" in hydra_cfg.runtime else {}
+    settings = job_settings(spec, job.data.bundle.input_shape, choices, {k.lstrip("+~") for k in overrides})
     try:
         atomic_write_text(out_dir / "job.json", json.dumps(
             {"overrides": {k.lstrip("+~"): v for k, v in overrides.items()}, "settings": settings,
@@ -169,35 +229,93 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
     try:
         with job_progress(title) as on_step:
             rows = job.run(chain(on_step, tracked.on_step))
-    except TrainingDiverged as exc:  # this job's numbers are lost, the sweep's other jobs may be fine
-        try:
-            atomic_write_text(out_dir / "error.txt", f"alrun: error: {exc}\n")
-            atomic_write_text(out_dir / "failed", "")
-        except AlrunError as write_error:
-            return stop(str(write_error), out_dir, hydra_cfg)
-        log.error("job %s stopped: %s", title, exc)
-        tracked.finish(error=str(exc))
-        return {"status": "failed", "dir": str(out_dir)}
-    except AlrunError as exc:
-        tracked.finish(error=str(exc))
-        return stop(str(exc), out_dir, hydra_cfg)
-    except Exception as exc:  # a crash in one job must not stop the others
-        try:
-            atomic_write_text(out_dir / "error.txt", traceback.format_exc())
-            atomic_write_text(out_dir / "failed", "")
-        except AlrunError as write_error:
-            return stop(str(write_error), out_dir, hydra_cfg)
-        log.error("job %s failed: %s (traceback in %s)", title, exc, out_dir / "error.txt")
-        tracked.finish(error=last_line(exc))
-        return {"status": "failed", "dir": str(out_dir)}
+    except Exception as exc:  # noqa: BLE001 - a failing job must not stop the others
+        if stops_the_sweep(exc):
+            tracked.finish(error=str(exc))
+            return stop(str(exc), out_dir, hydra_cfg)
+        return job_failed(exc, out_dir, hydra_cfg, title, tracked)
     for stale in ("failed", "error.txt"):  # an earlier attempt's failure, now resumed and finished
         (out_dir / stale).unlink(missing_ok=True)
     tracked.finish(rows)
     return {"status": "done", "dir": str(out_dir)}
 
 
+GROUPS_WITH_TARGET = ("model", "dataset", "heuristic")  # the groups whose `custom` takes a `_target_`
+EXAMPLE_TARGET = {"model": "mypkg.nets.Net", "dataset": "mypkg.data.load", "heuristic": "mypkg.acq.score"}
+
+
+def builtin_choices(group: str) -> set[str]:
+    """alrun's own configs of `group` (configs/<group>/*.yaml) other than `custom`."""
+    return {p.stem for p in (Path(config_dir()) / group).glob("*.yaml")} - {"custom"}
+
+
+def _choice_values(override: Any) -> list[str] | None:
+    """The option names a group override chooses (`heuristic=custom,bald` -> custom, bald); None when they
+    cannot be listed before Hydra composes (e.g. glob)."""
+    try:
+        if override.is_sweep_override():
+            return [str(v) for v in override.sweep_string_iterator()]
+        return [override.get_value_element_as_str()]
+    except Exception:  # noqa: BLE001 - Hydra itself reports what it cannot read
+        return None
+
+
+def target_spelling_error(argv: list[str]) -> str | None:
+    """The sentence for a `<group>._target_=...` that cannot work, read from the command line before Hydra
+    composes (Hydra would answer "Ambiguous value", "Key '_target_' is not in struct", or apply it to the
+    built-ins of a sweep): a `_target_` beside a built-in choice of its group (`heuristic=custom,bald,random
+    heuristic._target_=...`, `++heuristic._target_=...` with a built-in, `model._target_=...` without
+    `model=custom`). None when the command line is fine or is not one this can read (Hydra then answers).
+    """
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    try:
+        args, _ = get_args_parser().parse_known_args(argv)
+        overrides = OverridesParser.create().parse_overrides(args.overrides or [])
+    except BaseException:  # noqa: BLE001 - argparse exits on a bad flag; Hydra says what is wrong
+        return None
+    chosen: dict[str, list[str] | None] = {}
+    targets: dict[str, str] = {}
+    for override in overrides:
+        key = override.key_or_group
+        if override.type == OverrideType.DEL or override.package:
+            continue
+        if key in GROUPS_WITH_TARGET:
+            chosen[key] = _choice_values(override)
+        elif key.count(".") == 1 and key.split(".")[1] == "_target_" and key.split(".")[0] in GROUPS_WITH_TARGET:
+            targets[key.split(".")[0]] = override.input_line.split("=", 1)[-1] if override.input_line else ""
+    for group, target in targets.items():
+        if group not in chosen:  # the default (or an experiment's sweep) chooses alrun's own
+            values = None
+        else:
+            values = chosen[group]
+            if values is None:
+                continue
+        builtins = builtin_choices(group)
+        if values is not None and not set(values) & builtins:
+            continue  # custom, or the user's own config files, whose `_target_` this sets
+        path = target or EXAMPLE_TARGET[group]
+        folder = f"conf/{group}/mine.yaml holding `name: custom` and `_target_: {path}`"
+        others = [v for v in (values or []) if v != "custom"] or sorted(builtins & {"bald", "random", "mlp", "digits"})
+        sweep = ",".join(["mine", *others])
+        how = (f"give yours a config file of its own, e.g. {folder}, and run `alrun --config-dir conf {group}={sweep}`"
+               " (README: Your own model, data and heuristic)")
+        if values and "custom" in values:
+            return (f"`{group}._target_={target}` cannot go beside `{group}={','.join(values)}`: it would be "
+                    f"set for every {group} of the sweep, so {how}.")
+        now = f"{group}={','.join(values)}" if values else f"the default {group}"
+        return (f"`{group}._target_={target}` is not allowed: it is read only with {group}=custom (now {now}); "
+                f"add {group}=custom, or to sweep yours beside alrun's {how}.")
+    return None
+
+
 def main() -> None:
     """Console script `alrun`."""
+    message = target_spelling_error(sys.argv[1:])
+    if message:
+        fail(message)
     hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(task)()
 
 

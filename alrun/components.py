@@ -21,7 +21,7 @@ import inspect
 import math
 import pkgutil
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -317,13 +317,34 @@ def heuristic_parts(name: str, params: Mapping[str, Any]) -> tuple[str | None, d
     return params.get("_target_"), extra, bool(params.get("batch", False))
 
 
-def readable_names(spec: Any) -> dict[str, str]:
-    """Short names of the job's custom data set and heuristic for summary.csv (built-ins: their name)."""
+def chosen_name(kind: str, name: str, args: Mapping[str, Any], choices: Mapping[str, Any] | None,
+                overridden: Iterable[str] = ()) -> str | None:
+    """The name of a custom component chosen through a config file of the user's, for tables.
+
+    `alrun --config-dir conf heuristic=mymargin` with conf/heuristic/mymargin.yaml holding `name: custom`
+    and a `_target_` is named `mymargin` (Hydra's choice for the group, in `choices`), with the extra keys
+    set on the command line (`overridden`: keys such as `heuristic.factor`), e.g. `mymargin(factor=2)`.
+    None for a built-in, for `<kind>=custom`, and when the command line sets `<kind>._target_` itself.
+    """
+    choice = (choices or {}).get(kind)
+    overridden = set(overridden)
+    if name != CUSTOM or not isinstance(choice, str) or choice in ("", CUSTOM) or f"{kind}._target_" in overridden:
+        return None
+    shown = {k: v for k, v in args.items() if f"{kind}.{k}" in overridden}
+    return choice + ("(" + ", ".join(f"{k}={shown[k]}" for k in sorted(shown)) + ")" if shown else "")
+
+
+def readable_names(spec: Any, choices: Mapping[str, Any] | None = None, overridden: Iterable[str] = ()
+                   ) -> dict[str, str]:
+    """Names of the job's data set and heuristic for summary.csv: a built-in's name; a custom one's config
+    name when chosen through a config file (see :func:`chosen_name`), else its short name."""
     target, extra, _ = heuristic_parts(spec.heuristic, spec.heuristic_params)
     d = spec.dataset
+    heuristic = chosen_name("heuristic", spec.heuristic, extra, choices, overridden)
+    dataset = chosen_name("dataset", d.name, d.args, choices, overridden)
     return {
-        "heuristic": short_name(target, extra) if target else spec.heuristic,
-        "dataset": short_name(d.target or "", d.args) if d.name == CUSTOM else d.name,
+        "heuristic": heuristic or (short_name(target, extra) if target else spec.heuristic),
+        "dataset": dataset or (short_name(d.target or "", d.args) if d.name == CUSTOM else d.name),
     }
 
 

@@ -282,8 +282,11 @@ class MlflowTracker(Tracker):
                 self.call("logging the headline numbers", self._log_batch, run_id, new)
         if tags:
             self.call("logging the verdict", self._set_tags, run_id, tags)
+        # the sweep itself finished (its report is written) also when some of its jobs failed: their runs are
+        # FAILED, and the parent names them
         self.call("ending the sweep's run", self.client.set_tag, run_id, "failed_jobs", str(len(failed)))
-        self.call("ending the sweep's run", self.client.set_terminated, run_id, "FAILED" if failed else "FINISHED")
+        self.call("ending the sweep's run", self.client.set_tag, run_id, "failed_job_names", "; ".join(failed)[:5000])
+        self.call("ending the sweep's run", self.client.set_terminated, run_id, "FINISHED")
 
     def _not_held(self, run_id: str, metrics: list) -> list[tuple[str, float, int]]:
         """Those of `metrics` ((key, value, step), the last of a repeated key and step) whose key the run
