@@ -3,6 +3,8 @@ T samples).
 
 * `score` is a scorer: probs -> scores [N], the highest labelled first (`heuristic=custom
   heuristic._target_=mypkg.acq.score`).
+* `margin` is a scorer too, chosen through the config file conf/heuristic/mymargin.yaml beside alrun's
+  own heuristics (`alrun --config-dir examples/mypkg/conf heuristic=mymargin,bald,random`).
 * `balanced_top` is a batch selector (`heuristic.batch=true`): (probs, k, generator) -> k distinct
   indices; its samples share one dropout mask per sample t across all items, as BatchBALD's.
 """
@@ -31,3 +33,9 @@ def balanced_top(probs: torch.Tensor, k: int, generator: torch.Generator | None 
                 chosen.append(int(queue[depth]))
         depth += 1
     return torch.tensor(chosen, dtype=torch.long)
+
+
+def margin(probs: torch.Tensor) -> torch.Tensor:
+    """1 minus the gap between the two most probable classes of the mean predictive: [N, C, T] -> [N]."""
+    top2 = probs.mean(dim=2).topk(2, dim=1).values
+    return 1.0 - (top2[:, 0] - top2[:, 1])
