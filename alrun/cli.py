@@ -58,8 +58,26 @@ def under_submitit(hydra_cfg: DictConfig) -> bool:
     return "submitit" in str(OmegaConf.select(hydra_cfg, "launcher._target_", default=""))
 
 
-def stop(message: str, out_dir: Path, hydra_cfg: DictConfig) -> dict[str, Any]:
-    """A user-facing error in a job: one sentence, and the run stops (exit 2).
+def sweep_dir_of(hydra_cfg: DictConfig, out_dir: Path) -> Path:
+    """The sweep's folder (a single run: its own folder)."""
+    multirun = str(OmegaConf.select(hydra_cfg, "mode", default="")).endswith("MULTIRUN")
+    return Path(hydra_cfg.sweep.dir) if multirun else out_dir
+
+
+def end_tracked_sweep(plain: dict[str, Any] | None, hydra_cfg: DictConfig, out_dir: Path, message: str) -> None:
+    """With tracker=mlflow, end the sweep's parent run FAILED with `message` (the sweep stops, no report follows)."""
+    if not plain or not plain.get("tracker"):
+        return
+    try:
+        sweep_dir = sweep_dir_of(hydra_cfg, out_dir)
+        open_tracker(plain.get("tracker"), strict=False, sweep_dir=sweep_dir).stop_sweep(sweep_dir, message)
+    except Exception as exc:  # noqa: BLE001 - the sentence that stops the sweep must still be said
+        log.warning("alrun: warning: the sweep's MLflow run was not ended (%s).", last_line(exc))
+
+
+def stop(message: str, out_dir: Path, hydra_cfg: DictConfig, plain: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A user-facing error in a job: one sentence, and the run stops (exit 2); with tracker=mlflow the sweep's
+    parent run ends FAILED with that sentence (`plain`: the job's config).
 
     Under submitit the job is a process of its own whose exit would reach the submit host only as
     a traceback, so there the job prints the sentence to its log, records it in `error.txt` and a
@@ -67,6 +85,7 @@ def stop(message: str, out_dir: Path, hydra_cfg: DictConfig) -> dict[str, Any]:
     submit host.
     """
     if not under_submitit(hydra_cfg):
+        end_tracked_sweep(plain, hydra_cfg, out_dir, message)
         fail(message)
     print(f"alrun: error: {message}", file=sys.stderr)
     try:
@@ -108,8 +127,8 @@ def failure_text(exc: BaseException) -> str:
     return text + f"alrun: error: {exc}\n"
 
 
-def job_failed(exc: BaseException, out_dir: Path, hydra_cfg: DictConfig, title: str, tracked: JobRun
-               ) -> dict[str, Any]:
+def job_failed(exc: BaseException, out_dir: Path, hydra_cfg: DictConfig, title: str, tracked: JobRun,
+               plain: dict[str, Any] | None = None) -> dict[str, Any]:
     """This job failed, the sweep goes on: error.txt and the `failed` marker in its folder, its run FAILED.
 
     Its finished steps stay (a re-run resumes after the last one); a folder that cannot be written stops
@@ -120,7 +139,7 @@ def job_failed(exc: BaseException, out_dir: Path, hydra_cfg: DictConfig, title: 
         atomic_write_text(out_dir / "failed", "")
     except AlrunError as write_error:
         tracked.finish(error=str(write_error))
-        return stop(str(write_error), out_dir, hydra_cfg)
+        return stop(str(write_error), out_dir, hydra_cfg, plain)
     reason = str(exc) if isinstance(exc, AlrunError) else last_line(exc)
     log.error("job %s failed: %s (traceback in %s)", title, reason, out_dir / "error.txt")
     tracked.finish(error=reason)
@@ -159,7 +178,7 @@ def tracked_run(plain: dict[str, Any], hydra_cfg: DictConfig, out_dir: Path, set
                 overrides: dict[str, str]) -> JobRun:
     """The job's run in the tracker chosen by `tracker=` (one that does nothing for tracker=none)."""
     multirun = str(OmegaConf.select(hydra_cfg, "mode", default="")).endswith("MULTIRUN")
-    sweep_dir = Path(hydra_cfg.sweep.dir) if multirun else out_dir
+    sweep_dir = sweep_dir_of(hydra_cfg, out_dir)
     tracker = open_tracker(plain.get("tracker"), strict=False, sweep_dir=sweep_dir)
     # in a sweep the run is named like the job's folder (heuristic=bald,seed=0)
     name = out_dir.name if multirun and out_dir != sweep_dir else title
@@ -205,7 +224,7 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
 
             preflight(spec.heuristic_params, job.data.bundle.n_classes, spec.mc_samples, spec.query_size)
     except AlrunError as exc:
-        return stop(str(exc), out_dir, hydra_cfg)
+        return stop(str(exc), out_dir, hydra_cfg, plain)
     overrides = dict(o.split("=", 1) for o in hydra_cfg.overrides.task if "=" in o)
     choices = OmegaConf.to_container(hydra_cfg.runtime.choices) if "choices" in hydra_cfg.runtime else {}
     settings = job_settings(spec, job.data.bundle.input_shape, choices, {k.lstrip("+~") for k in overrides})
@@ -218,22 +237,22 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
              "validation_labels": len(job.data.validation)},
             indent=2))
     except AlrunError as exc:
-        return stop(str(exc), out_dir, hydra_cfg)
+        return stop(str(exc), out_dir, hydra_cfg, plain)
     for note in job.data.bundle.notes:
         log.info(note)
     title = " ".join(f"{k}={v}" for k, v in overrides.items()) or f"{spec.heuristic} seed={spec.seed}"
     try:
         tracked = tracked_run(plain, hydra_cfg, out_dir, settings, title, overrides)
     except AlrunError as exc:
-        return stop(str(exc), out_dir, hydra_cfg)
+        return stop(str(exc), out_dir, hydra_cfg, plain)
     try:
         with job_progress(title) as on_step:
             rows = job.run(chain(on_step, tracked.on_step))
     except Exception as exc:  # noqa: BLE001 - a failing job must not stop the others
         if stops_the_sweep(exc):
             tracked.finish(error=str(exc))
-            return stop(str(exc), out_dir, hydra_cfg)
-        return job_failed(exc, out_dir, hydra_cfg, title, tracked)
+            return stop(str(exc), out_dir, hydra_cfg, plain)
+        return job_failed(exc, out_dir, hydra_cfg, title, tracked, plain)
     for stale in ("failed", "error.txt"):  # an earlier attempt's failure, now resumed and finished
         (out_dir / stale).unlink(missing_ok=True)
     tracked.finish(rows)

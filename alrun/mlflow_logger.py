@@ -93,6 +93,8 @@ def serve() -> None:
             elif op == "report":
                 tracker.log_report(Path(message["folder"]), message["metrics"], message["failed"],
                                    message.get("tags") or {})
+            elif op == "stop_sweep":
+                tracker.stop_sweep(Path(message["folder"]), message["reason"])
             elif op == "sync":
                 reply.write("ok\n")
         except Exception as exc:  # noqa: BLE001 - a logger bug must not take the jobs down
@@ -287,6 +289,15 @@ class MlflowTracker(Tracker):
         self.call("ending the sweep's run", self.client.set_tag, run_id, "failed_jobs", str(len(failed)))
         self.call("ending the sweep's run", self.client.set_tag, run_id, "failed_job_names", "; ".join(failed)[:5000])
         self.call("ending the sweep's run", self.client.set_terminated, run_id, "FINISHED")
+
+    def stop_sweep(self, folder: Path, reason: str) -> None:
+        """In the logger: a sweep stopped by one sentence (exit 2, no report) ends its parent run FAILED with
+        that sentence as its `stopped` tag (a re-run sets it RUNNING again)."""
+        known = _read_json(Path(folder) / SWEEP_FILE)
+        if not known or known.get("uri") != self.uri:
+            return
+        self.call("ending the sweep's run", self.client.set_tag, known["run_id"], "stopped", reason[:5000])
+        self.call("ending the sweep's run", self.client.set_terminated, known["run_id"], "FAILED")
 
     def _not_held(self, run_id: str, metrics: list) -> list[tuple[str, float, int]]:
         """Those of `metrics` ((key, value, step), the last of a repeated key and step) whose key the run

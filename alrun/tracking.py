@@ -143,6 +143,9 @@ class Tracker:
     def log_report(self, folder: Path, report: Report | None, failed: list[str]) -> None:
         """Log the sweep's tables, plot and headline numbers to its parent run, and end it."""
 
+    def stop_sweep(self, folder: Path, reason: str) -> None:
+        """End the sweep's parent run FAILED with `reason` (the sentence that stopped the whole sweep, exit 2)."""
+
 
 def log_to_recorded_store(folder: Path, report: Report) -> None:
     """A report written again outside a sweep (`python -m alrun.report FOLDER`) to the parent run that the
@@ -309,6 +312,11 @@ class WorkerTracker(Tracker):
                         last_line(exc))
         self._send({"op": "report", "folder": str(folder), "metrics": metrics, "tags": tags, "failed": failed})
         self.close()
+
+
+    def stop_sweep(self, folder: Path, reason: str) -> None:
+        self._send({"op": "stop_sweep", "folder": str(folder), "reason": reason})
+        self.close()  # the process exits next: the parent run is ended in MLflow first
 
 
 class WorkerJobRun(JobRun):

@@ -240,3 +240,19 @@ def test_the_readme_commands_run_as_written(tmp_path):
     assert len(sweeps) == 2
     names = [set(pd.read_csv(s / "summary.csv")[key]) for s in sweeps for key in ("heuristic", "model", "dataset")]
     assert {"mymargin", "bald", "random"} in names and {"mynet"} in names and {"mydigits"} in names
+
+
+def test_a_sweep_stopped_by_one_sentence_ends_its_mlflow_run_failed_with_it(user_site, tmp_path):
+    """A model that cannot be built stops the whole sweep (exit 2, no report): the parent run does not stay RUNNING."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    sweep = tmp_path / "sweep"
+    proc = run_alrun(["scale=smoke", "model=custom", "model._target_=userpkg.nets.broken", "heuristic=bald", "seed=0,1",
+                      "tracker=mlflow", f"hydra.sweep.dir={sweep}"], tmp_path, check=False, env=env_with(user_site))
+    assert proc.returncode == 2, proc.stderr
+    [line] = error_lines(proc)
+    assert "raised ValueError (width must be even)" in line and "Traceback" not in proc.stderr
+    known = json.loads((sweep / "mlflow_sweep.json").read_text())
+    parent = MlflowClient(tracking_uri=known["uri"]).get_run(known["run_id"])
+    assert parent.info.status == "FAILED" and parent.data.tags["stopped"] == line.removeprefix("alrun: error: ")
