@@ -256,3 +256,20 @@ def test_a_sweep_stopped_by_one_sentence_ends_its_mlflow_run_failed_with_it(user
     known = json.loads((sweep / "mlflow_sweep.json").read_text())
     parent = MlflowClient(tracking_uri=known["uri"]).get_run(known["run_id"])
     assert parent.info.status == "FAILED" and parent.data.tags["stopped"] == line.removeprefix("alrun: error: ")
+
+
+def test_a_custom_component_is_named_by_its_config_file_with_the_keys_set_on_the_command_line():
+    from alrun.components import chosen_name, readable_names
+    from alrun.config import run_spec_from_dict
+
+    spec = run_spec_from_dict({"heuristic": {"name": "custom", "_target_": "sweeppkg.acq.flaky", "fail_on": 3},
+                               "dataset": {"name": "custom", "_target_": "a.load", "path": "x.npz"}})
+    choices = {"heuristic": "flaky", "dataset": "mydata", "model": "auto"}
+    assert readable_names(spec, choices) == {"heuristic": "flaky", "dataset": "mydata"}
+    assert readable_names(spec, choices, {"heuristic.fail_on"})["heuristic"] == "flaky(fail_on=3)"
+    # `heuristic=custom heuristic._target_=...`, or a config file whose `_target_` the command line replaced:
+    # the function's short name, as before
+    assert readable_names(spec, {"heuristic": "custom"})["heuristic"] == "flaky(fail_on=3)"
+    assert readable_names(spec, choices, {"heuristic._target_"})["heuristic"] == "flaky(fail_on=3)"
+    assert readable_names(spec)["dataset"] == "load(path=x.npz)"
+    assert chosen_name("model", "mlp", {}, {"model": "mlp"}) is None  # a built-in keeps its own name
