@@ -105,7 +105,9 @@ def test_the_config_file_heuristic_gives_the_same_steps_under_both_launchers(bes
     launcher, sweep, _ = beside
     if launcher != "joblib":
         pytest.skip("compared once, from the joblib run")
-    basic = next(Path(p) for p in tmp_path_factory.getbasetemp().glob("beside_basic*/sweep"))
+    basic = next((Path(p) for p in tmp_path_factory.getbasetemp().glob("beside_basic*/sweep")), None)
+    if basic is None:
+        pytest.skip("the basic launcher's sweep did not run in this session")
     for job in ("heuristic=mymargin,seed=1", "heuristic=bald,seed=0"):
         pd.testing.assert_frame_equal(steps_without_timings(sweep / job / "steps.csv"),
                                       steps_without_timings(basic / job / "steps.csv"))
