@@ -32,7 +32,7 @@ from alrun.errors import ConfigError, TrainingDiverged
 from alrun.features import featurize
 from alrun.inference import InferenceBatch
 from alrun.labelled_sets import initial_positions, validation_split
-from alrun.mc_probe import PROBE_ITEMS, check_mc, model_label
+from alrun.mc_probe import probe_job_model
 from alrun.models import build_model
 from alrun.seeding import generator, seed_global
 from alrun.training import EarlyStopping, epochs_for, evaluate, fit
@@ -183,8 +183,7 @@ class ActiveLearningJob:
         amp = spec.amp and device.type == "cuda"
         # MC samples that repeat and vary, proven on a few real inputs; T = 1 for a model without active
         # dropout under a heuristic that needs no MC samples
-        n_samples = check_mc(model, x_train[:PROBE_ITEMS], spec.heuristic, spec.mc_samples, spec.seed,
-                             model_label(spec.model, bundle.input_shape), amp).n_samples
+        n_samples = probe_job_model(model, spec, bundle.input_shape, x_train)
         inference_batch = InferenceBatch(spec.inference_batch_size)  # halved for the whole job on GPU out-of-memory
         validation = torch.as_tensor(data.validation)
         x_val, y_val = x_train[validation.to(x_train.device)], oracle[validation]

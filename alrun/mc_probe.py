@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from alrun.components import CUSTOM
-from alrun.config import NEEDS_MC_SAMPLES, ModelSpec
+from alrun.config import NEEDS_MC_SAMPLES, ModelSpec, RunSpec
 from alrun.errors import ModelError
 from alrun.inference import mc_probs
 from alrun.models import SeededDropout, resolve_name
@@ -173,18 +173,20 @@ def _why_identical(model: nn.Module, calls: list[FunctionalDropout]) -> str:
 
 
 def check_mc(model: nn.Module, x_probe: torch.Tensor, heuristic: str, mc_samples: int, seed: int,
-             model_name: str, amp: bool = False) -> ProbeResult:
+             model_name: str, scan_source: bool = True) -> ProbeResult:
     """Probe `model` on x_probe [N, ...] (a few of the job's inputs) and decide how the job samples it.
 
     With a heuristic in NEEDS_MC_SAMPLES, samples that do not repeat for one generator, or do not vary,
     stop the job with one ModelError sentence; batchbald also refuses dropout subclasses kept with their
     own forward (their masks are not shared across candidates). With other heuristics a model whose
     samples do not vary runs with T = 1 (said in the log), and samples that do not repeat are a warning.
-    `model_name`: how the sentence names the model (e.g. "`model._target_=pkg.Net`").
+    `model_name`: how the sentence names the model (e.g. "`model._target_=pkg.Net`"). `scan_source`:
+    look for functional dropout in the modules' source (a user's model; alrun's built-ins have none).
+    The probe runs in full precision (no autocast), so that a GPU's kernels repeat it exactly.
     """
-    calls = functional_dropout_calls(model)
+    calls = functional_dropout_calls(model) if scan_source else []
     warn_functional_dropout(calls, model_name)
-    reproducible, stochastic = run_probe(model, x_probe[:PROBE_ITEMS], seed, amp)
+    reproducible, stochastic = run_probe(model, x_probe[:PROBE_ITEMS], seed)
     needs_mc = heuristic in NEEDS_MC_SAMPLES
     kept = kept_dropouts(model)
     if heuristic in CONSISTENT and kept:
@@ -225,3 +227,9 @@ def model_label(spec: ModelSpec, input_shape: tuple[int, ...]) -> str:
     if spec.backbone is not None:
         return f"`model.backbone={spec.backbone}`"
     return f"`model.name={resolve_name(spec, input_shape)}`"
+
+
+def probe_job_model(model: nn.Module, spec: RunSpec, input_shape: tuple[int, ...], x_train: torch.Tensor) -> int:
+    """:func:`check_mc` for a job's model on its first training inputs; returns the job's T."""
+    return check_mc(model, x_train[:PROBE_ITEMS], spec.heuristic, spec.mc_samples, spec.seed,
+                    model_label(spec.model, input_shape), scan_source=spec.model.name == CUSTOM).n_samples

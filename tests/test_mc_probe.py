@@ -16,7 +16,7 @@ import torch
 from alrun.config import ModelSpec, run_spec_from_dict
 from alrun.errors import ModelError
 from alrun.loop import ActiveLearningJob
-from alrun.mc_probe import check_mc, functional_dropout_calls
+from alrun.mc_probe import check_mc, functional_dropout_calls, probe_job_model
 from alrun.models import SeededDropout, build_model
 from alrun.seeding import seed_global
 from tests.conftest import REPO, THREADS, run_alrun, steps_without_timings
@@ -273,6 +273,15 @@ def test_built_in_models_pass_the_probe():
     assert result.reproducible and result.stochastic and result.n_samples == 5
 
 
+def test_built_in_gal_cnn_passes_and_built_in_dropout_0_runs_entropy_at_t_1():
+    cnn = build_model(ModelSpec(name="gal_cnn", hidden=16), (1, 8, 8), C, seed=0)
+    x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert check_mc(cnn, x, "bald", 5, seed=0, model_name="`model.name=gal_cnn`").n_samples == 5
+    spec = run_spec_from_dict({"model": {"name": "mlp", "dropout": 0, "hidden": 16}, "heuristic": {"name": "entropy"}})
+    mlp = build_model(spec.model, (D,), C, seed=0)
+    assert probe_job_model(mlp, spec, (D,), torch.randn(8, D)) == 1
+
+
 def test_the_probe_leaves_the_global_generator_as_it_was(user_pkg):
     model = built("AlwaysOnFunctional")
     seed_global(0, "x")
@@ -298,6 +307,19 @@ def test_a_locked_dropout_job_repeats(user_pkg, tmp_path):
     columns = [c for c in first.columns if not c.startswith("time_")]
     pd.testing.assert_frame_equal(first[columns], second[columns])
     assert list(first["labelled"]) == [20, 25, 30]
+
+
+def test_a_resumed_job_with_always_on_functional_dropout_equals_the_uninterrupted_one(user_pkg, tmp_path, caplog):
+    whole = job(tmp_path, "AlwaysOnFunctional", "bald").run()
+    folder = tmp_path / "job"
+    for name in ("checkpoint.json", "steps.csv", "done"):  # back to the checkpoint after step 1
+        (folder / name).unlink()
+    torch.rand(5)  # whatever the process's global generator did meanwhile
+    with caplog.at_level(logging.INFO, logger="alrun"):
+        resumed = job(tmp_path, "AlwaysOnFunctional", "bald").run()
+    assert any("after 2 finished steps" in r.getMessage() for r in caplog.records)
+    columns = [c for c in whole.columns if not c.startswith("time_")]
+    pd.testing.assert_frame_equal(resumed[columns], whole[columns])
 
 
 def test_a_job_without_dropout_runs_entropy_and_random(user_pkg, tmp_path, caplog):
