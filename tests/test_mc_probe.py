@@ -98,6 +98,24 @@ def no_dropout(n_classes, input_shape):
     return nn.Sequential(nn.Flatten(), nn.Linear(_width(input_shape), 32), nn.ReLU(), nn.Linear(32, n_classes))
 
 
+class Spellings(nn.Module):
+    """Functional dropout spelt three ways, and a module named `dropout` (not functional)."""
+
+    def __init__(self, n_classes, input_shape):
+        super().__init__()
+        self.fc = nn.Linear(_width(input_shape), n_classes)
+        self.dropout = nn.Dropout(0.5)
+
+    def forward(self, x):
+        from torch.nn.functional import dropout
+
+        # F.dropout(x) in a comment is not a call
+        h = torch.nn.functional.dropout(x.flatten(1), 0.1, self.training)
+        h = dropout(h, 0.1, training=True)
+        h = torch.nn.functional.alpha_dropout(h, 0.1, True)
+        return self.fc(self.dropout(h))
+
+
 class NumpyNoise(nn.Module):
     """Noise from numpy's global generator in forward, which alrun does not seed."""
 
@@ -167,6 +185,16 @@ def test_functional_dropout_is_found_with_its_file_and_line(user_pkg):
     # torch's and alrun's modules, and `self.drop(h)` calls, are not functional dropout
     assert functional_dropout_calls(built("zero_dropout")) == []
     assert functional_dropout_calls(built("SequenceNet")) == []
+
+
+def test_functional_dropout_spellings(user_pkg):
+    calls = functional_dropout_calls(built("Spellings"))
+    assert [c.call for c in calls] == ["torch.nn.functional.dropout(x.flatten(1), 0.1, self.training)",
+                                       "dropout(h, 0.1, training=True)",
+                                       "torch.nn.functional.alpha_dropout(h, 0.1, True)"]
+    assert [c.tied_to_training for c in calls] == [True, False, False]
+    assert [c.line for c in calls] == [line_of(user_pkg, "h = torch.nn.functional.dropout"),
+                                       line_of(user_pkg, "h = dropout(h"), line_of(user_pkg, "alpha_dropout(h")]
 
 
 def test_tied_functional_dropout_beside_a_module_runs_with_a_warning(user_pkg, caplog):
