@@ -173,7 +173,7 @@ def _why_identical(model: nn.Module, calls: list[FunctionalDropout]) -> str:
 
 
 def check_mc(model: nn.Module, x_probe: torch.Tensor, heuristic: str, mc_samples: int, seed: int,
-             model_name: str, scan_source: bool = True) -> ProbeResult:
+             model_name: str, scan_source: bool = True, consistent: bool | None = None) -> ProbeResult:
     """Probe `model` on x_probe [N, ...] (a few of the job's inputs) and decide how the job samples it.
 
     With a heuristic in NEEDS_MC_SAMPLES, samples that do not repeat for one generator, or do not vary,
@@ -182,6 +182,7 @@ def check_mc(model: nn.Module, x_probe: torch.Tensor, heuristic: str, mc_samples
     samples do not vary runs with T = 1 (said in the log), and samples that do not repeat are a warning.
     `model_name`: how the sentence names the model (e.g. "`model._target_=pkg.Net`"). `scan_source`:
     look for functional dropout in the modules' source (a user's model; alrun's built-ins have none).
+    `consistent`: whether the heuristic needs masks shared across candidates (None: heuristic=batchbald).
     The probe runs in full precision (no autocast), so that a GPU's kernels repeat it exactly.
     """
     calls = functional_dropout_calls(model) if scan_source else []
@@ -189,9 +190,10 @@ def check_mc(model: nn.Module, x_probe: torch.Tensor, heuristic: str, mc_samples
     reproducible, stochastic = run_probe(model, x_probe[:PROBE_ITEMS], seed)
     needs_mc = heuristic in NEEDS_MC_SAMPLES
     kept = kept_dropouts(model)
-    if heuristic in CONSISTENT and kept:
+    if (heuristic in CONSISTENT if consistent is None else consistent) and kept:
         kinds = ", ".join(sorted({type(m).__name__ for m in kept}))
-        raise ModelError(f"heuristic={heuristic} needs one dropout mask per sample shared by every candidate, which "
+        which = "heuristic=custom with heuristic.batch=true" if heuristic == "custom" else f"heuristic={heuristic}"
+        raise ModelError(f"{which} needs one dropout mask per sample shared by every candidate, which "
                          f"alrun draws only for torch's dropout modules, but {model_name} keeps {kinds} with its "
                          "own forward; use bald (or another per-item heuristic) with it.")
     if not reproducible:
@@ -231,5 +233,8 @@ def model_label(spec: ModelSpec, input_shape: tuple[int, ...]) -> str:
 
 def probe_job_model(model: nn.Module, spec: RunSpec, input_shape: tuple[int, ...], x_train: torch.Tensor) -> int:
     """:func:`check_mc` for a job's model on its first training inputs; returns the job's T."""
+    consistent = spec.heuristic in CONSISTENT or (spec.heuristic == "custom"
+                                                  and bool((spec.heuristic_params or {}).get("batch", False)))
     return check_mc(model, x_train[:PROBE_ITEMS], spec.heuristic, spec.mc_samples, spec.seed,
-                    model_label(spec.model, input_shape), scan_source=spec.model.name == CUSTOM).n_samples
+                    model_label(spec.model, input_shape), scan_source=spec.model.name == CUSTOM,
+                    consistent=consistent).n_samples

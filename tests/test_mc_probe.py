@@ -262,10 +262,18 @@ def test_locked_dropout_subclass_is_kept_and_samples_vary_reproducibly(user_pkg,
     assert torch.equal(out != 0, kept_bd.expand_as(out) & (x != 0))
 
 
-def test_locked_dropout_is_refused_for_batchbald(user_pkg):
+def test_locked_dropout_is_refused_for_batchbald_and_a_custom_batch_selector(user_pkg):
     with pytest.raises(ModelError) as err:
         probe(built("SequenceNet"), heuristic="batchbald")
+    assert str(err.value).startswith("heuristic=batchbald needs one dropout mask per sample shared by every candidate")
     assert "keeps LockedDropout with its own forward" in str(err.value) and one_sentence(str(err.value))
+    spec = run_spec_from_dict({"model": {"name": "custom", "_target_": "userprobe.nets.SequenceNet"},
+                               "heuristic": {"name": "custom", "_target_": "a.select", "batch": True}})
+    with pytest.raises(ModelError, match=r"^heuristic=custom with heuristic.batch=true needs one dropout mask"):
+        probe_job_model(built("SequenceNet"), spec, (D,), torch.randn(8, D))
+    spec = run_spec_from_dict({"model": {"name": "custom", "_target_": "userprobe.nets.SequenceNet"},
+                               "heuristic": {"name": "custom", "_target_": "a.score"}})
+    assert probe_job_model(built("SequenceNet"), spec, (D,), torch.randn(8, D)) == spec.mc_samples
 
 
 @pytest.mark.parametrize("heuristic", ["random", "entropy", "margin"])
