@@ -32,8 +32,9 @@ from alrun.errors import ConfigError, TrainingDiverged
 from alrun.features import featurize
 from alrun.inference import InferenceBatch
 from alrun.labelled_sets import initial_positions, validation_split
+from alrun.mc_probe import probe_job_model
 from alrun.models import build_model
-from alrun.seeding import generator
+from alrun.seeding import generator, seed_global
 from alrun.training import EarlyStopping, epochs_for, evaluate, fit
 
 log = logging.getLogger("alrun")
@@ -180,6 +181,9 @@ class ActiveLearningJob:
             model = model.to(memory_format=torch.channels_last)
         initial_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         amp = spec.amp and device.type == "cuda"
+        # MC samples that repeat and vary, proven on a few real inputs; T = 1 for a model without active
+        # dropout under a heuristic that needs no MC samples
+        n_samples = probe_job_model(model, spec, bundle.input_shape, x_train)
         inference_batch = InferenceBatch(spec.inference_batch_size)  # halved for the whole job on GPU out-of-memory
         validation = torch.as_tensor(data.validation)
         x_val, y_val = x_train[validation.to(x_train.device)], oracle[validation]
@@ -196,6 +200,7 @@ class ActiveLearningJob:
             idx = torch.as_tensor(labelled)
             stopper = (EarlyStopping(x_val, y_val, spec.train.patience, spec.inference_batch_size)
                        if spec.train.schedule == "early_stopping" else None)
+            seed_global(spec.seed, f"train/{step}")  # randomness of a user's model that alrun does not own
             try:
                 fit(model, x_train[idx.to(x_train.device)], oracle[idx], spec.train,
                     generator(spec.seed, f"train/{step}"), generator(spec.seed, f"dropout/{step}", device), amp,
@@ -205,7 +210,8 @@ class ActiveLearningJob:
                 raise TrainingDiverged(f"At step {step} ({len(labelled)} labelled), {message[:1].lower()}{message[1:]}"
                                        ) from None
             time_train = time.perf_counter() - tic
-            metrics = evaluate(model, x_test, bundle.y_test, spec.mc_samples,
+            seed_global(spec.seed, f"eval/{step}")
+            metrics = evaluate(model, x_test, bundle.y_test, n_samples,
                                generator(spec.seed, f"eval/{step}", device), inference_batch, amp)
             row: dict[str, Any] = {
                 "step": step,
@@ -225,9 +231,10 @@ class ActiveLearningJob:
             time_infer = time_acquire = 0.0
             if room > 0:
                 candidates = active.sample_pool(spec.pool_fraction, generator(spec.seed, f"pool/{step}"))
+                seed_global(spec.seed, f"acquire/{step}")
                 chosen = acquire(
                     model, x_train[torch.as_tensor(candidates).to(x_train.device)], spec.heuristic,
-                    min(spec.query_size, room, len(candidates)), spec.mc_samples,
+                    min(spec.query_size, room, len(candidates)), n_samples,
                     mc_generator=generator(spec.seed, f"mc/{step}", device),
                     acquisition_generator=generator(spec.seed, f"acquire/{step}"),
                     batch_size=inference_batch, amp=amp, heuristic_params=spec.heuristic_params,

@@ -158,7 +158,6 @@ def test_custom_model_is_seeded(user_pkg):
 
 
 @pytest.mark.parametrize("spec,shape,words", [
-    (custom("userpkg.nets.no_dropout"), (6,), "without a dropout layer"),
     (custom("userpkg.nets.broken"), (6,), "raised ValueError (width must be even)"),
     (custom("userpkg.nets.not_a_module"), (6,), "returned a str, but a torch.nn.Module was expected"),
     (custom("userpkg.nets.wrong_classes"), (6,), "returns [2, 4] for a batch of 2 items, but logits [2, 3]"),
@@ -330,7 +329,10 @@ def test_cli_custom_model_under_joblib_reproduces_the_basic_launcher(custom_swee
     ([], "`model._target_=???` is not allowed: model=custom needs the dotted path"),
     (["model._target_=userpkg.nets"], "names a module, not a class or function"),
     (["model._target_=userpkg.nets.broken"], "raised ValueError (width must be even)"),
-    (["model._target_=userpkg.nets.no_dropout"], "without a dropout layer"),
+    # built, then refused by the MC probe for bald (alrun.mc_probe; random or entropy would run it at T = 1)
+    (["model._target_=userpkg.nets.no_dropout"], "gives identical MC-Dropout samples on a probe batch of 4 inputs, "
+                                                 "so heuristic=bald would score every candidate 0: it has no dropout "
+                                                 "layer"),
 ])
 def test_cli_model_errors_exit_2_with_one_sentence(package_dir, tmp_path, args, words):
     # an earlier result in the sweep folder survives
