@@ -31,7 +31,7 @@ from alrun import components
 from alrun.config import DatasetSpec
 from alrun.data.arrays import ImageArrays, cap_indices, images_to_bundle
 from alrun.data.bundle import DataBundle
-from alrun.data.checks import check_lengths, integer_labels, source_name
+from alrun.data.checks import check_lengths, check_not_empty, integer_labels, label_space, source_name
 from alrun.data.image_cache import cache_lock, read_cache, write_cache
 from alrun.errors import DataError
 
@@ -103,18 +103,19 @@ def from_mapping(arrays: Mapping[str, Any], spec: DatasetSpec, where: str) -> Da
     x_test = _as_numpy(arrays["x_test"], "x_test", where)
     check_lengths(len(x_train), len(y_train), "train", where)
     check_lengths(len(x_test), len(y_test), "test", where)
+    check_not_empty(len(y_train), len(y_test), where)
     if x_train.shape[1:] != x_test.shape[1:]:
         raise DataError(f"{where}: x_train items have shape {list(x_train.shape[1:])} but x_test items "
                         f"{list(x_test.shape[1:])}: both splits need one shape.")
-    return arrays_to_bundle(x_train, y_train, x_test, y_test, arrays.get("class_names"), spec)
+    names = label_space(y_train, y_test, arrays.get("class_names"), where)  # before anything is sized by them
+    return arrays_to_bundle(x_train, y_train, x_test, y_test, names, spec)
 
 
 def arrays_to_bundle(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-                     class_names: Any, spec: DatasetSpec) -> DataBundle:
+                     names: list[str], spec: DatasetSpec) -> DataBundle:
     """uint8 images [N, H, W(, C)] go the image sources' way (caps, standardisation, image_size);
-    anything else becomes float32 [N, ...] as it is (4-D float images resized to image_size)."""
-    top = max(int(y_train.max(initial=0)), int(y_test.max(initial=0)))
-    names = [str(c) for c in class_names] if class_names is not None else [str(c) for c in range(top + 1)]
+    anything else becomes float32 [N, ...] as it is (4-D float images resized to image_size).
+    names: the checked class names (:func:`alrun.data.checks.label_space`)."""
     if x_train.dtype == np.uint8 and x_train.ndim in (3, 4):
         return images_to_bundle(ImageArrays(x_train, y_train, x_test, y_test, names), spec)
     xs = [torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for x in (x_train, x_test)]
@@ -205,6 +206,14 @@ def from_datasets(train: Any, test: Any, spec: DatasetSpec, where: str) -> DataB
     if x_train.shape[1:] != x_test.shape[1:]:
         raise DataError(f"{where}: train items have shape {list(x_train.shape[1:])} but test items "
                         f"{list(x_test.shape[1:])}: both splits need one shape.")
-    bundle = arrays_to_bundle(x_train, arrays["y_train"], x_test, arrays["y_test"], arrays.get("class_names"), spec)
+    # only the kept items were read: the sentences name items by the Datasets' indices, and a class the kept
+    # training items lack is left to load_dataset's warning (the full Dataset may hold it)
+    capped = len(train_idx) < len(train)
+    train_index = train_idx if capped else None
+    test_index = test_idx if len(test_idx) < len(test) else None
+    names = label_space(arrays["y_train"], arrays["y_test"], arrays.get("class_names"), where, train_index,
+                        test_index, n_train_items=len(train), complete=not capped)
+    bundle = arrays_to_bundle(x_train, arrays["y_train"], x_test, arrays["y_test"], names, spec)
+    bundle.train_index, bundle.test_index = train_index, test_index
     bundle.notes.extend(notes)
     return bundle
