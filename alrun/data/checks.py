@@ -142,7 +142,7 @@ def label_space(y_train: np.ndarray, y_test: np.ndarray, class_names: list[str] 
             row = int(np.argmax(y_train))
             raise DataError(f"{where}: y_train holds the label {top} (at index {_at(train_index, row)}), which "
                             f"would make a model of {top + 1} classes from {n_items} training items: labels must "
-                            f"be class ids 0..C-1, at most {n_items} classes (renumber them, or give class_names).")
+                            f"be class ids 0..C-1, at most {n_items} classes (renumber them).")
         n_classes = top + 1
     if complete:
         missing = np.setdiff1d(np.arange(n_classes), np.unique(y_train))
@@ -163,7 +163,7 @@ def missing_classes_sentence(missing: np.ndarray, y_train: np.ndarray, names: li
     if names is None and low > 0 and np.array_equal(missing, np.arange(low)):
         return (f"{where}: y_train has no items of class {_classes(missing, None)} (its labels run from {low} to "
                 f"{n_classes - 1}, as if they were {low}-based): labels must be class ids 0..C-1, so subtract "
-                f"{low} from every label of y_train and y_test, or give class_names with one name per id.")
+                f"{low} from every label of y_train and y_test.")
     fix = "renumber the labels 0..C-1 without gaps" + (" or drop the unused class_names" if names else "")
     return (f"{where}: y_train has no items of {_which(missing, names)} of its {n_classes} classes: a model would "
             f"keep an output it can never learn, so {fix}.")
