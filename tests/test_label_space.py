@@ -46,6 +46,31 @@ PACKAGE = {
                 out[f"x_{part}"] = (rng.normal(size=(n, 5)) + y[:, None]).astype(np.float32)
                 out[f"y_{part}"] = y + 1
             return out
+
+
+        class Items:
+            """A map-style Dataset of (x, label) items that does not expose its labels as a whole."""
+
+            def __init__(self, x, y):
+                self.x, self.y = x, y
+
+            def __len__(self):
+                return len(self.y)
+
+            def __getitem__(self, i):
+                return self.x[i], int(self.y[i])
+
+
+        def one_based_pair(exposed=True, **kwargs):
+            """one_based as (train, test) Datasets: TensorDatasets (labels exposed) or plain item lists."""
+            import torch
+            from torch.utils.data import TensorDataset
+
+            a = one_based(**kwargs)
+            if exposed:
+                return tuple(TensorDataset(torch.from_numpy(a[f"x_{p}"]), torch.from_numpy(a[f"y_{p}"]))
+                             for p in ("train", "test"))
+            return Items(a["x_train"], a["y_train"]), Items(a["x_test"], a["y_test"])
     ''',
     "acq": '''
         def per_class(probs):
@@ -150,6 +175,19 @@ def test_a_custom_data_function_with_one_based_labels_is_refused(label_pkg):
         load_dataset(DatasetSpec(name="custom", target="labelpkg.data.one_based"))
     message = str(info.value)
     assert message.startswith("`dataset._target_=labelpkg.data.one_based`: y_train has no items of class 0")
+    assert "subtract 1" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("exposed", [True, False])
+def test_one_based_labels_of_capped_datasets_are_refused(label_pkg, exposed):
+    """max_train reads only some items: the labels a Dataset exposes are checked whole, and without them a
+    subset of both splits without class 0 is 1-based labels, not the luck of the draw."""
+    spec = DatasetSpec(name="custom", target="labelpkg.data.one_based_pair", args={"exposed": exposed},
+                       max_train=30, max_test=20, cache=False)
+    with pytest.raises(DataError) as info:
+        load_dataset(spec)
+    message = str(info.value)
+    assert message.startswith("`dataset._target_=labelpkg.data.one_based_pair`: y_train has no items of class 0")
     assert "subtract 1" in message and "\n" not in message
 
 

@@ -137,13 +137,22 @@ def label_space(y_train: np.ndarray, y_test: np.ndarray, class_names: list[str] 
                                 "be class ids 0..C-1.")
     else:
         names = None
-        top = int(y_train.max()) if y_train.size else -1
-        if top >= n_items:
-            row = int(np.argmax(y_train))
-            raise DataError(f"{where}: y_train holds the label {top} (at index {_at(train_index, row)}), which "
-                            f"would make a model of {top + 1} classes from {n_items} training items: labels must "
-                            f"be class ids 0..C-1, at most {n_items} classes (renumber them).")
-        n_classes = top + 1
+        # all the user's items: C from the training labels (a larger test label is refused below); a subset:
+        # from both splits, as either may hold a class the other's subset lacks
+        splits = (("train", y_train, train_index),) + (() if complete else (("test", y_test, test_index),))
+        n_classes = 0
+        for split, y, index in splits:
+            top = int(y.max()) if y.size else -1
+            if top >= n_items:
+                row = int(np.argmax(y))
+                raise DataError(f"{where}: y_{split} holds the label {top} (at index {_at(index, row)}), which "
+                                f"would make a model of {top + 1} classes from {n_items} training items: labels "
+                                f"must be class ids 0..C-1, at most {n_items} classes (renumber them).")
+            n_classes = max(n_classes, top + 1)
+        low = min(int(y.min()) for _, y, _ in splits if y.size) if any(y.size for _, y, _ in splits) else 0
+        if not complete and low > 0:  # no class 0 in either subset: 1-based labels, not bad luck of the draw
+            raise DataError(missing_classes_sentence(np.arange(low), np.concatenate([y_train, y_test]), None,
+                                                     n_classes, where))
     if complete:
         missing = np.setdiff1d(np.arange(n_classes), np.unique(y_train))
         if missing.size:

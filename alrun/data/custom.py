@@ -177,9 +177,32 @@ def decode_key(spec: DatasetSpec, train_idx: np.ndarray, test_idx: np.ndarray, s
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def all_targets(dataset: Any, where: str, split: str) -> np.ndarray | None:
+    """Every label of a Dataset without reading its items, when it exposes them (torchvision's `targets` or
+    `labels`, a TensorDataset's last tensor) as one integer label per item; None otherwise."""
+    if isinstance(dataset, torch.utils.data.TensorDataset):
+        labels = dataset.tensors[-1] if len(dataset.tensors) >= 2 else None
+    else:
+        labels = next((getattr(dataset, a) for a in ("targets", "labels") if hasattr(dataset, a)), None)
+    if labels is None:
+        return None
+    try:
+        y = np.asarray(labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else labels)
+    except Exception:
+        return None
+    if y.ndim != 1 or len(y) != len(dataset) or y.dtype.kind not in "iu":
+        return None  # not one integer label per item: the items' own labels are checked when read
+    return y.astype(np.int64)
+
+
 def from_datasets(train: Any, test: Any, spec: DatasetSpec, where: str) -> DataBundle:
     """Two map-style Datasets of (x, label) items as a DataBundle; only the kept items are read, and
     with `dataset.cache` (and a `dataset.cache_dir`) the decoded arrays are cached under that folder."""
+    check_not_empty(len(train), len(test), where)
+    names = getattr(train, "classes", None)
+    all_labels = [all_targets(d, where, split) for d, split in ((train, "train"), (test, "test"))]
+    if all_labels[0] is not None and all_labels[1] is not None:  # the whole label space, without reading items
+        label_space(*all_labels, [str(n) for n in names] if names else None, where)
     train_idx, test_idx = cap_indices(len(train), len(test), spec)  # the same items load_dataset would keep
     dirs = [Path(spec.cache_dir).expanduser() / "custom"] if spec.cache and spec.cache_dir else []
     key = decode_key(spec, train_idx, test_idx, (len(train), len(test))) if dirs else ""
@@ -195,7 +218,6 @@ def from_datasets(train: Any, test: Any, spec: DatasetSpec, where: str) -> DataB
             arrays = {}
             arrays["x_train"], arrays["y_train"] = _read_split(train, train_idx, "train", spec, where)
             arrays["x_test"], arrays["y_test"] = _read_split(test, test_idx, "test", spec, where)
-            names = getattr(train, "classes", None)
             if names:
                 arrays["class_names"] = np.array([str(n) for n in names])
             written = write_cache(dirs, filename, key, arrays) if dirs else None
@@ -207,7 +229,7 @@ def from_datasets(train: Any, test: Any, spec: DatasetSpec, where: str) -> DataB
         raise DataError(f"{where}: train items have shape {list(x_train.shape[1:])} but test items "
                         f"{list(x_test.shape[1:])}: both splits need one shape.")
     # only the kept items were read: the sentences name items by the Datasets' indices, and a class the kept
-    # training items lack is left to load_dataset's warning (the full Dataset may hold it)
+    # training items lack is load_dataset's warning (the full labels, when exposed, were checked above)
     capped = len(train_idx) < len(train)
     train_index = train_idx if capped else None
     test_index = test_idx if len(test_idx) < len(test) else None
