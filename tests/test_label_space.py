@@ -401,3 +401,13 @@ def test_cli_a_selector_without_batch_names_the_setting(tmp_path, package_dir):
     proc = cli(tmp_path, "dataset=npz", f"dataset.root={path}", "heuristic=custom",
                "heuristic._target_=labelpkg.acq.pick", env=env)
     assert "needs `heuristic.batch=true`" in stopped_before_training(proc, tmp_path)
+
+
+def test_a_named_test_class_without_training_items_is_refused_as_a_test_class(tmp_path):
+    path = tmp_path / "data.npz"
+    arrays = npz(path)
+    y_train = np.where(arrays["y_train"] == 2, 0, arrays["y_train"])  # class 'c' only in the test set
+    npz(path, y_train=y_train)
+    first = int(np.flatnonzero(arrays["y_test"] == 2)[0])
+    message = refused(path)
+    assert f"y_test holds the label 2 ('c') (at index {first}), a class y_train has no items of" in message

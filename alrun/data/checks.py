@@ -155,6 +155,12 @@ def label_space(y_train: np.ndarray, y_test: np.ndarray, class_names: list[str] 
                                                      n_classes, where))
     if complete:
         missing = np.setdiff1d(np.arange(n_classes), np.unique(y_train))
+        tested = np.isin(y_test, missing) if missing.size else np.zeros(len(y_test), dtype=bool)
+        if tested.any():  # a named class the test set holds but training lacks
+            row = int(np.argmax(tested))
+            raise DataError(f"{where}: y_test holds the label {_classes(y_test[row:row + 1], names)} (at index "
+                            f"{_at(test_index, row)}), a class y_train has no items of: the model could never "
+                            "learn it, so drop those test items or add training items of that class.")
         if missing.size:
             raise DataError(missing_classes_sentence(missing, y_train, names, n_classes, where))
         if names is None and y_test.size and int(y_test.max()) >= n_classes:
