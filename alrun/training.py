@@ -161,23 +161,29 @@ class Evaluation:
     nll: float
     accuracy: float
     f1_macro: float
-    f1_per_class: np.ndarray  # [C]
+    f1_per_class: np.ndarray  # [C]; NaN for a class without test items
     balanced_accuracy: float = float("nan")  # mean recall over the classes present in the labels
 
 
 def classification_metrics(mean_probs_nc: torch.Tensor, labels: np.ndarray) -> Evaluation:
-    """NLL, accuracy and F1 (macro and per class) of predictive probabilities [N, C] against labels [N]."""
+    """NLL, accuracy and F1 (macro and per class) of predictive probabilities [N, C] against labels [N].
+
+    Macro F1 averages over the classes present in `labels`; the per-class F1 of a class with no test item is NaN.
+    """
     probs = mean_probs_nc.double()
     target = torch.as_tensor(labels, dtype=torch.long)
     nll = float(-torch.log(probs.gather(1, target[:, None]).clamp_min(1e-12)).mean())
     predicted = probs.argmax(dim=1).numpy()
-    n_classes = probs.shape[1]
-    per_class = f1_score(labels, predicted, labels=np.arange(n_classes), average=None, zero_division=0)
+    # F1 of the classes the test labels hold: a class without test items has no F1 (NaN, not 0), and macro F1
+    # is sklearn's f1_score(labels, predicted, labels=<the classes in labels>, average="macro")
+    present = np.unique(labels)
+    per_class = np.full(probs.shape[1], np.nan)
+    per_class[present] = f1_score(labels, predicted, labels=present, average=None, zero_division=0)
     return Evaluation(
         nll=nll,
         accuracy=float((predicted == labels).mean()),
-        f1_macro=float(per_class.mean()),
-        f1_per_class=np.asarray(per_class, dtype=np.float64),
+        f1_macro=float(per_class[present].mean()),
+        f1_per_class=per_class,
         balanced_accuracy=_balanced_accuracy(labels, predicted),
     )
 

@@ -228,7 +228,7 @@ def test_custom_data_torchvision_style_class(user_pkg):
 
 @pytest.mark.parametrize("target,args,error,words", [
     ("userpkg.data.synthetic", {"nan": True}, DataError, "x_train holds NaN or infinite values in 1 of 120 items"),
-    ("userpkg.data.synthetic", {"label": -1}, DataError, "y_train holds the label -1, outside [0, 3)"),
+    ("userpkg.data.synthetic", {"label": -1}, DataError, "y_train holds the label -1 (at index 7)"),
     ("userpkg.data.synthetic", {"label": 1.5}, DataError, "y_train holds the non-integer label 1.5 (at index 7)"),
     ("userpkg.data.not_data", {}, DataError, "returned a int, but a mapping with x_train"),
     ("userpkg.data.synthetic", {"colour": 1}, DataError, "raised TypeError"),
@@ -269,7 +269,11 @@ def test_custom_batch_selector(user_pkg):
     ({"_target_": "userpkg.acq.nan_scores"}, "returned NaN or infinite scores for 1 of 30 candidates"),
     ({"_target_": "userpkg.acq.short_scores"}, "returned scores of shape [29] for 30 candidates"),
     ({"_target_": "userpkg.acq.duplicates", "batch": True}, "returned 4 duplicate indices"),
-    ({"_target_": "userpkg.acq.select", "batch": False}, "raised TypeError"),
+    # a selector without heuristic.batch=true, and a scorer with it: the sentence names the setting
+    ({"_target_": "userpkg.acq.select", "batch": False}, "needs the argument(s) k besides probs, but it is called as "
+                                                         "a scorer probs -> scores: a batch selector (probs, k, "
+                                                         "generator) -> k indices needs `heuristic.batch=true`"),
+    ({"_target_": "userpkg.acq.score", "batch": True}, "drop `heuristic.batch=true` to use it as a scorer"),
 ])
 def test_custom_heuristic_output_is_checked(user_pkg, params, words):
     with pytest.raises(HeuristicError) as info:
