@@ -54,7 +54,7 @@ def column_name(class_name: str) -> str:
 # their defaults: left out of the fingerprint at those defaults, so that those jobs still resume
 _LATER_SETTINGS: dict[str, dict[str, Any]] = {
     "": {"initial_balanced": False},
-    "train": {"validation_size": 0, "patience": 10, "epoch_samples": None},
+    "train": {"validation_size": 0, "patience": 10, "epoch_samples": None, "eval_every": None},
     "dataset": {"target": None, "args": {}},
     "model": {"target": None, "args": {}, "trunk": None, "head": None},
 }

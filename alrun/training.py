@@ -158,7 +158,8 @@ def fit(
     An epoch is one pass over the labelled set, or `spec.epoch_samples` samples drawn with replacement
     (:func:`epoch_order`). Mini-batch order comes from `generator` (CPU); dropout masks from `dropout_generator`
     (on the model's device). With `early_stopping`, the epochs stop at its patience and the
-    model ends with the best epoch's weights.
+    model ends with the best epoch's weights; with `spec.eval_every` it scores every that many gradient steps
+    instead of after every epoch (patience then counts those checks).
     """
     device = next(model.parameters()).device
     model.train()
@@ -172,6 +173,9 @@ def fit(
     # early stopping waits for `min_updates` gradient steps: at 20 labels an epoch is one step, and the
     # validation NLL of a fresh network first rises for a few steps before it falls
     min_epochs = math.ceil(spec.min_updates / steps_per_epoch(spec, n)) if n else 0
+    # with `eval_every`, early stopping scores every that many gradient steps (check k is its "epoch" k)
+    every = spec.eval_every if early_stopping is not None else None
+    updates, stop = 0, False
     for epoch in range(1, epochs_for(spec, n) + 1):
         order = epoch_order(spec, n, generator).to(device)
         total, count = 0.0, 0
@@ -189,8 +193,16 @@ def fit(
                                        f"`train.lr` (now {spec.lr}) or check the data for extreme or unscaled values.")
             total += value * len(batch)
             count += len(batch)
+            updates += 1
+            if every and updates % every == 0:
+                stop = early_stopping.after_epoch(model, updates // every, amp) and updates >= spec.min_updates
+                if stop:
+                    break
         last = total / max(count, 1)
-        if early_stopping is not None and early_stopping.after_epoch(model, epoch, amp) and epoch >= min_epochs:
+        if stop:
+            break
+        if early_stopping is not None and not every and early_stopping.after_epoch(model, epoch, amp) \
+                and epoch >= min_epochs:
             break
     if early_stopping is not None:
         early_stopping.restore(model)

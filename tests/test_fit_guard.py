@@ -163,3 +163,22 @@ def test_an_under_trained_run_is_flagged_and_a_fitted_one_is_not(tmp_path):
     assert (steps["epochs_run"] >= 30).all()  # 300 updates at 10 steps an epoch, at 20 labels as at 30
     assert "did not fit" not in proc.stdout
     assert json.loads((next((tmp_path / "fitted").glob("*/spec.json"))).read_text())["train"]["epoch_samples"] == 320
+
+
+@pytest.mark.parametrize("n", [10, 300])
+def test_eval_every_checks_every_k_gradient_steps(n):
+    # checks every 3 steps, best at check 2, patience 3: stopped at check 5, after 15 steps, whatever the epochs
+    stopper = ScriptedStopping([2.0, 1.0, 1.5, 1.5, 1.5, 1.5, 1.5, 0.1], patience=3)
+    spec = TrainSpec(epochs=20, schedule="early_stopping", validation_size=1, patience=3, epoch_samples=64,
+                     eval_every=3)
+    assert _counted_fit(n, spec, stopper) == 15
+    assert stopper.best_epoch == 2 and stopper.epochs_run == 5
+    # not before min_updates steps
+    stopper = ScriptedStopping([2.0, 1.0] + [1.5] * 30, patience=3)
+    assert _counted_fit(n, TrainSpec(**{**spec.__dict__, "min_updates": 30}), stopper) == 30
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5])
+def test_eval_every_is_checked_in_one_sentence(value):
+    with pytest.raises(ConfigError, match=r"^`train.eval_every=.*` is not allowed: it must be a positive integer"):
+        run_spec_from_dict({"train": {"eval_every": value}})
