@@ -30,12 +30,13 @@ from alrun.data.pathologies import corrupt_labels, imbalance_indices
 from alrun.devices import configure_determinism, resolve_device
 from alrun.errors import ConfigError, TrainingDiverged
 from alrun.features import featurize
+from alrun.fit_guard import fit_flag
 from alrun.inference import InferenceBatch
 from alrun.labelled_sets import initial_positions, validation_split
 from alrun.mc_probe import probe_job_model
 from alrun.models import build_model
 from alrun.seeding import generator, seed_global
-from alrun.training import EarlyStopping, epochs_for, evaluate, fit
+from alrun.training import EarlyStopping, epochs_for, evaluate, fit, training_fit
 
 log = logging.getLogger("alrun")
 
@@ -53,7 +54,7 @@ def column_name(class_name: str) -> str:
 # their defaults: left out of the fingerprint at those defaults, so that those jobs still resume
 _LATER_SETTINGS: dict[str, dict[str, Any]] = {
     "": {"initial_balanced": False},
-    "train": {"validation_size": 0, "patience": 10},
+    "train": {"validation_size": 0, "patience": 10, "epoch_samples": None, "eval_every": None},
     "dataset": {"target": None, "args": {}},
     "model": {"target": None, "args": {}, "trunk": None, "head": None},
 }
@@ -210,6 +211,9 @@ class ActiveLearningJob:
                 raise TrainingDiverged(f"At step {step} ({len(labelled)} labelled), {message[:1].lower()}{message[1:]}"
                                        ) from None
             time_train = time.perf_counter() - tic
+            # the under-fitting guard: how well the weights kept fit the labels they were trained on
+            train_loss, train_acc = training_fit(model, x_train[idx.to(x_train.device)], oracle[idx],
+                                                 spec.inference_batch_size, amp)
             seed_global(spec.seed, f"eval/{step}")
             metrics = evaluate(model, x_test, bundle.y_test, n_samples,
                                generator(spec.seed, f"eval/{step}", device), inference_batch, amp)
@@ -222,8 +226,14 @@ class ActiveLearningJob:
                 "test_f1_macro": metrics.f1_macro,
             }
             # labels spent beside the acquired ones, and the epoch whose weights were evaluated
-            row.update({"validation_labels": len(data.validation),
-                        "epochs_trained": stopper.best_epoch if stopper else epochs_for(spec.train, len(labelled))})
+            epochs_run = stopper.epochs_run if stopper else epochs_for(spec.train, len(labelled))
+            kept_epoch = stopper.best_epoch if stopper else epochs_run
+            row.update({"validation_labels": len(data.validation), "epochs_trained": kept_epoch})
+            # epochs_trained is the epoch whose weights were kept; epochs_run those that ran (more under early
+            # stopping); fit_flag: "" or why the step's model is not to be trusted (alrun.training.fit_flag)
+            row.update({"epochs_run": epochs_run, "train_loss": train_loss, "train_acc": train_acc,
+                        "fit_flag": fit_flag(train_acc, kept_epoch, epochs_run, metrics.accuracy, bundle.n_classes,
+                                             spec.label_noise)})
             row.update({f"f1_{c}": float(v) for c, v in zip(self.class_columns, metrics.f1_per_class, strict=True)})
             counts = np.bincount(bundle.y_train[labelled], minlength=bundle.n_classes)
             row.update({f"count_{c}": int(v) for c, v in zip(self.class_columns, counts, strict=True)})
