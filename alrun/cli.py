@@ -222,7 +222,8 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
         if spec.heuristic == "custom":  # its signature and return value, before any training
             from alrun.custom_heuristic import preflight
 
-            preflight(spec.heuristic_params, job.data.bundle.n_classes, spec.mc_samples, spec.query_size)
+            preflight(spec.heuristic_params, job.data.bundle.n_classes, spec.mc_samples, spec.query_size,
+                      pool_size=len(job.data.eligible) - spec.initial_labelled)
     except AlrunError as exc:
         return stop(str(exc), out_dir, hydra_cfg, plain)
     overrides = dict(o.split("=", 1) for o in hydra_cfg.overrides.task if "=" in o)

@@ -86,6 +86,13 @@ class TrainSpec:
     # the validation set (`validation_size` labels, drawn once per seed) is never acquired
     validation_size: int = 0
     patience: int = 10
+    # the length of an epoch: null, one pass over the labelled set (its size in samples); N, N samples drawn
+    # with replacement from the labelled set, so that `epochs`, `min_updates` and `patience` mean the same
+    # amount of training at 20 labels as at 20,000 (the BatchBALD code's 5,056)
+    epoch_samples: int | None = None
+    # early_stopping only: score the validation set every `eval_every` gradient steps instead of after every epoch;
+    # `patience` then counts those checks, and epochs_trained / epochs_run in steps.csv count checks too
+    eval_every: int | None = None
     batch_size: int = 32
     optimizer: str = "adam"
     lr: float = 1e-3
@@ -216,6 +223,11 @@ def validate(spec: RunSpec) -> None:
            "train.schedule=early_stopping needs a validation set of at least 1 label")
     _check(_is_int(t.patience) and t.patience >= 1, "train.patience", t.patience,
            "it must be an integer of at least 1 (epochs)")
+    _check(t.epoch_samples is None or (_is_int(t.epoch_samples) and t.epoch_samples >= 1), "train.epoch_samples",
+           t.epoch_samples, "it must be a positive integer (samples drawn per epoch) or null (one pass over the "
+           "labelled set)")
+    _check(t.eval_every is None or (_is_int(t.eval_every) and t.eval_every >= 1), "train.eval_every", t.eval_every,
+           "it must be a positive integer (gradient steps between validation checks) or null (after every epoch)")
     _check(_is_int(t.batch_size) and t.batch_size >= 1, "train.batch_size", t.batch_size,
            "it must be a positive integer")
     _check(t.optimizer in OPTIMIZERS, "train.optimizer", t.optimizer, f"choose one of {', '.join(OPTIMIZERS)}")

@@ -10,6 +10,7 @@ NaN / inf, range, duplicates): a bad one stops the job with one sentence naming 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,12 +31,15 @@ def _as_tensor(value: Any, what: str, path: str) -> torch.Tensor:
     return value.detach().cpu()
 
 
-def check_scores(value: Any, n: int, path: str) -> torch.Tensor:
-    """Scores [N] of a real dtype without NaN or infinities, as float64 on the CPU."""
+def check_scores(value: Any, n: int, path: str, about: str = "") -> torch.Tensor:
+    """Scores [N] of a real dtype without NaN or infinities, as float64 on the CPU.
+
+    about: what the N candidates are, for the sentence (e.g. alrun's check before training and the pool size).
+    """
     scores = _as_tensor(value, f"a tensor of {n} scores", path)
     if tuple(scores.shape) != (n,):
-        raise HeuristicError(f"`{KEY}={path}` returned scores of shape {list(scores.shape)} for {n} candidates, "
-                             f"but [{n}] (one score per candidate) was expected.")
+        raise HeuristicError(f"`{KEY}={path}` returned scores of shape {list(scores.shape)} for {n} candidates"
+                             f"{about}, but [{n}] (one score per candidate) was expected.")
     if scores.dtype == torch.bool or scores.is_complex():
         raise HeuristicError(f"`{KEY}={path}` returned {scores.dtype} scores, but real numbers were expected.")
     bad = ~torch.isfinite(scores.double())
@@ -63,24 +67,56 @@ def check_indices(value: Any, k: int, n: int, path: str) -> torch.Tensor:
     return indices
 
 
-def run_custom(probs: torch.Tensor, k: int, params: Mapping[str, Any], generator: torch.Generator) -> torch.Tensor:
+def check_kind(fn: Any, path: str, batch: bool, extra: Mapping[str, Any]) -> None:
+    """A selector (probs, k, generator) given as a scorer, or a scorer (probs) given with `heuristic.batch=true`,
+    is one sentence naming `heuristic.batch=true` (not the TypeError the call would raise)."""
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # no signature to read: the call's own error will do
+        return
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if batch:
+        takes = len(positional) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in parameters)
+        if not takes:
+            raise HeuristicError(f"`{KEY}={path}` takes {len(positional)} positional argument(s), a scorer probs -> "
+                                 "scores, but `heuristic.batch=true` calls a selector with (probs, k, generator): "
+                                 "drop `heuristic.batch=true` to use it as a scorer.")
+        return
+    missing = [p.name for p in positional[1:] if p.default is p.empty and p.name not in extra and p.name != "generator"]
+    if missing:
+        raise HeuristicError(f"`{KEY}={path}` needs the argument(s) {', '.join(missing)} besides probs, but it is "
+                             "called as a scorer probs -> scores: a batch selector (probs, k, generator) -> k indices "
+                             "needs `heuristic.batch=true`, and a scorer's own settings are given as "
+                             "`++heuristic.NAME=VALUE`.")
+
+
+def run_custom(probs: torch.Tensor, k: int, params: Mapping[str, Any], generator: torch.Generator,
+               about: str = "") -> torch.Tensor:
     """The positions [k] the user's heuristic chooses from probs [N, C, T] (scorer: its top k, ties to the
-    lowest position; selector: its own k, in its order)."""
+    lowest position; selector: its own k, in its order). about: what the N candidates are, for the sentences."""
     from alrun.acquisition import top_positions
 
     path, extra, batch = components.heuristic_parts(components.CUSTOM, params)
     fn = components.locate(KEY, path)
+    check_kind(fn, path, batch, extra)
     n = probs.shape[0]
     if batch:
         out = components.call(KEY, path, fn, extra, {}, error=HeuristicError, positional=(probs, k, generator))
         return check_indices(out, k, n, path)
     out = components.call(KEY, path, fn, extra, {"generator": generator}, error=HeuristicError, positional=(probs,))
-    return top_positions(check_scores(out, n, path), k)
+    return top_positions(check_scores(out, n, path, about), k)
 
 
-def preflight(params: Mapping[str, Any], n_classes: int, n_samples: int, k: int) -> None:
+def preflight(params: Mapping[str, Any], n_classes: int, n_samples: int, k: int, pool_size: int | None = None) -> None:
     """Call the user's heuristic once on random probabilities [k + 8, C, T], before any training, so a wrong
-    signature or return value stops the job at once rather than after the first training round."""
+    signature or return value stops the job at once rather than after the first training round.
+
+    pool_size: the user's pool (unlabelled items at the start), named in the sentences beside the probe's size.
+    """
     gen = torch.Generator().manual_seed(0)
-    probs = torch.rand(k + 8, n_classes, n_samples, generator=gen).softmax(dim=1)
-    run_custom(probs, k, params, torch.Generator().manual_seed(1))
+    n = k + 8
+    probs = torch.rand(n, n_classes, n_samples, generator=gen).softmax(dim=1)
+    pool = f"; in the run N is the candidates drawn from your pool of {pool_size} items" if pool_size else ""
+    about = (f" (alrun's check before training, on random probabilities [{n}, {n_classes}, {n_samples}] "
+             f"[N, C, T]{pool})")
+    run_custom(probs, k, params, torch.Generator().manual_seed(1), about)

@@ -3,8 +3,11 @@
 The factory is called with the extra keys (`++model.key=value`) and, when its signature takes
 them, `n_classes`, `input_shape` and `dropout` (model.dropout). Its dropout layers become
 seeded ones (alrun.models.SeededDropout), so masks come from the job's generators and BatchBALD's
-consistent masks work through any module; BatchNorm runs in eval mode while sampling
-(alrun.models.mc_mode). How MC inference runs it:
+consistent masks work through any module; a dropout subclass with its own forward (locked or
+variational dropout) is kept as written, drawing from torch's global generator, which the loop
+seeds per step. BatchNorm runs in eval mode while sampling (alrun.models.mc_mode). Whether the
+samples repeat and vary is checked on the job's inputs by alrun.mc_probe, which also refuses a
+network without dropout for heuristics that need MC samples. How MC inference runs it:
 
 * an ``nn.Sequential``: split at its first dropout layer, as the built-ins (exact);
 * `model.trunk=A model.head=B`: the model's own forward runs once per item, and the input of
@@ -24,7 +27,7 @@ from torch import nn
 from alrun import components
 from alrun.config import ModelSpec
 from alrun.errors import ModelError
-from alrun.models import _seeded_dropouts, dropout_layers
+from alrun.models import _seeded_dropouts, stochastic_layers
 from alrun.seeding import derived_seed, generator
 
 log = logging.getLogger("alrun")
@@ -55,8 +58,8 @@ def repeat_at(head: nn.Module, n_samples: int) -> torch.utils.hooks.RemovableHan
 def build_custom_model(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int, seed: int) -> nn.Module:
     """The user's model for inputs [*input_shape] and `n_classes` classes, seeded, checked and MC-ready.
 
-    Every failure (import, a raise in the factory, a wrong return value, no dropout layer, a trunk /
-    head that does not fit) is one ModelError / ConfigError sentence naming `model._target_`.
+    Every failure (import, a raise in the factory, a wrong return value, a trunk / head that does not fit)
+    is one ModelError / ConfigError sentence naming `model._target_`.
     """
     key, path = "model._target_", spec.target or ""
     factory = components.locate(key, path)
@@ -68,11 +71,14 @@ def build_custom_model(spec: ModelSpec, input_shape: tuple[int, ...], n_classes:
         raise ModelError(f"`{key}={path}` returned a {type(model).__name__}, but a torch.nn.Module was expected.")
     if spec.weights_path:
         load_weights(model, spec.weights_path, path)
-    _seeded_dropouts(model)
-    if not dropout_layers(model):
-        raise ModelError(f"`{key}={path}` builds a network without a dropout layer, but MC-Dropout needs one: "
-                         "add an nn.Dropout (or Dropout2d, AlphaDropout ...) module, e.g. before the last layer "
-                         "(functional dropout calls in forward are not seen).")
+    kept: list[str] = []
+    _seeded_dropouts(model, kept)
+    if kept:
+        log.info("model %s: kept %s as written (a dropout subclass with its own forward); its masks come from "
+                 "torch's global generator, which alrun seeds per step.", components.short_name(path, spec.args),
+                 ", ".join(f"{name} ({type(model.get_submodule(name)).__name__})" for name in kept))
+    # a network without dropout is refused later, by the MC probe (alrun.mc_probe), for heuristics that need
+    # MC samples only
     probe = torch.randn((_PROBE_ITEMS, *input_shape), generator=generator(seed, "model/probe"))
     _check_output(model, probe, n_classes, path)
     if spec.head is not None:
@@ -134,9 +140,9 @@ def _set_split(model: nn.Module, spec: ModelSpec, probe: torch.Tensor, n_classes
             raise ModelError(f"`model.{key}={name}` is not a submodule of `model._target_={path}` "
                              f"(its children: {children}).") from None
     trunk, head = halves["trunk"], halves["head"]
-    outside = set(map(id, dropout_layers(model))) - set(map(id, dropout_layers(head)))
+    outside = set(map(id, stochastic_layers(model))) - set(map(id, stochastic_layers(head)))
     if outside:
-        where = "in model.trunk" if dropout_layers(trunk) else "outside model.head"
+        where = "in model.trunk" if stochastic_layers(trunk) else "outside model.head"
         raise ModelError(f"`model.head={spec.head}` must hold every dropout layer of `model._target_={path}`, but "
                          f"{len(outside)} lie {where}: MC sampling repeats only the head's input.")
     order: list[str] = []

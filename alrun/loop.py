@@ -30,11 +30,13 @@ from alrun.data.pathologies import corrupt_labels, imbalance_indices
 from alrun.devices import configure_determinism, resolve_device
 from alrun.errors import ConfigError, TrainingDiverged
 from alrun.features import featurize
+from alrun.fit_guard import fit_flag
 from alrun.inference import InferenceBatch
 from alrun.labelled_sets import initial_positions, validation_split
+from alrun.mc_probe import probe_job_model
 from alrun.models import build_model
-from alrun.seeding import generator
-from alrun.training import EarlyStopping, epochs_for, evaluate, fit
+from alrun.seeding import generator, seed_global
+from alrun.training import EarlyStopping, epochs_for, evaluate, fit, training_fit
 
 log = logging.getLogger("alrun")
 
@@ -52,7 +54,7 @@ def column_name(class_name: str) -> str:
 # their defaults: left out of the fingerprint at those defaults, so that those jobs still resume
 _LATER_SETTINGS: dict[str, dict[str, Any]] = {
     "": {"initial_balanced": False},
-    "train": {"validation_size": 0, "patience": 10},
+    "train": {"validation_size": 0, "patience": 10, "epoch_samples": None, "eval_every": None},
     "dataset": {"target": None, "args": {}},
     "model": {"target": None, "args": {}, "trunk": None, "head": None},
 }
@@ -180,6 +182,9 @@ class ActiveLearningJob:
             model = model.to(memory_format=torch.channels_last)
         initial_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         amp = spec.amp and device.type == "cuda"
+        # MC samples that repeat and vary, proven on a few real inputs; T = 1 for a model without active
+        # dropout under a heuristic that needs no MC samples
+        n_samples = probe_job_model(model, spec, bundle.input_shape, x_train)
         inference_batch = InferenceBatch(spec.inference_batch_size)  # halved for the whole job on GPU out-of-memory
         validation = torch.as_tensor(data.validation)
         x_val, y_val = x_train[validation.to(x_train.device)], oracle[validation]
@@ -196,6 +201,7 @@ class ActiveLearningJob:
             idx = torch.as_tensor(labelled)
             stopper = (EarlyStopping(x_val, y_val, spec.train.patience, spec.inference_batch_size)
                        if spec.train.schedule == "early_stopping" else None)
+            seed_global(spec.seed, f"train/{step}")  # randomness of a user's model that alrun does not own
             try:
                 fit(model, x_train[idx.to(x_train.device)], oracle[idx], spec.train,
                     generator(spec.seed, f"train/{step}"), generator(spec.seed, f"dropout/{step}", device), amp,
@@ -205,7 +211,11 @@ class ActiveLearningJob:
                 raise TrainingDiverged(f"At step {step} ({len(labelled)} labelled), {message[:1].lower()}{message[1:]}"
                                        ) from None
             time_train = time.perf_counter() - tic
-            metrics = evaluate(model, x_test, bundle.y_test, spec.mc_samples,
+            # the under-fitting guard: how well the weights kept fit the labels they were trained on
+            train_loss, train_acc = training_fit(model, x_train[idx.to(x_train.device)], oracle[idx],
+                                                 spec.inference_batch_size, amp)
+            seed_global(spec.seed, f"eval/{step}")
+            metrics = evaluate(model, x_test, bundle.y_test, n_samples,
                                generator(spec.seed, f"eval/{step}", device), inference_batch, amp)
             row: dict[str, Any] = {
                 "step": step,
@@ -216,8 +226,14 @@ class ActiveLearningJob:
                 "test_f1_macro": metrics.f1_macro,
             }
             # labels spent beside the acquired ones, and the epoch whose weights were evaluated
-            row.update({"validation_labels": len(data.validation),
-                        "epochs_trained": stopper.best_epoch if stopper else epochs_for(spec.train, len(labelled))})
+            epochs_run = stopper.epochs_run if stopper else epochs_for(spec.train, len(labelled))
+            kept_epoch = stopper.best_epoch if stopper else epochs_run
+            row.update({"validation_labels": len(data.validation), "epochs_trained": kept_epoch})
+            # epochs_trained is the epoch whose weights were kept; epochs_run those that ran (more under early
+            # stopping); fit_flag: "" or why the step's model is not to be trusted (alrun.training.fit_flag)
+            row.update({"epochs_run": epochs_run, "train_loss": train_loss, "train_acc": train_acc,
+                        "fit_flag": fit_flag(train_acc, kept_epoch, epochs_run, metrics.accuracy, bundle.n_classes,
+                                             spec.label_noise)})
             row.update({f"f1_{c}": float(v) for c, v in zip(self.class_columns, metrics.f1_per_class, strict=True)})
             counts = np.bincount(bundle.y_train[labelled], minlength=bundle.n_classes)
             row.update({f"count_{c}": int(v) for c, v in zip(self.class_columns, counts, strict=True)})
@@ -225,9 +241,10 @@ class ActiveLearningJob:
             time_infer = time_acquire = 0.0
             if room > 0:
                 candidates = active.sample_pool(spec.pool_fraction, generator(spec.seed, f"pool/{step}"))
+                seed_global(spec.seed, f"acquire/{step}")
                 chosen = acquire(
                     model, x_train[torch.as_tensor(candidates).to(x_train.device)], spec.heuristic,
-                    min(spec.query_size, room, len(candidates)), spec.mc_samples,
+                    min(spec.query_size, room, len(candidates)), n_samples,
                     mc_generator=generator(spec.seed, f"mc/{step}", device),
                     acquisition_generator=generator(spec.seed, f"acquire/{step}"),
                     batch_size=inference_batch, amp=amp, heuristic_params=spec.heuristic_params,

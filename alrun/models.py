@@ -167,17 +167,29 @@ _DROPOUT_KINDS: dict[type, tuple[bool, bool]] = {
 _SELU_SATURATION = 1.7580993408473766  # -SELU's scale * alpha, as in torch's alpha_dropout
 
 
-def _seeded_dropouts(module: nn.Module) -> nn.Module:
+def own_forward(layer: nn.Module) -> bool:
+    """Whether a dropout layer is a subclass of a torch dropout kind with a forward of its own (a locked or
+    variational dropout, say), which a SeededDropout would not reproduce."""
+    kind = next((k for k in type(layer).__mro__ if k in _DROPOUT_KINDS), None)
+    return kind is not None and type(layer).forward is not kind.forward
+
+
+def _seeded_dropouts(module: nn.Module, kept: list[str] | None = None, prefix: str = "") -> nn.Module:
     """Replace every dropout layer inside `module` (nn.Dropout, Dropout1d/2d/3d, AlphaDropout,
-    FeatureAlphaDropout) by a SeededDropout of the same kind and p (in place)."""
+    FeatureAlphaDropout, and their subclasses that keep torch's forward) by a SeededDropout of the same
+    kind and p (in place). A subclass with a forward of its own is kept as written (its masks come from
+    torch's global generator, which the loop seeds per step; see alrun.seeding.seed_global), and its
+    dotted name is appended to `kept`."""
     for name, child in module.named_children():
-        # a subclass of torch's dropout (not ours) is replaced by the seeded layer of its nearest torch kind
         kind = next((k for k in type(child).__mro__ if k in _DROPOUT_KINDS), None)
-        if kind is not None and not isinstance(child, SeededDropout):
+        if kind is not None and not isinstance(child, SeededDropout) and own_forward(child):
+            if kept is not None:
+                kept.append(prefix + name)
+        elif kind is not None and not isinstance(child, SeededDropout):
             channelwise, alpha = _DROPOUT_KINDS[kind]
             setattr(module, name, SeededDropout(child.p, channelwise=channelwise, alpha=alpha))
         else:
-            _seeded_dropouts(child)
+            _seeded_dropouts(child, kept, f"{prefix}{name}.")
     return module
 
 
@@ -465,6 +477,11 @@ def split_at_first_dropout(model: nn.Sequential) -> tuple[nn.Sequential, nn.Sequ
 def dropout_layers(model: nn.Module) -> list[SeededDropout]:
     """Every SeededDropout inside `model`."""
     return [m for m in model.modules() if isinstance(m, SeededDropout)]
+
+
+def stochastic_layers(model: nn.Module) -> list[nn.Dropout]:
+    """Every dropout module inside `model`: alrun's seeded ones and subclasses kept with their own forward."""
+    return [m for m in model.modules() if isinstance(m, nn.Dropout)]
 
 
 def set_dropout_generator(model: nn.Module, gen: torch.Generator | None) -> None:

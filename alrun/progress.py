@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,12 +15,30 @@ from rich.table import Table
 if TYPE_CHECKING:
     from alrun.report import Report
 
-console = Console(stderr=True)
+# the width of a console that is not a terminal and has no COLUMNS: any table fits at its natural width
+LOG_WIDTH = 10_000
+
+
+def make_console(stderr: bool = False) -> Console:
+    """The console alrun prints to (stdout, or stderr for progress).
+
+    In a terminal, rich's own, as wide as the terminal. Otherwise (a SLURM log, CI, `| tee`) one that
+    never breaks a line: as wide as `COLUMNS` when that is set, else wide enough for every table to take the
+    width of its content, and plain lines are never wrapped (rich would wrap both at 80 columns)."""
+    terminal = Console(stderr=stderr)
+    if terminal.is_terminal:
+        return terminal
+    columns = os.environ.get("COLUMNS", "").strip()
+    width = int(columns) if columns.isdigit() and int(columns) > 0 else LOG_WIDTH
+    return Console(stderr=stderr, width=width, soft_wrap=True)
 
 
 @contextlib.contextmanager
 def job_progress(title: str) -> Iterator[Any]:
-    """A progress bar over steps; yields the callback the loop calls after each step."""
+    """A progress bar over steps; yields the callback the loop calls after each step.
+
+    Not in a terminal, no bar: one plain line per step instead."""
+    console = make_console(stderr=True)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("labelled {task.fields[labelled]}  NLL {task.fields[nll]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
@@ -30,7 +49,8 @@ def job_progress(title: str) -> Iterator[Any]:
             progress.update(task, total=total, advance=1, labelled=row["labelled"], nll=f"{row['test_nll']:.3f}")
             if not console.is_terminal:
                 console.print(f"{title}: step {row['step'] + 1}/{total}, labelled {row['labelled']}, "
-                              f"test NLL {row['test_nll']:.3f}, accuracy {row['test_acc']:.3f}")
+                              f"test NLL {row['test_nll']:.3f}, accuracy {row['test_acc']:.3f}",
+                              markup=False, highlight=False)  # a title's "[...]" is an override, not markup
 
         yield on_step
 
@@ -50,7 +70,7 @@ def print_report(report: Report, folder: Path, full: bool = False) -> None:
     the failed jobs and the output folder."""
     from alrun.report import wide_table
 
-    out = Console()
+    out = make_console()
     if full:
         for metric, title in (("test_nll", "test NLL (lower is better)"), ("test_acc", "test accuracy"),
                               ("test_balanced_acc", "test balanced accuracy")):
@@ -87,7 +107,7 @@ def print_failures(failed: list[str], folder: Path, out: Console | None = None) 
 
     if not failed:
         return
-    out = out or Console()
+    out = out or make_console()
     out.print(f"[red]{len(failed)} job(s) failed:[/red]")
     for job in failed:
         out.print(f"  {job}: {failure_reason(Path(folder) / job)}", markup=False, highlight=False)

@@ -22,6 +22,7 @@ import pandas as pd
 from alrun import stats
 from alrun.checkpoint import atomic_write_text
 from alrun.errors import AlrunError, ConfigError
+from alrun.fit_guard import flag_counts
 from alrun.settings import experiment_settings, is_path_setting
 from alrun.verdict import verdict as make_verdict
 
@@ -720,6 +721,19 @@ def validation_note(summary: pd.DataFrame) -> str | None:
             f"{', '.join(f'{v:,}' for v in spent)} per job.")
 
 
+def fit_note(summary: pd.DataFrame) -> str | None:
+    """A sentence counting the steps the under-fitting guard flagged (steps.csv's `fit_flag`, by reason), or
+    None when none is (or the steps predate the guard)."""
+    if "fit_flag" not in summary.columns:
+        return None
+    counts = flag_counts(summary["fit_flag"].tolist())
+    if not counts:
+        return None
+    reasons = ", ".join(f"{n} {word}" for word, n in counts.items())
+    return (f"Flagged steps (the model did not fit, see `fit_flag` in summary.csv): {sum(counts.values())} of "
+            f"{len(summary)} ({reasons}); the tables still average them in.")
+
+
 def write_report(sweep_dir: Path, sizes: list[int] | None = None,
                  target_accuracy: float | None = None) -> Report | None:
     """Aggregate every job under `sweep_dir` and write the summary, tables and plot there.
@@ -745,7 +759,7 @@ def write_report(sweep_dir: Path, sizes: list[int] | None = None,
     summary["report_target_accuracy"] = target
     evaluation, evaluation_long, paired = evaluation_sections(summary, groups, chosen, target)
     found = make_verdict(summary, paired, groups)
-    notes = [n for n in (sizes_note, validation_note(summary)) if n]
+    notes = [n for n in (sizes_note, validation_note(summary), fit_note(summary)) if n]
     notes += [f"No random run at {where}: its heuristics have no paired comparison." for where in
               missing_reference(summary, groups)]
     atomic_write_text(sweep_dir / "summary.csv", summary.to_csv(index=False))

@@ -17,14 +17,55 @@ from alrun.inference import InferenceBatch, autocast, grad_scaler, predictive_me
 from alrun.models import set_dropout_generator
 
 
+def epoch_length(spec: TrainSpec, n_labelled: int) -> int:
+    """Samples in one epoch: `train.epoch_samples`, or one pass over the labelled set when it is unset."""
+    return spec.epoch_samples if spec.epoch_samples is not None else n_labelled
+
+
+def steps_per_epoch(spec: TrainSpec, n_labelled: int) -> int:
+    """Gradient steps in one epoch (mini-batches of `batch_size`, the last one possibly smaller)."""
+    return math.ceil(epoch_length(spec, n_labelled) / spec.batch_size)
+
+
+def epoch_order(spec: TrainSpec, n_labelled: int, generator: torch.Generator) -> torch.Tensor:
+    """The positions in the labelled set of one epoch's samples, in training order: [epoch_length].
+
+    Unset `epoch_samples`: a permutation (each item once); set: `epoch_samples` positions drawn uniformly
+    with replacement. Both come from `generator`, so the same seed gives the same order."""
+    if spec.epoch_samples is None:
+        return torch.randperm(n_labelled, generator=generator)
+    return torch.randint(n_labelled, (spec.epoch_samples,), generator=generator)
+
+
 def epochs_for(spec: TrainSpec, n_labelled: int) -> int:
     """The epoch schedule: `epochs`, or enough epochs for `min_updates` gradient steps.
 
     With early stopping this is the most that are run (see :class:`EarlyStopping`)."""
     if spec.schedule in ("min_updates", "early_stopping") and spec.min_updates > 0:
-        steps_per_epoch = math.ceil(n_labelled / spec.batch_size)
-        return max(spec.epochs, math.ceil(spec.min_updates / steps_per_epoch))
+        return max(spec.epochs, math.ceil(spec.min_updates / steps_per_epoch(spec, n_labelled)))
     return spec.epochs
+
+
+@torch.no_grad()
+def training_fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512,
+                 amp: bool = False) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of `model` in eval mode (dropout off: deterministic) on x: [L, ...] against
+    y: [L], the labels it was trained on; the model's mode is kept."""
+    if x.shape[0] == 0:
+        return float("nan"), float("nan")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    loss, correct = 0.0, 0
+    for start in range(0, x.shape[0], batch_size):
+        xb = to_device(x[start : start + batch_size], device)
+        yb = to_device(y[start : start + batch_size], device)
+        with autocast(device, amp):
+            logits = model(xb).float()
+        loss += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
+        correct += int((logits.argmax(dim=1) == yb).sum())
+    model.train(was_training)
+    return loss / x.shape[0], correct / x.shape[0]
 
 
 def _optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
@@ -64,6 +105,7 @@ class EarlyStopping:
         self.batch_size = batch_size
         self.best_nll = math.inf
         self.best_epoch = 0  # 1-based; 0: no epoch has been scored yet
+        self.epochs_run = 0  # epochs scored so far
         self._best_state: dict[str, torch.Tensor] | None = None
 
     @torch.no_grad()
@@ -85,6 +127,7 @@ class EarlyStopping:
     def after_epoch(self, model: nn.Module, epoch: int, amp: bool = False) -> bool:
         """Score epoch `epoch` (1-based); True when training should stop."""
         nll = self.validation_nll(model, amp)
+        self.epochs_run = epoch
         if nll < self.best_nll:  # NaN never counts as better
             self.best_nll, self.best_epoch = nll, epoch
             if self._best_state is None:
@@ -112,9 +155,11 @@ def fit(
 ) -> float:
     """Train `model` in place on x: [L, ...], y: [L]; returns the last epoch's mean loss.
 
-    Mini-batch order comes from `generator` (CPU); dropout masks from `dropout_generator`
+    An epoch is one pass over the labelled set, or `spec.epoch_samples` samples drawn with replacement
+    (:func:`epoch_order`). Mini-batch order comes from `generator` (CPU); dropout masks from `dropout_generator`
     (on the model's device). With `early_stopping`, the epochs stop at its patience and the
-    model ends with the best epoch's weights.
+    model ends with the best epoch's weights; with `spec.eval_every` it scores every that many gradient steps
+    instead of after every epoch (patience then counts those checks).
     """
     device = next(model.parameters()).device
     model.train()
@@ -127,11 +172,14 @@ def fit(
     last = float("nan")
     # early stopping waits for `min_updates` gradient steps: at 20 labels an epoch is one step, and the
     # validation NLL of a fresh network first rises for a few steps before it falls
-    min_epochs = math.ceil(spec.min_updates / math.ceil(n / spec.batch_size)) if n else 0
+    min_epochs = math.ceil(spec.min_updates / steps_per_epoch(spec, n)) if n else 0
+    # with `eval_every`, early stopping scores every that many gradient steps (check k is its "epoch" k)
+    every = spec.eval_every if early_stopping is not None else None
+    updates, stop = 0, False
     for epoch in range(1, epochs_for(spec, n) + 1):
-        order = torch.randperm(n, generator=generator).to(device)
+        order = epoch_order(spec, n, generator).to(device)
         total, count = 0.0, 0
-        for start in range(0, n, spec.batch_size):
+        for start in range(0, order.shape[0], spec.batch_size):
             batch = order[start : start + spec.batch_size]
             with autocast(device, amp):
                 loss = loss_fn(model(x_dev[batch]).float(), y_dev[batch])
@@ -145,8 +193,16 @@ def fit(
                                        f"`train.lr` (now {spec.lr}) or check the data for extreme or unscaled values.")
             total += value * len(batch)
             count += len(batch)
+            updates += 1
+            if every and updates % every == 0:
+                stop = early_stopping.after_epoch(model, updates // every, amp) and updates >= spec.min_updates
+                if stop:
+                    break
         last = total / max(count, 1)
-        if early_stopping is not None and early_stopping.after_epoch(model, epoch, amp) and epoch >= min_epochs:
+        if stop:
+            break
+        if early_stopping is not None and not every and early_stopping.after_epoch(model, epoch, amp) \
+                and epoch >= min_epochs:
             break
     if early_stopping is not None:
         early_stopping.restore(model)
@@ -161,23 +217,29 @@ class Evaluation:
     nll: float
     accuracy: float
     f1_macro: float
-    f1_per_class: np.ndarray  # [C]
+    f1_per_class: np.ndarray  # [C]; NaN for a class without test items
     balanced_accuracy: float = float("nan")  # mean recall over the classes present in the labels
 
 
 def classification_metrics(mean_probs_nc: torch.Tensor, labels: np.ndarray) -> Evaluation:
-    """NLL, accuracy and F1 (macro and per class) of predictive probabilities [N, C] against labels [N]."""
+    """NLL, accuracy and F1 (macro and per class) of predictive probabilities [N, C] against labels [N].
+
+    Macro F1 averages over the classes present in `labels`; the per-class F1 of a class with no test item is NaN.
+    """
     probs = mean_probs_nc.double()
     target = torch.as_tensor(labels, dtype=torch.long)
     nll = float(-torch.log(probs.gather(1, target[:, None]).clamp_min(1e-12)).mean())
     predicted = probs.argmax(dim=1).numpy()
-    n_classes = probs.shape[1]
-    per_class = f1_score(labels, predicted, labels=np.arange(n_classes), average=None, zero_division=0)
+    # F1 of the classes the test labels hold: a class without test items has no F1 (NaN, not 0), and macro F1
+    # is sklearn's f1_score(labels, predicted, labels=<the classes in labels>, average="macro")
+    present = np.unique(labels)
+    per_class = np.full(probs.shape[1], np.nan)
+    per_class[present] = f1_score(labels, predicted, labels=present, average=None, zero_division=0)
     return Evaluation(
         nll=nll,
         accuracy=float((predicted == labels).mean()),
-        f1_macro=float(per_class.mean()),
-        f1_per_class=np.asarray(per_class, dtype=np.float64),
+        f1_macro=float(per_class[present].mean()),
+        f1_per_class=per_class,
         balanced_accuracy=_balanced_accuracy(labels, predicted),
     )
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from alrun import stats
+from alrun.fit_guard import flag_sentence
 
 REFERENCE = "random"
 DECIDING = "test_acc"  # the verdict's metric: a team asks how accurate the model gets for its labels
@@ -181,11 +182,15 @@ def verdict(summary: pd.DataFrame, paired: pd.DataFrame, groups: list[str]) -> V
     lines: list[str] = []
     rows: list[dict] = []
     settings = summary.groupby(others, dropna=False, sort=True) if others else [((), summary)]
+    fit_line = None  # the under-fitting guard's sentence on a setting, appended after that setting's lines
     for key, part in settings:
+        if fit_line:
+            lines.append(fit_line)
         key = key if isinstance(key, tuple) else (key,)
         where = dict(zip(others, key, strict=True))
         prefix = ", ".join(f"{k}={v}" for k, v in where.items())
         lead = f"{prefix}: " if prefix else ""
+        fit_line = fit_sentence(part, lead)
         names = sorted(set(part["heuristic"]) - {REFERENCE})
         if REFERENCE not in set(part["heuristic"]):
             lines.append(f"{lead}no random run at these settings, so {', '.join(names)} cannot be compared with it "
@@ -235,5 +240,17 @@ def verdict(summary: pd.DataFrame, paired: pd.DataFrame, groups: list[str]) -> V
                              **{c: frame_row[c] for c in ("n", "mean", "ci_low", "ci_high", "p_value")},
                              "p_holm": frame_row.get("p_holm", float("nan")), "decision": decision})
             rows.append({**where, "heuristic": name, "versus": REFERENCE, **saved_row, "decision": decision})
+    if fit_line:
+        lines.append(fit_line)
     frame = pd.DataFrame(rows, columns=[*others, *COLUMNS])
     return Verdict(lines, frame)
+
+
+def fit_sentence(part: pd.DataFrame, lead: str = "") -> str | None:
+    """The under-fitting guard's sentence on one setting's steps (their `fit_flag`, see :mod:`alrun.fit_guard`),
+    or None when none is flagged or the steps predate the guard."""
+    if "fit_flag" not in part.columns:
+        return None
+    noise = part["lambda"].dropna().unique() if "lambda" in part.columns else []
+    sentence = flag_sentence(part["fit_flag"].tolist(), float(noise[0]) if len(noise) == 1 else None)
+    return f"{lead}{sentence}" if sentence else None

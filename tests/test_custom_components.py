@@ -158,7 +158,6 @@ def test_custom_model_is_seeded(user_pkg):
 
 
 @pytest.mark.parametrize("spec,shape,words", [
-    (custom("userpkg.nets.no_dropout"), (6,), "without a dropout layer"),
     (custom("userpkg.nets.broken"), (6,), "raised ValueError (width must be even)"),
     (custom("userpkg.nets.not_a_module"), (6,), "returned a str, but a torch.nn.Module was expected"),
     (custom("userpkg.nets.wrong_classes"), (6,), "returns [2, 4] for a batch of 2 items, but logits [2, 3]"),
@@ -229,7 +228,7 @@ def test_custom_data_torchvision_style_class(user_pkg):
 
 @pytest.mark.parametrize("target,args,error,words", [
     ("userpkg.data.synthetic", {"nan": True}, DataError, "x_train holds NaN or infinite values in 1 of 120 items"),
-    ("userpkg.data.synthetic", {"label": -1}, DataError, "y_train holds the label -1, outside [0, 3)"),
+    ("userpkg.data.synthetic", {"label": -1}, DataError, "y_train holds the label -1 (at index 7)"),
     ("userpkg.data.synthetic", {"label": 1.5}, DataError, "y_train holds the non-integer label 1.5 (at index 7)"),
     ("userpkg.data.not_data", {}, DataError, "returned a int, but a mapping with x_train"),
     ("userpkg.data.synthetic", {"colour": 1}, DataError, "raised TypeError"),
@@ -270,7 +269,11 @@ def test_custom_batch_selector(user_pkg):
     ({"_target_": "userpkg.acq.nan_scores"}, "returned NaN or infinite scores for 1 of 30 candidates"),
     ({"_target_": "userpkg.acq.short_scores"}, "returned scores of shape [29] for 30 candidates"),
     ({"_target_": "userpkg.acq.duplicates", "batch": True}, "returned 4 duplicate indices"),
-    ({"_target_": "userpkg.acq.select", "batch": False}, "raised TypeError"),
+    # a selector without heuristic.batch=true, and a scorer with it: the sentence names the setting
+    ({"_target_": "userpkg.acq.select", "batch": False}, "needs the argument(s) k besides probs, but it is called as "
+                                                         "a scorer probs -> scores: a batch selector (probs, k, "
+                                                         "generator) -> k indices needs `heuristic.batch=true`"),
+    ({"_target_": "userpkg.acq.score", "batch": True}, "drop `heuristic.batch=true` to use it as a scorer"),
 ])
 def test_custom_heuristic_output_is_checked(user_pkg, params, words):
     with pytest.raises(HeuristicError) as info:
@@ -330,7 +333,10 @@ def test_cli_custom_model_under_joblib_reproduces_the_basic_launcher(custom_swee
     ([], "`model._target_=???` is not allowed: model=custom needs the dotted path"),
     (["model._target_=userpkg.nets"], "names a module, not a class or function"),
     (["model._target_=userpkg.nets.broken"], "raised ValueError (width must be even)"),
-    (["model._target_=userpkg.nets.no_dropout"], "without a dropout layer"),
+    # built, then refused by the MC probe for bald (alrun.mc_probe; random or entropy would run it at T = 1)
+    (["model._target_=userpkg.nets.no_dropout"], "gives identical MC-Dropout samples on a probe batch of 4 inputs, "
+                                                 "so heuristic=bald would score every candidate 0: it has no dropout "
+                                                 "layer"),
 ])
 def test_cli_model_errors_exit_2_with_one_sentence(package_dir, tmp_path, args, words):
     # an earlier result in the sweep folder survives

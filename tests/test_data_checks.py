@@ -29,9 +29,9 @@ def float_labels(n):
 
 CASES = {
     "negative label": (lambda a: {"y_train": np.where(np.arange(60) == 4, -1, a["y_train"])},
-                       "y_train holds the label -1, outside [0, 3) for its 3 classes"),
+                       "y_train holds the label -1 (at index 4), but labels must be class ids 0..C-1"),
     "label past class_names": (lambda a: {"y_test": np.where(np.arange(30) == 2, 3, a["y_test"])},
-                               "y_test holds the label 3, outside [0, 3)"),
+                               "y_test holds the label 3 (at index 2), outside [0, 3) for its 3 classes"),
     "float label": (lambda a: {"y_train": np.where(np.arange(60) == 7, 1.5, float_labels(60))},
                     "y_train holds the non-integer label 1.5 (at index 7)"),
     "short labels": (lambda a: {"y_train": a["y_train"][:-1]}, "x_train has 60 items but y_train has 59"),
@@ -39,7 +39,8 @@ CASES = {
                     "x_train holds NaN or infinite values in 1 of 60 items (the first at index 9)"),
     "inf feature": (lambda a: {"x_test": np.where(np.arange(30)[:, None] == 0, np.inf, a["x_test"])},
                     "x_test holds NaN or infinite values in 1 of 30 items (the first at index 0)"),
-    "one class": (lambda a: {"y_train": np.zeros(60, dtype=np.int64)}, "y_train holds 1 class (only 0)"),
+    "one class": (lambda a: {"y_train": np.zeros(60, dtype=np.int64), "y_test": np.zeros(30, dtype=np.int64),
+                             "class_names": np.array(["a"])}, "y_train holds 1 class (only 0)"),
     "string labels": (lambda a: {"y_train": np.array(["a"] * 60)}, "y_train holds <U1 values"),
 }
 

@@ -167,6 +167,7 @@ def test_fingerprint_of_jobs_made_before_these_settings_is_kept():
     spec = RunSpec()
     old = asdict(spec)  # the config as jobs on disk recorded it: without the settings added since
     old.pop("device"), old.pop("initial_balanced"), old["train"].pop("validation_size"), old["train"].pop("patience")
+    old["train"].pop("epoch_samples"), old["train"].pop("eval_every")
     old.pop("deterministic")
     for section in ("dataset", "model"):
         for key in ("target", "args") + (("trunk", "head") if section == "model" else ()):
@@ -175,3 +176,5 @@ def test_fingerprint_of_jobs_made_before_these_settings_is_kept():
     assert loop.spec_fingerprint(spec) == old_hash
     assert loop.spec_fingerprint(replace(spec, initial_balanced=True)) != old_hash
     assert loop.spec_fingerprint(replace(spec, train=TrainSpec(patience=3))) != old_hash
+    assert loop.spec_fingerprint(replace(spec, train=TrainSpec(epoch_samples=64))) != old_hash
+    assert loop.spec_fingerprint(replace(spec, train=TrainSpec(eval_every=5))) != old_hash

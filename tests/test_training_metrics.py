@@ -23,9 +23,9 @@ def test_metrics_hand_computed():
     assert ev.balanced_accuracy == pytest.approx(0.75)
 
 
-def test_f1_of_absent_class_is_zero_not_an_error():
+def test_f1_of_a_class_without_test_items_is_nan_and_left_out_of_the_macro_mean():
     ev = classification_metrics(torch.tensor([[1.0, 0.0, 0.0]]), np.array([0]))
-    assert ev.f1_per_class.tolist() == [1.0, 0.0, 0.0]
+    assert ev.f1_per_class[0] == 1.0 and np.isnan(ev.f1_per_class[1:]).all() and ev.f1_macro == 1.0
 
 
 def test_min_updates_schedule():

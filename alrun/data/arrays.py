@@ -35,6 +35,10 @@ class ImageArrays:
     y_test: np.ndarray
     class_names: list[str]
     notes: list[str] = field(default_factory=list)
+    # set when the reader already kept a `max_train` / `max_test` subset: the index of each kept item among
+    # all of the split's items (see DataBundle.train_index); None: these are all of them
+    train_index: np.ndarray | None = None
+    test_index: np.ndarray | None = None
 
 
 def cap_indices(n_train: int, n_test: int, spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -59,8 +63,13 @@ def images_to_bundle(arrays: ImageArrays, spec: DatasetSpec) -> DataBundle:
         both = F.interpolate(both, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     y_train = np.asarray(arrays.y_train, dtype=np.int64)[train_idx]
     y_test = np.asarray(arrays.y_test, dtype=np.int64)[test_idx]
-    return DataBundle(both[:n_train].contiguous(), y_train, both[n_train:].contiguous(), y_test,
-                      list(arrays.class_names), list(arrays.notes), stats)
+    bundle = DataBundle(both[:n_train].contiguous(), y_train, both[n_train:].contiguous(), y_test,
+                        list(arrays.class_names), list(arrays.notes), stats, arrays.train_index, arrays.test_index)
+    if n_train < len(arrays.y_train):
+        bundle.train_index = np.asarray(bundle.user_index("train", train_idx), dtype=np.int64)
+    if len(test_idx) < len(arrays.y_test):
+        bundle.test_index = np.asarray(bundle.user_index("test", test_idx), dtype=np.int64)
+    return bundle
 
 
 def check_labels(y: np.ndarray, n_classes: int) -> bool:

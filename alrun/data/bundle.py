@@ -25,6 +25,10 @@ class DataBundle:
     # images only: per-channel (mean, std) in [0, 1] pixel units that the standardisation removed, so a
     # pretrained backbone can apply its own normalisation exactly (see standardise_images); None: unknown
     pixel_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    # the index in the user's arrays (or Datasets) of each row, once `max_train` / `max_test` kept a subset:
+    # [N] ascending; None: row i is the user's item i. Messages name items by these indices.
+    train_index: np.ndarray | None = None
+    test_index: np.ndarray | None = None
 
     @property
     def n_classes(self) -> int:
@@ -34,14 +38,25 @@ class DataBundle:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
+    def user_index(self, split: str, rows: np.ndarray | int) -> np.ndarray | int:
+        """The index in the user's `split` ("train" or "test") array of these rows of this bundle."""
+        index = self.train_index if split == "train" else self.test_index
+        if index is None:
+            return rows
+        return int(index[rows]) if isinstance(rows, (int, np.integer)) else index[rows]
+
     def select(self, train_idx: np.ndarray | None = None, test_idx: np.ndarray | None = None) -> DataBundle:
-        """A bundle restricted to these train / test rows."""
+        """A bundle restricted to these train / test rows (the user's indices of the rows kept go along)."""
         x_train, y_train, x_test, y_test = self.x_train, self.y_train, self.x_test, self.y_test
+        train_index, test_index = self.train_index, self.test_index
         if train_idx is not None:
             x_train, y_train = x_train[torch.as_tensor(train_idx)], y_train[train_idx]
+            train_index = np.asarray(self.user_index("train", np.asarray(train_idx)), dtype=np.int64)
         if test_idx is not None:
             x_test, y_test = x_test[torch.as_tensor(test_idx)], y_test[test_idx]
-        return DataBundle(x_train, y_train, x_test, y_test, self.class_names, list(self.notes), self.pixel_stats)
+            test_index = np.asarray(self.user_index("test", np.asarray(test_idx)), dtype=np.int64)
+        return DataBundle(x_train, y_train, x_test, y_test, self.class_names, list(self.notes), self.pixel_stats,
+                          train_index, test_index)
 
 
 def normalise_images(x_uint8_nhwc: np.ndarray) -> torch.Tensor:

@@ -31,7 +31,7 @@ from alrun import components
 from alrun.config import DatasetSpec
 from alrun.data.arrays import ImageArrays, cap_indices, images_to_bundle
 from alrun.data.bundle import DataBundle
-from alrun.data.checks import check_lengths, integer_labels, source_name
+from alrun.data.checks import check_lengths, check_not_empty, integer_labels, label_space, source_name
 from alrun.data.image_cache import cache_lock, read_cache, write_cache
 from alrun.errors import DataError
 
@@ -103,18 +103,19 @@ def from_mapping(arrays: Mapping[str, Any], spec: DatasetSpec, where: str) -> Da
     x_test = _as_numpy(arrays["x_test"], "x_test", where)
     check_lengths(len(x_train), len(y_train), "train", where)
     check_lengths(len(x_test), len(y_test), "test", where)
+    check_not_empty(len(y_train), len(y_test), where)
     if x_train.shape[1:] != x_test.shape[1:]:
         raise DataError(f"{where}: x_train items have shape {list(x_train.shape[1:])} but x_test items "
                         f"{list(x_test.shape[1:])}: both splits need one shape.")
-    return arrays_to_bundle(x_train, y_train, x_test, y_test, arrays.get("class_names"), spec)
+    names = label_space(y_train, y_test, arrays.get("class_names"), where)  # before anything is sized by them
+    return arrays_to_bundle(x_train, y_train, x_test, y_test, names, spec)
 
 
 def arrays_to_bundle(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-                     class_names: Any, spec: DatasetSpec) -> DataBundle:
+                     names: list[str], spec: DatasetSpec) -> DataBundle:
     """uint8 images [N, H, W(, C)] go the image sources' way (caps, standardisation, image_size);
-    anything else becomes float32 [N, ...] as it is (4-D float images resized to image_size)."""
-    top = max(int(y_train.max(initial=0)), int(y_test.max(initial=0)))
-    names = [str(c) for c in class_names] if class_names is not None else [str(c) for c in range(top + 1)]
+    anything else becomes float32 [N, ...] as it is (4-D float images resized to image_size).
+    names: the checked class names (:func:`alrun.data.checks.label_space`)."""
     if x_train.dtype == np.uint8 and x_train.ndim in (3, 4):
         return images_to_bundle(ImageArrays(x_train, y_train, x_test, y_test, names), spec)
     xs = [torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for x in (x_train, x_test)]
@@ -176,9 +177,32 @@ def decode_key(spec: DatasetSpec, train_idx: np.ndarray, test_idx: np.ndarray, s
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def all_targets(dataset: Any, where: str, split: str) -> np.ndarray | None:
+    """Every label of a Dataset without reading its items, when it exposes them (torchvision's `targets` or
+    `labels`, a TensorDataset's last tensor) as one integer label per item; None otherwise."""
+    if isinstance(dataset, torch.utils.data.TensorDataset):
+        labels = dataset.tensors[-1] if len(dataset.tensors) >= 2 else None
+    else:
+        labels = next((getattr(dataset, a) for a in ("targets", "labels") if hasattr(dataset, a)), None)
+    if labels is None:
+        return None
+    try:
+        y = np.asarray(labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else labels)
+    except Exception:
+        return None
+    if y.ndim != 1 or len(y) != len(dataset) or y.dtype.kind not in "iu":
+        return None  # not one integer label per item: the items' own labels are checked when read
+    return y.astype(np.int64)
+
+
 def from_datasets(train: Any, test: Any, spec: DatasetSpec, where: str) -> DataBundle:
     """Two map-style Datasets of (x, label) items as a DataBundle; only the kept items are read, and
     with `dataset.cache` (and a `dataset.cache_dir`) the decoded arrays are cached under that folder."""
+    check_not_empty(len(train), len(test), where)
+    names = getattr(train, "classes", None)
+    all_labels = [all_targets(d, where, split) for d, split in ((train, "train"), (test, "test"))]
+    if all_labels[0] is not None and all_labels[1] is not None:  # the whole label space, without reading items
+        label_space(*all_labels, [str(n) for n in names] if names else None, where)
     train_idx, test_idx = cap_indices(len(train), len(test), spec)  # the same items load_dataset would keep
     dirs = [Path(spec.cache_dir).expanduser() / "custom"] if spec.cache and spec.cache_dir else []
     key = decode_key(spec, train_idx, test_idx, (len(train), len(test))) if dirs else ""
@@ -194,7 +218,6 @@ def from_datasets(train: Any, test: Any, spec: DatasetSpec, where: str) -> DataB
             arrays = {}
             arrays["x_train"], arrays["y_train"] = _read_split(train, train_idx, "train", spec, where)
             arrays["x_test"], arrays["y_test"] = _read_split(test, test_idx, "test", spec, where)
-            names = getattr(train, "classes", None)
             if names:
                 arrays["class_names"] = np.array([str(n) for n in names])
             written = write_cache(dirs, filename, key, arrays) if dirs else None
@@ -205,6 +228,14 @@ def from_datasets(train: Any, test: Any, spec: DatasetSpec, where: str) -> DataB
     if x_train.shape[1:] != x_test.shape[1:]:
         raise DataError(f"{where}: train items have shape {list(x_train.shape[1:])} but test items "
                         f"{list(x_test.shape[1:])}: both splits need one shape.")
-    bundle = arrays_to_bundle(x_train, arrays["y_train"], x_test, arrays["y_test"], arrays.get("class_names"), spec)
+    # only the kept items were read: the sentences name items by the Datasets' indices, and a class the kept
+    # training items lack is load_dataset's warning (the full labels, when exposed, were checked above)
+    capped = len(train_idx) < len(train)
+    train_index = train_idx if capped else None
+    test_index = test_idx if len(test_idx) < len(test) else None
+    names = label_space(arrays["y_train"], arrays["y_test"], arrays.get("class_names"), where, train_index,
+                        test_index, n_train_items=len(train), complete=not capped)
+    bundle = arrays_to_bundle(x_train, arrays["y_train"], x_test, arrays["y_test"], names, spec)
+    bundle.train_index, bundle.test_index = train_index, test_index
     bundle.notes.extend(notes)
     return bundle

@@ -127,6 +127,7 @@ def read_image_tree(spec: DatasetSpec, title: str, how: str,
                      f"{spec.test_fraction}) is held out")
     # decode only what the run keeps; load_dataset's caps then find nothing more to cut
     tr, te = cap_indices(len(train), len(test), spec)
+    kept = (tr if len(tr) < len(train) else None, te if len(te) < len(test) else None)
     train, test = [train[i] for i in tr], [test[i] for i in te]
     train_paths, test_paths = [p for p, _ in train], [p for p, _ in test]
     size = spec.image_size
@@ -163,7 +164,7 @@ def read_image_tree(spec: DatasetSpec, title: str, how: str,
                 notes.append(f"{done} (dataset.cache=false)")
     y_train = np.array([label for _, label in train], dtype=np.int64)
     y_test = np.array([label for _, label in test], dtype=np.int64)
-    return ImageArrays(x_train, y_train, x_test, y_test, tree.class_names, notes)
+    return ImageArrays(x_train, y_train, x_test, y_test, tree.class_names, notes, *kept)
 
 
 def load_imagefolder(spec: DatasetSpec) -> DataBundle:

@@ -6,6 +6,7 @@ one sentence that says where it looked and how to get the data.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -16,12 +17,13 @@ from alrun import components
 from alrun.config import DatasetSpec
 from alrun.data.arrays import DATA_SEED, cap_indices
 from alrun.data.bundle import DataBundle, standardise_images
-from alrun.data.checks import check_bundle, check_lengths, integer_labels, source_name
+from alrun.data.checks import check_bundle, check_lengths, check_not_empty, integer_labels, label_space, source_name
 from alrun.data.pathologies import stratified_split
 from alrun.errors import DataError
 from alrun.seeding import generator
 
 Loader = Callable[[DatasetSpec], DataBundle]
+log = logging.getLogger("alrun")
 
 
 def load_digits(spec: DatasetSpec) -> DataBundle:
@@ -61,8 +63,9 @@ def load_npz(spec: DatasetSpec) -> DataBundle:
     y_test = integer_labels(arrays["y_test"], "y_test", where)
     check_lengths(len(arrays["x_train"]), len(y_train), "train", where)
     check_lengths(len(arrays["x_test"]), len(y_test), "test", where)
-    n_classes = int(max(y_train.max(), y_test.max())) + 1
-    names = [str(c) for c in arrays["class_names"]] if "class_names" in arrays else [str(c) for c in range(n_classes)]
+    check_not_empty(len(y_train), len(y_test), where)
+    # before anything is sized by the labels: one stray label of 10**9 must not build 10**9 class names
+    names = label_space(y_train, y_test, arrays.get("class_names"), where)
 
     both = np.concatenate([arrays["x_train"], arrays["x_test"]])  # one set of image statistics
     stats = None  # images: the statistics removed, so that pretrained networks get their own normalisation
@@ -80,7 +83,8 @@ SOURCES: Mapping[str, Loader] = components.Builders("dataset")
 
 def load_dataset(spec: DatasetSpec) -> DataBundle:
     """Load `spec.name` (a built-in of the registry, or the user's `dataset._target_`), apply the seeded
-    `max_train` / `max_test` caps, and check the data (alrun.data.checks)."""
+    `max_train` / `max_test` caps, and check the data (alrun.data.checks); its warnings (a class the test
+    set lacks, a class the caps dropped) go to the log."""
     if spec.name == components.CUSTOM:
         from alrun.data.custom import load_custom
 
@@ -95,5 +99,7 @@ def load_dataset(spec: DatasetSpec) -> DataBundle:
     train_idx, test_idx = cap_indices(len(bundle.y_train), len(bundle.y_test), spec)
     if len(train_idx) < len(bundle.y_train) or len(test_idx) < len(bundle.y_test):
         bundle = bundle.select(train_idx, test_idx)
-    check_bundle(bundle, source_name(spec))  # labels, lengths, finite features, two classes: before training
+    # labels, lengths, empty splits, finite features, two classes: before training
+    for warning in check_bundle(bundle, source_name(spec)):
+        log.warning("alrun: warning: %s", warning)
     return bundle
