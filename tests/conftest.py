@@ -26,9 +26,12 @@ def run_alrun(args: list[str], cwd: Path, check: bool = True, env: dict | None =
     return proc
 
 
-def steps_without_timings(path: Path) -> pd.DataFrame:
-    """A steps.csv with the timing columns dropped (the only values allowed to differ between runs)."""
+def steps_without_timings(path) -> pd.DataFrame:
+    """A steps.csv (a path or a text buffer) with the timing columns dropped (the only values allowed to differ
+    between runs); the fit flag as text ("" when fine), so a file of fitted steps reads like any other."""
     frame = pd.read_csv(path)
+    if "fit_flag" in frame.columns:
+        frame["fit_flag"] = frame["fit_flag"].fillna("").astype(str)
     return frame.drop(columns=[c for c in frame.columns if c.startswith("time_")])
 
 

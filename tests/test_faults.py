@@ -29,8 +29,7 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 
 def without_timings(text: str) -> pd.DataFrame:
-    frame = pd.read_csv(io.StringIO(text))
-    return frame.drop(columns=[c for c in frame.columns if c.startswith("time_")])
+    return steps_without_timings(io.StringIO(text))
 
 
 def error_lines(proc: subprocess.CompletedProcess) -> list[str]:

@@ -65,15 +65,16 @@ def test_a_varying_setting_names_the_folders_under_submitit(tmp_path):
 
 def test_a_too_long_name_is_hashed_and_found_again(tmp_path):
     sweep = tmp_path / "sweep"
-    studies = ["a" * 150, "b" * 150]
-    args = ["scale=smoke", "heuristic=bald", "seed=0", "max_labelled=30", f"study={','.join(studies)}",
+    # two experiments whose one varying value is long: caps on the training set of 150 digits (both above its size)
+    studies = ["1" + "0" * 149, "2" + "0" * 149]
+    args = ["scale=smoke", "heuristic=bald", "seed=0", "max_labelled=30", f"dataset.max_train={','.join(studies)}",
             f"hydra.sweep.dir={sweep}"]
     run_alrun(args, tmp_path, env=THREADS)
     names = folders(sweep)
     assert len(names) == 2 and all(len(n.encode()) <= MAX_NAME_BYTES for n in names)
-    assert all(n.startswith("heuristic=bald,seed=0,study=") and n[-13] == "-" for n in names)
+    assert all(n.startswith("dataset.max_train=") and n[-13] == "-" for n in names)
     for name in names:  # the whole settings are in job.json
-        assert json.loads((sweep / name / "job.json").read_text())["overrides"]["study"] in studies
+        assert json.loads((sweep / name / "job.json").read_text())["overrides"]["dataset.max_train"] in studies
     again = run_alrun(args, tmp_path, env=THREADS)
     assert folders(sweep) == names and again.stdout.count("resuming") + again.stderr.count("resuming") == 2
 
