@@ -178,6 +178,15 @@ def verdict(summary: pd.DataFrame, paired: pd.DataFrame, groups: list[str]) -> V
         return Verdict(["One heuristic or no seeds recorded: there is nothing to compare with Random."],
                        pd.DataFrame(columns=COLUMNS))
     others = [g for g in groups if g != "heuristic"]
+    if REFERENCE not in set(summary["heuristic"]):
+        names = ", ".join(sorted(set(summary["heuristic"].astype(str))))
+        lines = [f"No random run in this sweep, so {names} cannot be compared with it: the tables compare the "
+                 "settings (add heuristic=random for a verdict)."]
+        for key, part in (summary.groupby(others, dropna=False, sort=True) if others else [((), summary)]):
+            key = key if isinstance(key, tuple) else (key,)
+            prefix = ", ".join(f"{k}={v}" for k, v in zip(others, key, strict=True))
+            lines.append(fit_sentence(part, f"{prefix}: " if prefix else ""))
+        return Verdict([line for line in lines if line], pd.DataFrame(columns=COLUMNS))
     classes = n_classes(summary)
     lines: list[str] = []
     rows: list[dict] = []

@@ -207,3 +207,13 @@ def test_a_real_sweep_over_an_unplanned_setting(tmp_path):
     paired = table[table["metric"] == "paired_aubc_test_acc"]
     assert len(paired) == 2 and set(paired["n"]) == {2}
     assert (sweep / "table.md").read_text().splitlines()[2] == "## Verdict"
+
+
+def test_a_sweep_without_random_says_so_once(tmp_path):
+    for fraction in (1.0, 0.25):
+        for seed in (0, 1):
+            write_job(tmp_path, "bald", seed, [0.5, 0.6, 0.7], pool_fraction=fraction)
+    report = write_report(tmp_path)
+    assert report.verdict_lines == ["No random run in this sweep, so bald cannot be compared with it: the tables "
+                                    "compare the settings (add heuristic=random for a verdict)."]
+    assert report.verdict.empty
