@@ -58,6 +58,20 @@ def resolve_device(name: str, job_index: int = 0) -> torch.device:
     return torch.device(choose_device(name, job_index))
 
 
+BF16_MIN_CAPABILITY = (8, 0)  # Ampere: native bfloat16 tensor cores; below it bfloat16 is emulated (slow)
+
+
+def amp_precision(capability: tuple[int, int] | str) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype, whether a GradScaler is needed) for a device's compute capability (major, minor), or
+    `"cpu"` (full precision, no scaler): bfloat16 from capability 8.0 (A100, H100), where it is native;
+    float16 with loss scaling below (V100 7.0, T4 7.5), whose bfloat16 is only emulated."""
+    if capability == "cpu":
+        return None, False
+    if tuple(capability) >= BF16_MIN_CAPABILITY:
+        return torch.bfloat16, False
+    return torch.float16, True
+
+
 def gpu_lock_dir() -> Path:
     """Where the per-GPU locks live: $ALRUN_GPU_LOCK_DIR, else a folder of this user's in the machine's
     temporary directory (local to the machine, as the GPUs are)."""

@@ -143,6 +143,23 @@ class EarlyStopping:
             model.load_state_dict(self._best_state)
 
 
+MAX_NONFINITE_STEPS = 5  # consecutive non-finite losses under float16 loss scaling before training is diverged
+
+
+def _check_finite(stats: list[torch.Tensor], steps: int, limit: int, epoch: int, spec: TrainSpec) -> float:
+    """The epoch's mean loss over its finite steps from stats = [loss sum, finite samples, longest run of
+    non-finite losses, the last non-finite loss], read from the device in one sync (0.0 for an epoch of no
+    steps); raises TrainingDiverged when `limit` consecutive losses were non-finite or that mean is not finite."""
+    total, count, worst, bad = torch.stack(stats).tolist()
+    if not steps:
+        return 0.0
+    mean = total / count if count else float("nan")
+    if worst >= limit or (count and not math.isfinite(mean)):  # a diverged model would only fill tables with NaN
+        raise TrainingDiverged(f"The training loss became {bad if worst >= limit else mean} in epoch {epoch}: try a "
+                               f"lower `train.lr` (now {spec.lr}) or check the data for extreme or unscaled values.")
+    return mean
+
+
 def fit(
     model: nn.Module,
     x: torch.Tensor,
@@ -176,9 +193,18 @@ def fit(
     # with `eval_every`, early stopping scores every that many gradient steps (check k is its "epoch" k)
     every = spec.eval_every if early_stopping is not None else None
     updates, stop = 0, False
+    # a non-finite loss is skipped by the float16 scaler (its step is not taken), so only a run of them is fatal;
+    # without a scaler the step would be taken and spoil the weights, so one is. Tracked on the device, read once
+    # per epoch (no host sync per step): the loss sum in float64 (as Python floats summed it), the finite steps'
+    # sample count, the current and the longest run of consecutive non-finite losses.
+    limit = MAX_NONFINITE_STEPS if scaler.is_enabled() else 1
+    run = torch.zeros((), dtype=torch.float64, device=device)
     for epoch in range(1, epochs_for(spec, n) + 1):
         order = epoch_order(spec, n, generator).to(device)
-        total, count = 0.0, 0
+        # [loss sum, finite samples, longest run of non-finite losses, last non-finite loss]
+        stats = [torch.zeros((), dtype=torch.float64, device=device) for _ in range(4)]
+        total, count, worst, bad = stats
+        steps = 0
         for start in range(0, order.shape[0], spec.batch_size):
             batch = order[start : start + spec.batch_size]
             with autocast(device, amp):
@@ -187,18 +213,21 @@ def fit(
             scaler.scale(loss).backward()  # float16: the loss scaled up so small gradients do not underflow
             scaler.step(optimizer)  # unscales; skips the step when a gradient overflowed
             scaler.update()
-            value = float(loss.detach())
-            if not math.isfinite(value):  # a diverged model would only fill the tables with NaN
-                raise TrainingDiverged(f"The training loss became {value} in epoch {epoch}: try a lower "
-                                       f"`train.lr` (now {spec.lr}) or check the data for extreme or unscaled values.")
-            total += value * len(batch)
-            count += len(batch)
+            value = loss.detach().double()
+            finite = value.isfinite()
+            total += torch.where(finite, value * len(batch), 0.0)
+            count += finite * len(batch)
+            run = (run + 1) * ~finite
+            torch.maximum(worst, run, out=worst)
+            torch.where(finite, bad, value, out=bad)
+            steps += 1
             updates += 1
             if every and updates % every == 0:
+                _check_finite(stats, steps, limit, epoch, spec)
                 stop = early_stopping.after_epoch(model, updates // every, amp) and updates >= spec.min_updates
                 if stop:
                     break
-        last = total / max(count, 1)
+        last = _check_finite(stats, steps, limit, epoch, spec)
         if stop:
             break
         if early_stopping is not None and not every and early_stopping.after_epoch(model, epoch, amp) \
