@@ -143,16 +143,37 @@ def claimed_device(
         time.sleep(poll_s)
 
 
-def configure_determinism(enabled: bool) -> None:
-    """`deterministic=true`: torch's deterministic algorithms, cuDNN without autotuning or nondeterministic
-    kernels, and the cuBLAS workspace setting its deterministic mode needs (kept when already set).
+CUBLAS_DETERMINISTIC = ":4096:8"  # the cuBLAS workspace setting torch's deterministic mode needs
 
-    An op without a deterministic CUDA kernel then warns, naming itself, instead of stopping a
-    long run (`warn_only`). False leaves torch's settings as they are.
+
+@contextlib.contextmanager
+def job_determinism(enabled: bool) -> Iterator[None]:
+    """`deterministic=true` for the block: torch's deterministic algorithms, cuDNN without autotuning or
+    nondeterministic kernels; torch's earlier settings are restored when it ends, so that under the basic
+    launcher (one process, job after job) the next job runs as its own config says. False changes nothing.
+
+    An op without a deterministic CUDA kernel then warns, naming itself, instead of stopping a long run
+    (`warn_only`). cuBLAS reads `CUBLAS_WORKSPACE_CONFIG` once per process, at its first use: the entry point
+    sets it when the command line asks for determinism (:func:`alrun.cli.main`); set here when CUDA is
+    not initialised yet, else a job that finds it missing says so.
     """
     if not enabled:
+        yield
         return
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
+    if "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
+        if torch.cuda.is_initialized():
+            log.warning("CUDA was already in use in this process without CUBLAS_WORKSPACE_CONFIG, so cuBLAS may "
+                        "not be deterministic in this job: set CUBLAS_WORKSPACE_CONFIG=%s before alrun starts.",
+                        CUBLAS_DETERMINISTIC)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_DETERMINISTIC
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    try:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
