@@ -72,6 +72,26 @@ def amp_precision(capability: tuple[int, int] | str) -> tuple[torch.dtype | None
     return torch.float16, True
 
 
+def channels_last(model: torch.nn.Module, input_ndim: int) -> bool:
+    """Put `model`'s 4-D weights in channels_last (faster convolutions on CUDA) where that is safe: the input is
+    4-D ([B, C, H, W]) and no parameter or buffer is 5-D (a Conv3d, whose weights torch cannot put in
+    channels_last). Returns whether it did; a conversion that fails partway leaves the model as it was
+    (contiguous weights) and is logged in one sentence."""
+    tensors = [*model.parameters(), *model.buffers()]
+    if input_ndim != 4 or any(t.dim() == 5 for t in tensors) or not any(t.dim() == 4 for t in tensors):
+        return False
+    try:
+        model.to(memory_format=torch.channels_last)
+    except Exception as exc:  # noqa: BLE001 - a custom module's own `_apply`, an unsupported tensor: keep the layout
+        for t in (*model.parameters(), *model.buffers()):  # the ones converted before the failure
+            if not t.is_contiguous():
+                t.data = t.data.contiguous()
+        log.info("The model's weights stay in the default layout: channels_last failed (%s).",
+                 str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return False
+    return True
+
+
 def gpu_lock_dir() -> Path:
     """Where the per-GPU locks live: $ALRUN_GPU_LOCK_DIR, else a folder of this user's in the machine's
     temporary directory (local to the machine, as the GPUs are)."""

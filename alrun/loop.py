@@ -27,7 +27,7 @@ from alrun.checkpoint import atomic_write_text, load_checkpoint, remove_stale_te
 from alrun.config import RunSpec, check_against_data
 from alrun.data import DataBundle, load_dataset
 from alrun.data.pathologies import corrupt_labels, imbalance_indices
-from alrun.devices import job_determinism, resolve_device
+from alrun.devices import channels_last, job_determinism, resolve_device
 from alrun.errors import ConfigError, TrainingDiverged
 from alrun.features import featurize
 from alrun.fit_guard import fit_flag
@@ -183,8 +183,8 @@ class ActiveLearningJob:
         x_test = bundle.x_test.to(device) if device.type == "cuda" else bundle.x_test
         oracle = torch.as_tensor(data.oracle_labels)
         model = build_model(spec.model, bundle.input_shape, bundle.n_classes, spec.seed, bundle.pixel_stats).to(device)
-        if device.type == "cuda" and x_train.ndim == 4:
-            model = model.to(memory_format=torch.channels_last)
+        if device.type == "cuda":  # only where every weight and the input are 4-D
+            channels_last(model, x_train.ndim)
         initial_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         amp = spec.amp and device.type == "cuda"
         # MC samples that repeat and vary, proven on a few real inputs; T = 1 for a model without active

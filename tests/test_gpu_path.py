@@ -333,3 +333,65 @@ def test_vgg16_with_imagenet_weights_and_no_pixel_statistics_says_so(fake_imagen
     caplog.set_level("WARNING", logger="alrun")
     build_model(ModelSpec(name="vgg16", pretrained=True, hidden=8), (3, 32, 32), 4, 0, None)
     assert "no pixel statistics" in caplog.text
+
+
+# --- channels_last only where every weight and the input are 4-D (issue 22) ------------------------------
+
+
+class Conv3dNet(nn.Module):
+    """A custom model that takes images [B, C, H, W] and runs a Conv3d on them: a 5-D weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv2d = nn.Conv2d(1, 4, 3)
+        self.conv3d = nn.Conv3d(1, 2, (1, 3, 3))
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.LazyLinear(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv3d(self.conv2d(x).unsqueeze(1)))
+
+
+class RefusesLayouts(nn.Module):
+    """A module whose conversion fails, after the modules before it were converted."""
+
+    def _apply(self, fn, recurse=True):
+        raise RuntimeError("this module cannot be converted\nsecond line")
+
+
+def _layouts(model: nn.Module) -> list[tuple[torch.Size, tuple[int, ...]]]:
+    return [(t.shape, t.stride()) for t in (*model.parameters(), *model.buffers())]
+
+
+def test_channels_last_leaves_a_conv3d_model_as_it_was():
+    from alrun.devices import channels_last
+
+    model = Conv3dNet()
+    model(torch.randn(2, 1, 8, 8))  # the lazy layer takes its shape
+    before, weights = _layouts(model), [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(RuntimeError, match="rank 4"):  # what torch does with the whole model (the bug)
+        Conv3dNet().to(memory_format=torch.channels_last)
+    assert channels_last(model, 4) is False
+    assert _layouts(model) == before
+    assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters(), strict=True))
+    model(torch.randn(2, 1, 8, 8))  # and it still runs
+
+
+def test_channels_last_converts_a_4d_model_on_4d_input_only():
+    from alrun.devices import channels_last
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Dropout(0.5), nn.LazyLinear(2))
+    model(torch.randn(2, 3, 6, 6))
+    assert channels_last(model, 3) is False and model[0].weight.is_contiguous()  # feature vectors: left alone
+    assert channels_last(model, 4) is True
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last) and not model[0].weight.is_contiguous()
+
+
+def test_a_failed_conversion_leaves_the_model_as_it_was(caplog):
+    from alrun.devices import channels_last
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), RefusesLayouts(), nn.Flatten())
+    before, weight = _layouts(model), model[0].weight.detach().clone()
+    caplog.set_level("INFO", logger="alrun")
+    assert channels_last(model, 4) is False
+    assert _layouts(model) == before and torch.equal(model[0].weight, weight)
+    assert "channels_last failed (this module cannot be converted)" in caplog.text
