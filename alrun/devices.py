@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -92,14 +91,27 @@ def channels_last(model: torch.nn.Module, input_ndim: int) -> bool:
     return True
 
 
+GPU_LOCK_DIR = Path("/tmp/alrun-gpu-locks")  # one folder per machine, as the GPUs are; not $TMPDIR (per SLURM job)
+
+
 def gpu_lock_dir() -> Path:
-    """Where the per-GPU locks live: $ALRUN_GPU_LOCK_DIR, else a folder of this user's in the machine's
-    temporary directory (local to the machine, as the GPUs are)."""
+    """Where the per-GPU locks live: $ALRUN_GPU_LOCK_DIR, else :data:`GPU_LOCK_DIR`, the same path for every
+    job and user of the machine whatever its TMPDIR (SLURM sites set one per job, which would hide the
+    jobs' claims from each other)."""
     configured = os.environ.get("ALRUN_GPU_LOCK_DIR")
-    if configured:
-        return Path(configured)
-    user = os.getuid() if hasattr(os, "getuid") else os.getlogin()
-    return Path(tempfile.gettempdir()) / f"alrun-gpu-locks-{user}"
+    return Path(configured) if configured else GPU_LOCK_DIR
+
+
+def shared_folder(folder: Path) -> None:
+    """Create `folder` for every user of the machine (mode 1777, as /tmp: each may add lock files, none may
+    remove another's); a folder that exists is left as it is, and one that cannot be made is left to the
+    lock, which then runs unlocked and says so."""
+    try:
+        folder.mkdir(parents=True)
+    except OSError:  # it exists (the common case), or cannot be made
+        return
+    with contextlib.suppress(OSError):
+        folder.chmod(0o1777)
 
 
 def gpu_identity(index: int) -> str:
@@ -139,6 +151,7 @@ def claimed_device(
         yield None
         return
     folder = gpu_lock_dir() if lock_dir is None else lock_dir
+    shared_folder(folder)
     names = [(identity or gpu_identity)(i) for i in range(count)]
     order = [(job_index + i) % count for i in range(count)]
     waiting_since = None

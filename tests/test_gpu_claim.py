@@ -25,6 +25,25 @@ from alrun.loop import spec_fingerprint
 LIVENESS_S = 30  # only a bound on how long a broken test may hang; no assertion depends on time
 
 
+@pytest.fixture(autouse=True)
+def polling_deadline(monkeypatch):
+    """No claim polls forever: a claim that still waits after LIVENESS_S fails the test instead (on a CUDA
+    host as here)."""
+    import time
+    import types
+
+    import alrun.devices
+
+    deadline = time.monotonic() + LIVENESS_S
+
+    def sleep(seconds: float) -> None:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"a GPU claim was still waiting after {LIVENESS_S} s")
+        time.sleep(seconds)
+
+    monkeypatch.setattr(alrun.devices, "time", types.SimpleNamespace(sleep=sleep, monotonic=time.monotonic))
+
+
 def _names(i: int) -> str:
     return f"GPU-fake-{i}"
 
@@ -181,15 +200,58 @@ def test_nothing_is_claimed_where_the_job_names_its_device_or_has_no_gpu(tmp_pat
 
 
 def test_jobs_that_each_see_one_gpu_as_cuda0_do_not_share_a_lock(tmp_path, monkeypatch):
-    # SLURM: every job sees its own GPU as cuda:0; the lock is named after the physical GPU
+    # SLURM: every job sees its own GPU as cuda:0; the lock is named after the physical GPU. Here by its
+    # CUDA_VISIBLE_DEVICES entry, the name used where torch gives no UUID: forced, so that on a CUDA host
+    # (where both claims would get the one real GPU's UUID) the test checks the same thing and cannot wait
     from alrun.devices import gpu_identity
 
+    def no_uuid(index):
+        raise RuntimeError("no CUDA device properties here")
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", no_uuid)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
     with claimed_device("auto", 0, device_count=1, lock_dir=tmp_path, identity=gpu_identity) as a:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5")
         with claimed_device("auto", 0, device_count=1, lock_dir=tmp_path, identity=gpu_identity) as b:
             assert a == b == "cuda:0"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu-3.lock", "gpu-5.lock"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: the UUIDs of real GPUs")
+def test_on_a_cuda_host_each_visible_gpu_has_its_own_uuid():
+    from alrun.devices import gpu_identity
+
+    names = [gpu_identity(i) for i in range(torch.cuda.device_count())]
+    assert len(set(names)) == len(names) and all(len(n) >= 16 for n in names)
+
+
+def test_the_lock_folder_is_one_path_per_machine_whatever_tmpdir(monkeypatch, tmp_path):
+    import tempfile
+
+    from alrun.devices import GPU_LOCK_DIR, gpu_lock_dir
+
+    monkeypatch.delenv("ALRUN_GPU_LOCK_DIR", raising=False)
+    paths = set()
+    for job in ("job1", "job2"):  # SLURM sets a TMPDIR per job
+        monkeypatch.setenv("TMPDIR", str(tmp_path / job))
+        monkeypatch.setattr(tempfile, "tempdir", None)
+        paths.add(gpu_lock_dir())
+    assert paths == {GPU_LOCK_DIR} and GPU_LOCK_DIR == Path("/tmp/alrun-gpu-locks")
+    monkeypatch.setenv("ALRUN_GPU_LOCK_DIR", str(tmp_path / "mine"))
+    assert gpu_lock_dir() == tmp_path / "mine"
+
+
+def test_the_lock_folder_is_made_for_every_user_and_another_users_lock_file_is_used(tmp_path):
+    from alrun.devices import shared_folder
+
+    folder = tmp_path / "locks"
+    shared_folder(folder)
+    assert folder.stat().st_mode & 0o7777 == 0o1777
+    (folder / "gpu-GPU-fake-0.lock").touch(mode=0o444)  # made by another user: readable, not writable
+    with claimed_device("auto", 0, device_count=1, lock_dir=folder, identity=_names) as device:
+        assert device == "cuda:0"
+        with claimed_device("auto", 0, device_count=2, lock_dir=folder, identity=_names) as other:
+            assert other == "cuda:1"  # the read-only lock file still holds cuda:0 (flock needs no write access)
 
 
 def test_cli_claims_the_gpu_around_the_job(monkeypatch, tmp_path):
