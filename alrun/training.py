@@ -146,12 +146,67 @@ class EarlyStopping:
 MAX_NONFINITE_STEPS = 5  # consecutive non-finite losses under float16 loss scaling before training is diverged
 
 
-def _check_finite(stats: list[torch.Tensor], steps: int, limit: int, epoch: int, spec: TrainSpec) -> float:
-    """The epoch's mean loss over its finite steps from stats = [loss sum, finite samples, longest run of
-    non-finite losses, the last non-finite loss], read from the device in one sync (0.0 for an epoch of no
-    steps); raises TrainingDiverged when `limit` consecutive losses were non-finite or that mean is not finite."""
-    total, count, worst, bad = torch.stack(stats).tolist()
-    if not steps:
+class LossTally:
+    """An epoch's training loss and its non-finite steps, tallied without a host sync per step on a GPU.
+
+    Per step: the loss times the batch size summed in float64 over the finite steps (as Python floats summed
+    it before), their sample count, the current and the longest run of consecutive non-finite losses (the
+    current run carries over into the next epoch) and the last non-finite loss. On a GPU these stay on the
+    device until :meth:`read`, once per epoch; on the CPU, where reading a loss costs nothing, they are
+    Python numbers (the same values, without a few small tensor operations per step).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.on_host = device.type == "cpu"
+        self.run: float | torch.Tensor = 0.0 if self.on_host else self._zero()
+        self.new_epoch()
+
+    def _zero(self) -> torch.Tensor:
+        return torch.zeros((), dtype=torch.float64, device=self.device)
+
+    def new_epoch(self) -> None:
+        """Start an epoch's sums (the current run of non-finite losses goes on)."""
+        if self.on_host:
+            self.total, self.count, self.worst, self.bad = 0.0, 0.0, 0.0, 0.0
+        else:
+            self.total, self.count, self.worst, self.bad = (self._zero() for _ in range(4))
+        self.steps = 0
+
+    def add(self, loss: torch.Tensor, n: int) -> None:
+        """One step's mean loss over its `n` samples."""
+        self.steps += 1
+        if self.on_host:
+            value = float(loss.detach())
+            if math.isfinite(value):
+                self.total += value * n
+                self.count += n
+                self.run = 0.0
+            else:
+                self.run, self.bad = self.run + 1, value
+                self.worst = max(self.worst, self.run)
+            return
+        value = loss.detach().double()
+        finite = value.isfinite()
+        self.total += torch.where(finite, value * n, 0.0)
+        self.count += finite * n
+        self.run = (self.run + 1) * ~finite
+        torch.maximum(self.worst, self.run, out=self.worst)
+        torch.where(finite, self.bad, value, out=self.bad)
+
+    def read(self) -> tuple[float, float, float, float]:
+        """(loss sum, finite samples, longest run of non-finite losses, last non-finite loss): one sync."""
+        if self.on_host:
+            return self.total, self.count, self.worst, self.bad
+        total, count, worst, bad = torch.stack([self.total, self.count, self.worst, self.bad]).tolist()
+        return total, count, worst, bad
+
+
+def _check_finite(tally: LossTally, limit: int, epoch: int, spec: TrainSpec) -> float:
+    """The epoch's mean loss over its finite steps (0.0 for an epoch of no steps); raises TrainingDiverged
+    when `limit` consecutive losses were non-finite or that mean is not finite."""
+    total, count, worst, bad = tally.read()
+    if not tally.steps:
         return 0.0
     mean = total / count if count else float("nan")
     if worst >= limit or (count and not math.isfinite(mean)):  # a diverged model would only fill tables with NaN
@@ -194,17 +249,12 @@ def fit(
     every = spec.eval_every if early_stopping is not None else None
     updates, stop = 0, False
     # a non-finite loss is skipped by the float16 scaler (its step is not taken), so only a run of them is fatal;
-    # without a scaler the step would be taken and spoil the weights, so one is. Tracked on the device, read once
-    # per epoch (no host sync per step): the loss sum in float64 (as Python floats summed it), the finite steps'
-    # sample count, the current and the longest run of consecutive non-finite losses.
+    # without a scaler the step would be taken and spoil the weights, so one is. Read once per epoch.
     limit = MAX_NONFINITE_STEPS if scaler.is_enabled() else 1
-    run = torch.zeros((), dtype=torch.float64, device=device)
+    tally = LossTally(device)
     for epoch in range(1, epochs_for(spec, n) + 1):
         order = epoch_order(spec, n, generator).to(device)
-        # [loss sum, finite samples, longest run of non-finite losses, last non-finite loss]
-        stats = [torch.zeros((), dtype=torch.float64, device=device) for _ in range(4)]
-        total, count, worst, bad = stats
-        steps = 0
+        tally.new_epoch()
         for start in range(0, order.shape[0], spec.batch_size):
             batch = order[start : start + spec.batch_size]
             with autocast(device, amp):
@@ -213,21 +263,14 @@ def fit(
             scaler.scale(loss).backward()  # float16: the loss scaled up so small gradients do not underflow
             scaler.step(optimizer)  # unscales; skips the step when a gradient overflowed
             scaler.update()
-            value = loss.detach().double()
-            finite = value.isfinite()
-            total += torch.where(finite, value * len(batch), 0.0)
-            count += finite * len(batch)
-            run = (run + 1) * ~finite
-            torch.maximum(worst, run, out=worst)
-            torch.where(finite, bad, value, out=bad)
-            steps += 1
+            tally.add(loss, len(batch))
             updates += 1
             if every and updates % every == 0:
-                _check_finite(stats, steps, limit, epoch, spec)
+                _check_finite(tally, limit, epoch, spec)
                 stop = early_stopping.after_epoch(model, updates // every, amp) and updates >= spec.min_updates
                 if stop:
                     break
-        last = _check_finite(stats, steps, limit, epoch, spec)
+        last = _check_finite(tally, limit, epoch, spec)
         if stop:
             break
         if early_stopping is not None and not every and early_stopping.after_epoch(model, epoch, amp) \

@@ -146,7 +146,39 @@ def _inf_model(bad: set[int]) -> nn.Sequential:
     return nn.Sequential(nn.Linear(8, 3), InjectInf(bad))
 
 
-def test_float16_overflowed_step_is_skipped_and_training_goes_on(float16_on_cpu):
+class DeviceTally(alrun.training.LossTally):
+    """The GPU's tally (tensors on the device, read once per epoch), here on the CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        super().__init__(device)
+        self.on_host = False
+        self.run = self._zero()
+        self.new_epoch()
+
+
+@pytest.fixture(params=["host", "device"])
+def tally(request, monkeypatch):
+    """Each test below twice: with the CPU's tally and with the GPU's (on-device) one."""
+    if request.param == "device":
+        monkeypatch.setattr(alrun.training, "LossTally", DeviceTally)
+    return request.param
+
+
+def test_the_device_tally_reads_as_the_host_tally():
+    losses = [0.5, 1.25, float("inf"), float("nan"), 0.75, float("nan"), 2.0, float("-inf")]
+    host, device = alrun.training.LossTally(torch.device("cpu")), DeviceTally(torch.device("cpu"))
+    for epoch in range(2):
+        host.new_epoch()
+        device.new_epoch()
+        for i, value in enumerate(losses[epoch * 4 : epoch * 4 + 4]):
+            for t in (host, device):
+                t.add(torch.tensor(value, dtype=torch.float32), 3 + i)
+        a, b = host.read(), device.read()
+        assert a[:3] == b[:3] and (a[3] == b[3] or (math.isnan(a[3]) and math.isnan(b[3]))), (a, b)
+    assert host.read()[2] == 1  # the last step alone: the run of epoch 1 was broken by a finite loss
+
+
+def test_float16_overflowed_step_is_skipped_and_training_goes_on(float16_on_cpu, tally):
     # 2 epochs of 2 steps; the second step's loss is non-finite: the scaler skips it, the rest train
     x, y = _data()
     spec = TrainSpec(epochs=2, batch_size=32, lr=1e-2)
@@ -159,7 +191,7 @@ def test_float16_overflowed_step_is_skipped_and_training_goes_on(float16_on_cpu)
     assert not torch.equal(seen[0], seen[1]) and torch.equal(seen[1], seen[2]) and not torch.equal(seen[2], seen[3])
 
 
-def test_float16_a_run_of_non_finite_losses_is_divergence(float16_on_cpu):
+def test_float16_a_run_of_non_finite_losses_is_divergence(float16_on_cpu, tally):
     x, y = _data()
     spec = TrainSpec(epochs=4, batch_size=32, lr=1e-2)  # 8 steps, steps 2 to 2 + MAX_NONFINITE_STEPS bad
     model = _inf_model(set(range(1, 1 + MAX_NONFINITE_STEPS)))
@@ -169,14 +201,14 @@ def test_float16_a_run_of_non_finite_losses_is_divergence(float16_on_cpu):
     fit(_inf_model(set(range(1, MAX_NONFINITE_STEPS))), x, y, spec, torch.Generator().manual_seed(2), None, True)
 
 
-def test_full_precision_one_non_finite_loss_is_divergence():
+def test_full_precision_one_non_finite_loss_is_divergence(tally):
     # without loss scaling the step is taken and spoils the weights: one non-finite loss is enough
     x, y = _data()
     with pytest.raises(TrainingDiverged, match="in epoch 1"):
         fit(_inf_model({1}), x, y, TrainSpec(epochs=2, batch_size=32, lr=1e-2), torch.Generator().manual_seed(2))
 
 
-def test_epoch_loss_is_summed_on_the_device_as_python_floats_summed_it():
+def test_epoch_loss_is_summed_on_the_device_as_python_floats_summed_it(tally):
     # the returned mean equals the float64 sum of each step's float32 loss, weighted by its batch size
     x, y = _data()
     spec = TrainSpec(epochs=1, batch_size=24, lr=1e-2)  # batches of 24, 24, 16
