@@ -316,7 +316,9 @@ def _flags() -> tuple[bool, bool, bool]:
             torch.backends.cudnn.benchmark)
 
 
-def test_deterministic_sets_the_torch_flags_for_its_block_only(restore_determinism):
+def test_deterministic_sets_the_torch_flags_for_its_block_only(restore_determinism, monkeypatch):
+    # CUDA not yet in use, as at a job's start on a fresh process (on a CUDA host an earlier test may have used it)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
     torch.use_deterministic_algorithms(False)
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, True
     with job_determinism(False):  # leaves them alone
