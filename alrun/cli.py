@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import traceback
 from dataclasses import replace
@@ -331,11 +332,23 @@ def target_spelling_error(argv: list[str]) -> str | None:
     return None
 
 
+def asks_for_determinism(argv: list[str]) -> bool:
+    """Whether a command line sets `deterministic` to true for any job (`deterministic=true`, or a sweep such
+    as `deterministic=false,true`)."""
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+~") == "deterministic" and "true" in value.lower():
+            return True
+    return False
+
+
 def main() -> None:
     """Console script `alrun`."""
     message = target_spelling_error(sys.argv[1:])
     if message:
         fail(message)
+    if asks_for_determinism(sys.argv[1:]):  # before any CUDA call of the process: cuBLAS reads it once
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # devices.CUBLAS_DETERMINISTIC
     hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(task)()
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -58,14 +57,61 @@ def resolve_device(name: str, job_index: int = 0) -> torch.device:
     return torch.device(choose_device(name, job_index))
 
 
+BF16_MIN_CAPABILITY = (8, 0)  # Ampere: native bfloat16 tensor cores; below it bfloat16 is emulated (slow)
+
+
+def amp_precision(capability: tuple[int, int] | str) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype, whether a GradScaler is needed) for a device's compute capability (major, minor), or
+    `"cpu"` (full precision, no scaler): bfloat16 from capability 8.0 (A100, H100), where it is native;
+    float16 with loss scaling below (V100 7.0, T4 7.5), whose bfloat16 is only emulated."""
+    if capability == "cpu":
+        return None, False
+    if tuple(capability) >= BF16_MIN_CAPABILITY:
+        return torch.bfloat16, False
+    return torch.float16, True
+
+
+def channels_last(model: torch.nn.Module, input_ndim: int) -> bool:
+    """Put `model`'s 4-D weights in channels_last (faster convolutions on CUDA) where that is safe: the input is
+    4-D ([B, C, H, W]) and no parameter or buffer is 5-D (a Conv3d, whose weights torch cannot put in
+    channels_last). Returns whether it did; a conversion that fails partway leaves the model as it was
+    (contiguous weights) and is logged in one sentence."""
+    tensors = [*model.parameters(), *model.buffers()]
+    if input_ndim != 4 or any(t.dim() == 5 for t in tensors) or not any(t.dim() == 4 for t in tensors):
+        return False
+    try:
+        model.to(memory_format=torch.channels_last)
+    except Exception as exc:  # noqa: BLE001 - a custom module's own `_apply`, an unsupported tensor: keep the layout
+        for t in (*model.parameters(), *model.buffers()):  # the ones converted before the failure
+            if not t.is_contiguous():
+                t.data = t.data.contiguous()
+        log.info("The model's weights stay in the default layout: channels_last failed (%s).",
+                 str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return False
+    return True
+
+
+GPU_LOCK_DIR = Path("/tmp/alrun-gpu-locks")  # one folder per machine, as the GPUs are; not $TMPDIR (per SLURM job)
+
+
 def gpu_lock_dir() -> Path:
-    """Where the per-GPU locks live: $ALRUN_GPU_LOCK_DIR, else a folder of this user's in the machine's
-    temporary directory (local to the machine, as the GPUs are)."""
+    """Where the per-GPU locks live: $ALRUN_GPU_LOCK_DIR, else :data:`GPU_LOCK_DIR`, the same path for every
+    job and user of the machine whatever its TMPDIR (SLURM sites set one per job, which would hide the
+    jobs' claims from each other)."""
     configured = os.environ.get("ALRUN_GPU_LOCK_DIR")
-    if configured:
-        return Path(configured)
-    user = os.getuid() if hasattr(os, "getuid") else os.getlogin()
-    return Path(tempfile.gettempdir()) / f"alrun-gpu-locks-{user}"
+    return Path(configured) if configured else GPU_LOCK_DIR
+
+
+def shared_folder(folder: Path) -> None:
+    """Create `folder` for every user of the machine (mode 1777, as /tmp: each may add lock files, none may
+    remove another's); a folder that exists is left as it is, and one that cannot be made is left to the
+    lock, which then runs unlocked and says so."""
+    try:
+        folder.mkdir(parents=True)
+    except OSError:  # it exists (the common case), or cannot be made
+        return
+    with contextlib.suppress(OSError):
+        folder.chmod(0o1777)
 
 
 def gpu_identity(index: int) -> str:
@@ -105,6 +151,7 @@ def claimed_device(
         yield None
         return
     folder = gpu_lock_dir() if lock_dir is None else lock_dir
+    shared_folder(folder)
     names = [(identity or gpu_identity)(i) for i in range(count)]
     order = [(job_index + i) % count for i in range(count)]
     waiting_since = None
@@ -129,16 +176,37 @@ def claimed_device(
         time.sleep(poll_s)
 
 
-def configure_determinism(enabled: bool) -> None:
-    """`deterministic=true`: torch's deterministic algorithms, cuDNN without autotuning or nondeterministic
-    kernels, and the cuBLAS workspace setting its deterministic mode needs (kept when already set).
+CUBLAS_DETERMINISTIC = ":4096:8"  # the cuBLAS workspace setting torch's deterministic mode needs
 
-    An op without a deterministic CUDA kernel then warns, naming itself, instead of stopping a
-    long run (`warn_only`). False leaves torch's settings as they are.
+
+@contextlib.contextmanager
+def job_determinism(enabled: bool) -> Iterator[None]:
+    """`deterministic=true` for the block: torch's deterministic algorithms, cuDNN without autotuning or
+    nondeterministic kernels; torch's earlier settings are restored when it ends, so that under the basic
+    launcher (one process, job after job) the next job runs as its own config says. False changes nothing.
+
+    An op without a deterministic CUDA kernel then warns, naming itself, instead of stopping a long run
+    (`warn_only`). cuBLAS reads `CUBLAS_WORKSPACE_CONFIG` once per process, at its first use: the entry point
+    sets it when the command line asks for determinism (:func:`alrun.cli.main`); set here when CUDA is
+    not initialised yet, else a job that finds it missing says so.
     """
     if not enabled:
+        yield
         return
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
+    if "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
+        if torch.cuda.is_initialized():
+            log.warning("CUDA was already in use in this process without CUBLAS_WORKSPACE_CONFIG, so cuBLAS may "
+                        "not be deterministic in this job: set CUBLAS_WORKSPACE_CONFIG=%s before alrun starts.",
+                        CUBLAS_DETERMINISTIC)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_DETERMINISTIC
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    try:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]

@@ -27,6 +27,11 @@ def _open_lock_file(lock_path: Path) -> int | None:
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         return os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except PermissionError:  # another user's lock file (a machine's shared GPU locks): flock needs no write access
+        try:
+            return os.open(lock_path, os.O_RDONLY)
+        except OSError:
+            return None
     except OSError:
         return None
 

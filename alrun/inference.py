@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from alrun.custom_model import mc_head
+from alrun.devices import amp_precision
 from alrun.errors import ModelError
 from alrun.models import (
     SeededDropout,
@@ -52,10 +53,11 @@ class InferenceBatch:
 
 
 def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
-    """The autocast dtype: on CUDA when enabled, bfloat16 where the GPU has it, else float16 (V100, T4);
+    """The autocast dtype: on CUDA when enabled, by the job's own GPU's compute capability
+    (:func:`alrun.devices.amp_precision`: bfloat16 where native, else float16 as on V100 and T4);
     None (full precision) on the CPU or when disabled."""
     if enabled and device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return amp_precision(torch.cuda.get_device_capability(device))[0]
     return None
 
 

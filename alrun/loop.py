@@ -27,7 +27,7 @@ from alrun.checkpoint import atomic_write_text, load_checkpoint, remove_stale_te
 from alrun.config import RunSpec, check_against_data
 from alrun.data import DataBundle, load_dataset
 from alrun.data.pathologies import corrupt_labels, imbalance_indices
-from alrun.devices import configure_determinism, resolve_device
+from alrun.devices import channels_last, job_determinism, resolve_device
 from alrun.errors import ConfigError, TrainingDiverged
 from alrun.features import featurize
 from alrun.fit_guard import fit_flag
@@ -117,8 +117,8 @@ class ActiveLearningJob:
         self.spec = spec
         self.out_dir = Path(out_dir)
         self.device = resolve_device(spec.device)
-        configure_determinism(spec.deterministic)  # before any GPU work (cuBLAS reads its setting once)
-        self.data = data if data is not None else prepare_data(spec)
+        with job_determinism(spec.deterministic):  # for this job's work only (restored after it)
+            self.data = data if data is not None else prepare_data(spec)
         self.class_columns = [column_name(c) for c in self.data.bundle.class_names]
         self.checkpoint_path = self.out_dir / "checkpoint.json"
         self.steps_path = self.out_dir / "steps.csv"
@@ -161,7 +161,12 @@ class ActiveLearningJob:
         atomic_write_text(self.steps_path, pd.DataFrame(rows).to_csv(index=False))
 
     def run(self, on_step: StepCallback | None = None) -> pd.DataFrame:
-        """Run (or resume) the job to the end; returns the rows of steps.csv."""
+        """Run (or resume) the job to the end; returns the rows of steps.csv. `deterministic=true` holds for
+        the run only: torch's settings are restored after it."""
+        with job_determinism(self.spec.deterministic):
+            return self._run(on_step)
+
+    def _run(self, on_step: StepCallback | None) -> pd.DataFrame:
         spec, data, device = self.spec, self.data, self.device
         self.out_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.out_dir)
@@ -178,8 +183,8 @@ class ActiveLearningJob:
         x_test = bundle.x_test.to(device) if device.type == "cuda" else bundle.x_test
         oracle = torch.as_tensor(data.oracle_labels)
         model = build_model(spec.model, bundle.input_shape, bundle.n_classes, spec.seed, bundle.pixel_stats).to(device)
-        if device.type == "cuda" and x_train.ndim == 4:
-            model = model.to(memory_format=torch.channels_last)
+        if device.type == "cuda":  # only where every weight and the input are 4-D
+            channels_last(model, x_train.ndim)
         initial_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         amp = spec.amp and device.type == "cuda"
         # MC samples that repeat and vary, proven on a few real inputs; T = 1 for a model without active

@@ -143,6 +143,78 @@ class EarlyStopping:
             model.load_state_dict(self._best_state)
 
 
+MAX_NONFINITE_STEPS = 5  # consecutive non-finite losses under float16 loss scaling before training is diverged
+
+
+class LossTally:
+    """An epoch's training loss and its non-finite steps, tallied without a host sync per step on a GPU.
+
+    Per step: the loss times the batch size summed in float64 over the finite steps (as Python floats summed
+    it before), their sample count, the current and the longest run of consecutive non-finite losses (the
+    current run carries over into the next epoch) and the last non-finite loss. On a GPU these stay on the
+    device until :meth:`read`, once per epoch; on the CPU, where reading a loss costs nothing, they are
+    Python numbers (the same values, without a few small tensor operations per step).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.on_host = device.type == "cpu"
+        self.run: float | torch.Tensor = 0.0 if self.on_host else self._zero()
+        self.new_epoch()
+
+    def _zero(self) -> torch.Tensor:
+        return torch.zeros((), dtype=torch.float64, device=self.device)
+
+    def new_epoch(self) -> None:
+        """Start an epoch's sums (the current run of non-finite losses goes on)."""
+        if self.on_host:
+            self.total, self.count, self.worst, self.bad = 0.0, 0.0, 0.0, 0.0
+        else:
+            self.total, self.count, self.worst, self.bad = (self._zero() for _ in range(4))
+        self.steps = 0
+
+    def add(self, loss: torch.Tensor, n: int) -> None:
+        """One step's mean loss over its `n` samples."""
+        self.steps += 1
+        if self.on_host:
+            value = float(loss.detach())
+            if math.isfinite(value):
+                self.total += value * n
+                self.count += n
+                self.run = 0.0
+            else:
+                self.run, self.bad = self.run + 1, value
+                self.worst = max(self.worst, self.run)
+            return
+        value = loss.detach().double()
+        finite = value.isfinite()
+        self.total += torch.where(finite, value * n, 0.0)
+        self.count += finite * n
+        self.run = (self.run + 1) * ~finite
+        torch.maximum(self.worst, self.run, out=self.worst)
+        torch.where(finite, self.bad, value, out=self.bad)
+
+    def read(self) -> tuple[float, float, float, float]:
+        """(loss sum, finite samples, longest run of non-finite losses, last non-finite loss): one sync."""
+        if self.on_host:
+            return self.total, self.count, self.worst, self.bad
+        total, count, worst, bad = torch.stack([self.total, self.count, self.worst, self.bad]).tolist()
+        return total, count, worst, bad
+
+
+def _check_finite(tally: LossTally, limit: int, epoch: int, spec: TrainSpec) -> float:
+    """The epoch's mean loss over its finite steps (0.0 for an epoch of no steps); raises TrainingDiverged
+    when `limit` consecutive losses were non-finite or that mean is not finite."""
+    total, count, worst, bad = tally.read()
+    if not tally.steps:
+        return 0.0
+    mean = total / count if count else float("nan")
+    if worst >= limit or (count and not math.isfinite(mean)):  # a diverged model would only fill tables with NaN
+        raise TrainingDiverged(f"The training loss became {bad if worst >= limit else mean} in epoch {epoch}: try a "
+                               f"lower `train.lr` (now {spec.lr}) or check the data for extreme or unscaled values.")
+    return mean
+
+
 def fit(
     model: nn.Module,
     x: torch.Tensor,
@@ -176,9 +248,13 @@ def fit(
     # with `eval_every`, early stopping scores every that many gradient steps (check k is its "epoch" k)
     every = spec.eval_every if early_stopping is not None else None
     updates, stop = 0, False
+    # a non-finite loss is skipped by the float16 scaler (its step is not taken), so only a run of them is fatal;
+    # without a scaler the step would be taken and spoil the weights, so one is. Read once per epoch.
+    limit = MAX_NONFINITE_STEPS if scaler.is_enabled() else 1
+    tally = LossTally(device)
     for epoch in range(1, epochs_for(spec, n) + 1):
         order = epoch_order(spec, n, generator).to(device)
-        total, count = 0.0, 0
+        tally.new_epoch()
         for start in range(0, order.shape[0], spec.batch_size):
             batch = order[start : start + spec.batch_size]
             with autocast(device, amp):
@@ -187,18 +263,14 @@ def fit(
             scaler.scale(loss).backward()  # float16: the loss scaled up so small gradients do not underflow
             scaler.step(optimizer)  # unscales; skips the step when a gradient overflowed
             scaler.update()
-            value = float(loss.detach())
-            if not math.isfinite(value):  # a diverged model would only fill the tables with NaN
-                raise TrainingDiverged(f"The training loss became {value} in epoch {epoch}: try a lower "
-                                       f"`train.lr` (now {spec.lr}) or check the data for extreme or unscaled values.")
-            total += value * len(batch)
-            count += len(batch)
+            tally.add(loss, len(batch))
             updates += 1
             if every and updates % every == 0:
+                _check_finite(tally, limit, epoch, spec)
                 stop = early_stopping.after_epoch(model, updates // every, amp) and updates >= spec.min_updates
                 if stop:
                     break
-        last = total / max(count, 1)
+        last = _check_finite(tally, limit, epoch, spec)
         if stop:
             break
         if early_stopping is not None and not every and early_stopping.after_epoch(model, epoch, amp) \

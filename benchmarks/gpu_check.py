@@ -34,7 +34,7 @@ import torch
 
 from alrun.acquisition import acquire
 from alrun.config import ModelSpec, RunSpec, run_spec_from_dict
-from alrun.devices import configure_determinism
+from alrun.devices import job_determinism
 from alrun.heuristics import MODEL_FREE, bald
 from alrun.inference import InferenceBatch, amp_dtype, autocast, grad_scaler, mc_probs, to_device
 from alrun.models import build_model, fold_for_inference, keep_mask
@@ -193,15 +193,15 @@ def repeats_bit_for_bit(model: torch.nn.Sequential, initial: dict, x_lab: torch.
     """With `deterministic=true` (and AMP on, the default): one epoch of training and MC inference, twice from
     the same weights and seeds; whether the weights and probabilities are bit-identical."""
     device = next(model.parameters()).device
-    configure_determinism(True)
     runs = []
-    for _ in range(2):
-        model.load_state_dict(initial)
-        fit(model, x_lab, y_lab, replace(spec.train, epochs=1), generator(0, "train/0"),
-            generator(0, "dropout/0", device), True)
-        probs = mc_probs(model, x_pool, spec.mc_samples, batch_size=sizes.inference_batch,
-                         generator=generator(0, "mc/0", device), amp=True).cpu()
-        runs.append(([v.detach().clone() for v in model.state_dict().values()], probs))
+    with job_determinism(True):
+        for _ in range(2):
+            model.load_state_dict(initial)
+            fit(model, x_lab, y_lab, replace(spec.train, epochs=1), generator(0, "train/0"),
+                generator(0, "dropout/0", device), True)
+            probs = mc_probs(model, x_pool, spec.mc_samples, batch_size=sizes.inference_batch,
+                             generator=generator(0, "mc/0", device), amp=True).cpu()
+            runs.append(([v.detach().clone() for v in model.state_dict().values()], probs))
     same_weights = all(torch.equal(a, b) for a, b in zip(runs[0][0], runs[1][0], strict=True))
     return same_weights and torch.equal(runs[0][1], runs[1][1])
 

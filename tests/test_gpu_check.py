@@ -43,11 +43,13 @@ def test_quick_run_prints_every_figure_on_the_cpu(quick_run):
     for label in BOTH_MODES:
         assert re.search(rf"(?m)^\s*{label}\s+amp=off\s+{NUMBER}\s+amp=on\s+{NUMBER}$", stdout), label
     assert re.search(rf"max \|p_amp - p_fp32\|\s+{NUMBER}(e-?\d+)? over \[32, 10, 20\]", stdout)
-    assert re.search(r"BALD top-8 picks agree\s+(True|False) \(\d+ of 8 shared\)", stdout)
+    # on the CPU amp=on is float32 (no autocast) and the CPU repeats itself: both must hold, or a determinism
+    # regression would pass unseen
+    assert re.search(r"BALD top-8 picks agree\s+True \(8 of 8 shared\)", stdout)
     for amp in ("off", "on"):
         assert re.search(rf"Table 1 at scale=paper, predicted, amp={amp}\s+{NUMBER} h \({NUMBER} days\) .*"
                          r"45 jobs x 196 steps", stdout)
-    assert re.search(r"deterministic=true: two runs bit-identical\s+(True|False) ", stdout)
+    assert re.search(r"deterministic=true: two runs bit-identical\s+True ", stdout)
     assert "prediction model: step at L labels" in stdout
     assert "amp=on computes in: float32" in stdout and "loss scaling: off" in stdout
 

@@ -18,11 +18,30 @@ import pytest
 import torch
 
 from alrun.config import RunSpec, run_spec_from_dict
-from alrun.devices import claimed_device, configure_determinism
+from alrun.devices import CUBLAS_DETERMINISTIC, claimed_device, job_determinism
 from alrun.errors import ConfigError
 from alrun.loop import spec_fingerprint
 
 LIVENESS_S = 30  # only a bound on how long a broken test may hang; no assertion depends on time
+
+
+@pytest.fixture(autouse=True)
+def polling_deadline(monkeypatch):
+    """No claim polls forever: a claim that still waits after LIVENESS_S fails the test instead (on a CUDA
+    host as here)."""
+    import time
+    import types
+
+    import alrun.devices
+
+    deadline = time.monotonic() + LIVENESS_S
+
+    def sleep(seconds: float) -> None:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"a GPU claim was still waiting after {LIVENESS_S} s")
+        time.sleep(seconds)
+
+    monkeypatch.setattr(alrun.devices, "time", types.SimpleNamespace(sleep=sleep, monotonic=time.monotonic))
 
 
 def _names(i: int) -> str:
@@ -181,15 +200,58 @@ def test_nothing_is_claimed_where_the_job_names_its_device_or_has_no_gpu(tmp_pat
 
 
 def test_jobs_that_each_see_one_gpu_as_cuda0_do_not_share_a_lock(tmp_path, monkeypatch):
-    # SLURM: every job sees its own GPU as cuda:0; the lock is named after the physical GPU
+    # SLURM: every job sees its own GPU as cuda:0; the lock is named after the physical GPU. Here by its
+    # CUDA_VISIBLE_DEVICES entry, the name used where torch gives no UUID: forced, so that on a CUDA host
+    # (where both claims would get the one real GPU's UUID) the test checks the same thing and cannot wait
     from alrun.devices import gpu_identity
 
+    def no_uuid(index):
+        raise RuntimeError("no CUDA device properties here")
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", no_uuid)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
     with claimed_device("auto", 0, device_count=1, lock_dir=tmp_path, identity=gpu_identity) as a:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5")
         with claimed_device("auto", 0, device_count=1, lock_dir=tmp_path, identity=gpu_identity) as b:
             assert a == b == "cuda:0"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu-3.lock", "gpu-5.lock"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: the UUIDs of real GPUs")
+def test_on_a_cuda_host_each_visible_gpu_has_its_own_uuid():
+    from alrun.devices import gpu_identity
+
+    names = [gpu_identity(i) for i in range(torch.cuda.device_count())]
+    assert len(set(names)) == len(names) and all(len(n) >= 16 for n in names)
+
+
+def test_the_lock_folder_is_one_path_per_machine_whatever_tmpdir(monkeypatch, tmp_path):
+    import tempfile
+
+    from alrun.devices import GPU_LOCK_DIR, gpu_lock_dir
+
+    monkeypatch.delenv("ALRUN_GPU_LOCK_DIR", raising=False)
+    paths = set()
+    for job in ("job1", "job2"):  # SLURM sets a TMPDIR per job
+        monkeypatch.setenv("TMPDIR", str(tmp_path / job))
+        monkeypatch.setattr(tempfile, "tempdir", None)
+        paths.add(gpu_lock_dir())
+    assert paths == {GPU_LOCK_DIR} and GPU_LOCK_DIR == Path("/tmp/alrun-gpu-locks")
+    monkeypatch.setenv("ALRUN_GPU_LOCK_DIR", str(tmp_path / "mine"))
+    assert gpu_lock_dir() == tmp_path / "mine"
+
+
+def test_the_lock_folder_is_made_for_every_user_and_another_users_lock_file_is_used(tmp_path):
+    from alrun.devices import shared_folder
+
+    folder = tmp_path / "locks"
+    shared_folder(folder)
+    assert folder.stat().st_mode & 0o7777 == 0o1777
+    (folder / "gpu-GPU-fake-0.lock").touch(mode=0o444)  # made by another user: readable, not writable
+    with claimed_device("auto", 0, device_count=1, lock_dir=folder, identity=_names) as device:
+        assert device == "cuda:0"
+        with claimed_device("auto", 0, device_count=2, lock_dir=folder, identity=_names) as other:
+            assert other == "cuda:1"  # the read-only lock file still holds cuda:0 (flock needs no write access)
 
 
 def test_cli_claims_the_gpu_around_the_job(monkeypatch, tmp_path):
@@ -249,24 +311,65 @@ def test_deterministic_composes_and_defaults_to_false():
         RunSpec(deterministic="maybe")
 
 
-def test_deterministic_sets_the_torch_flags(restore_determinism):
+def _flags() -> tuple[bool, bool, bool]:
+    return (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+            torch.backends.cudnn.benchmark)
+
+
+def test_deterministic_sets_the_torch_flags_for_its_block_only(restore_determinism, monkeypatch):
+    # CUDA not yet in use, as at a job's start on a fresh process (on a CUDA host an earlier test may have used it)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
     torch.use_deterministic_algorithms(False)
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, True
-    configure_determinism(False)  # leaves them alone
-    assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
-    configure_determinism(True)
-    assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
-    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
-    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    with job_determinism(False):  # leaves them alone
+        assert _flags() == (False, False, True)
+    with job_determinism(True):
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert _flags() == (True, True, False)
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == CUBLAS_DETERMINISTIC
+    assert _flags() == (False, False, True)  # restored: the next job of the process is not deterministic
+    with pytest.raises(RuntimeError), job_determinism(True):
+        raise RuntimeError("the job failed")
+    assert _flags() == (False, False, True)  # restored after a failure too
 
 
 def test_deterministic_keeps_a_users_cublas_setting(restore_determinism, monkeypatch):
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
-    configure_determinism(True)
-    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+    with job_determinism(True):
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
 
 
-def test_a_deterministic_job_sets_the_flags_before_its_work(restore_determinism, tmp_path):
+def test_a_job_that_finds_cuda_in_use_without_the_cublas_setting_says_so(restore_determinism, monkeypatch, caplog):
+    # cuBLAS reads CUBLAS_WORKSPACE_CONFIG once per process: set after CUDA is in use it may not take effect
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    caplog.set_level("WARNING", logger="alrun")
+    with job_determinism(True):
+        assert torch.are_deterministic_algorithms_enabled()
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    lines = [r.getMessage() for r in caplog.records if "CUBLAS_WORKSPACE_CONFIG" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0] and f"CUBLAS_WORKSPACE_CONFIG={CUBLAS_DETERMINISTIC}" in lines[0]
+
+
+@pytest.mark.parametrize("argv,asks", [
+    (["deterministic=true"], True), (["deterministic=false,true"], True), (["+deterministic=True"], True),
+    (["deterministic=false"], False), ([], False), (["heuristic=bald", "seed=0,1"], False),
+    (["study=deterministic=true"], False),
+])
+def test_the_entry_point_sees_determinism_on_the_command_line(argv, asks):
+    from alrun.cli import asks_for_determinism
+
+    assert asks_for_determinism(argv) is asks
+
+
+def test_the_entry_points_cublas_setting_is_the_jobs():
+    import inspect
+
+    import alrun.cli
+
+    assert f'"{CUBLAS_DETERMINISTIC}"' in inspect.getsource(alrun.cli.main)
+
+
+def test_a_deterministic_job_sets_the_flags_for_its_work_and_restores_them(restore_determinism, tmp_path):
     from alrun.config import DatasetSpec, ModelSpec, TrainSpec
     from alrun.loop import ActiveLearningJob
 
@@ -274,8 +377,39 @@ def test_a_deterministic_job_sets_the_flags_before_its_work(restore_determinism,
     spec = RunSpec(device="cpu", deterministic=True, max_labelled=20, initial_labelled=20, mc_samples=2,
                    dataset=DatasetSpec(max_train=100, max_test=50), model=ModelSpec(hidden=8),
                    train=TrainSpec(epochs=1))
-    rows = ActiveLearningJob(spec, Path(tmp_path)).run()
-    assert torch.are_deterministic_algorithms_enabled() and len(rows) == 1
+    seen = []
+    rows = ActiveLearningJob(spec, Path(tmp_path)).run(lambda row, total: seen.append(
+        torch.are_deterministic_algorithms_enabled()))
+    assert seen == [True] and len(rows) == 1
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+RECORDING_NET = """
+import os
+
+import torch
+from torch import nn
+
+
+def net(n_classes, input_shape):
+    with open(os.environ["RECORD"], "a") as f:
+        f.write(f"{torch.are_deterministic_algorithms_enabled()} {os.environ.get('CUBLAS_WORKSPACE_CONFIG')}\\n")
+    d = int(torch.tensor(input_shape).prod())
+    return nn.Sequential(nn.Flatten(), nn.Linear(d, 8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, n_classes))
+"""
+
+
+def test_a_basic_sweep_deterministic_then_not_leaves_the_second_job_unaffected(restore_determinism, tmp_path):
+    # the basic launcher runs both jobs in one process: what the second job sees is what the first left
+    from tests.conftest import REPO, THREADS, run_alrun
+
+    (tmp_path / "recnet.py").write_text(RECORDING_NET)
+    record = tmp_path / "record.txt"
+    env = {**THREADS, "PYTHONPATH": os.pathsep.join([str(REPO), str(tmp_path)]), "RECORD": str(record)}
+    run_alrun(["scale=smoke", "max_labelled=30", "heuristic=random", "seed=0", "model=custom",
+               "model._target_=recnet.net", "deterministic=true,false", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+              tmp_path, env=env)
+    assert record.read_text().splitlines() == [f"True {CUBLAS_DETERMINISTIC}", f"False {CUBLAS_DETERMINISTIC}"]
 
 
 def test_without_locks_the_job_runs_on_its_numbered_gpu_and_says_so(tmp_path, monkeypatch, caplog):

@@ -3,6 +3,8 @@ settings, the fused-optimizer fallback (issue 16). GPU claiming and determinism:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -15,9 +17,11 @@ import alrun.training
 from alrun.backbones import IMAGENET
 from alrun.config import ModelSpec, TrainSpec
 from alrun.data.bundle import standardise_images
+from alrun.devices import amp_precision
+from alrun.errors import TrainingDiverged
 from alrun.inference import amp_dtype, grad_scaler
 from alrun.models import VGG16_HIDDEN, InputAffine, build_model, split_at_first_dropout
-from alrun.training import _optimizer, fit
+from alrun.training import MAX_NONFINITE_STEPS, _optimizer, fit
 
 # --- 1. loss scaling -------------------------------------------------------------------------------
 
@@ -93,18 +97,131 @@ def test_full_precision_training_is_unchanged_by_the_scaler():
     assert not grad_scaler(torch.device("cpu"), True).is_enabled()  # no autocast on the CPU, no scaling
 
 
-@pytest.mark.parametrize("bf16,expected", [(True, torch.bfloat16), (False, torch.float16)])
-def test_cuda_autocast_dtype_and_scaling(monkeypatch, bf16, expected):
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
-    cuda = torch.device("cuda", 0)
+@pytest.mark.parametrize("capability,dtype,scaler", [
+    ((7, 0), torch.float16, True),  # V100: bfloat16 only emulated
+    ((7, 5), torch.float16, True),  # T4
+    ((8, 0), torch.bfloat16, False),  # A100
+    ((8, 6), torch.bfloat16, False),  # RTX 30xx, A10
+    ((9, 0), torch.bfloat16, False),  # H100
+    ((6, 1), torch.float16, True),  # P100-class
+    ("cpu", None, False),
+])
+def test_precision_by_compute_capability(capability, dtype, scaler):
+    assert amp_precision(capability) == (dtype, scaler)
+
+
+@pytest.mark.parametrize("capability,expected", [((7, 0), torch.float16), ((9, 0), torch.bfloat16)])
+def test_cuda_autocast_dtype_and_scaling_ask_the_jobs_own_device(monkeypatch, capability, expected):
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: asked.append(device) or capability)
+    cuda = torch.device("cuda", 1)
     assert amp_dtype(cuda, True) is expected
+    assert asked == [cuda]  # the job's device, not the current one
     assert amp_dtype(cuda, False) is None and amp_dtype(torch.device("cpu"), True) is None
     # the scaler is asked for exactly when the dtype is float16 (GradScaler itself switches off
     # where CUDA is missing, so its `enabled` argument is what is checked)
     seen = {}
     monkeypatch.setattr(torch.amp, "GradScaler", lambda device, enabled: seen.update(device=device, enabled=enabled))
     grad_scaler(cuda, True)
-    assert seen == {"device": "cuda", "enabled": not bf16}
+    assert seen == {"device": "cuda", "enabled": expected is torch.float16}
+
+
+class InjectInf(nn.Module):
+    """Multiplies its input by inf on the calls numbered in `bad` (0-based) while training: a float16 overflow."""
+
+    def __init__(self, bad: set[int]) -> None:
+        super().__init__()
+        self.bad, self.calls = bad, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.calls += 1
+            if self.calls - 1 in self.bad:
+                return x * float("inf")
+        return x
+
+
+def _inf_model(bad: set[int]) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 3), InjectInf(bad))
+
+
+class DeviceTally(alrun.training.LossTally):
+    """The GPU's tally (tensors on the device, read once per epoch), here on the CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        super().__init__(device)
+        self.on_host = False
+        self.run = self._zero()
+        self.new_epoch()
+
+
+@pytest.fixture(params=["host", "device"])
+def tally(request, monkeypatch):
+    """Each test below twice: with the CPU's tally and with the GPU's (on-device) one."""
+    if request.param == "device":
+        monkeypatch.setattr(alrun.training, "LossTally", DeviceTally)
+    return request.param
+
+
+def test_the_device_tally_reads_as_the_host_tally():
+    losses = [0.5, 1.25, float("inf"), float("nan"), 0.75, float("nan"), 2.0, float("-inf")]
+    host, device = alrun.training.LossTally(torch.device("cpu")), DeviceTally(torch.device("cpu"))
+    for epoch in range(2):
+        host.new_epoch()
+        device.new_epoch()
+        for i, value in enumerate(losses[epoch * 4 : epoch * 4 + 4]):
+            for t in (host, device):
+                t.add(torch.tensor(value, dtype=torch.float32), 3 + i)
+        a, b = host.read(), device.read()
+        assert a[:3] == b[:3] and (a[3] == b[3] or (math.isnan(a[3]) and math.isnan(b[3]))), (a, b)
+    assert host.read()[2] == 1  # the last step alone: the run of epoch 1 was broken by a finite loss
+
+
+def test_float16_overflowed_step_is_skipped_and_training_goes_on(float16_on_cpu, tally):
+    # 2 epochs of 2 steps; the second step's loss is non-finite: the scaler skips it, the rest train
+    x, y = _data()
+    spec = TrainSpec(epochs=2, batch_size=32, lr=1e-2)
+    seen = []
+    model = _inf_model({1})
+    model[0].register_forward_hook(lambda m, a, out: seen.append(m.weight.detach().clone()))
+    last = fit(model, x, y, spec, torch.Generator().manual_seed(2), None, True)
+    assert math.isfinite(last) and torch.isfinite(model[0].weight).all()
+    # the weights seen by step 3 are those of step 2: step 2 (the overflow) was not taken; the others were
+    assert not torch.equal(seen[0], seen[1]) and torch.equal(seen[1], seen[2]) and not torch.equal(seen[2], seen[3])
+
+
+def test_float16_a_run_of_non_finite_losses_is_divergence(float16_on_cpu, tally):
+    x, y = _data()
+    spec = TrainSpec(epochs=4, batch_size=32, lr=1e-2)  # 8 steps, steps 2 to 2 + MAX_NONFINITE_STEPS bad
+    model = _inf_model(set(range(1, 1 + MAX_NONFINITE_STEPS)))
+    with pytest.raises(TrainingDiverged, match="The training loss became nan"):
+        fit(model, x, y, spec, torch.Generator().manual_seed(2), None, True)
+    # one fewer is still a transient overflow
+    fit(_inf_model(set(range(1, MAX_NONFINITE_STEPS))), x, y, spec, torch.Generator().manual_seed(2), None, True)
+
+
+def test_full_precision_one_non_finite_loss_is_divergence(tally):
+    # without loss scaling the step is taken and spoils the weights: one non-finite loss is enough
+    x, y = _data()
+    with pytest.raises(TrainingDiverged, match="in epoch 1"):
+        fit(_inf_model({1}), x, y, TrainSpec(epochs=2, batch_size=32, lr=1e-2), torch.Generator().manual_seed(2))
+
+
+def test_epoch_loss_is_summed_on_the_device_as_python_floats_summed_it(tally):
+    # the returned mean equals the float64 sum of each step's float32 loss, weighted by its batch size
+    x, y = _data()
+    spec = TrainSpec(epochs=1, batch_size=24, lr=1e-2)  # batches of 24, 24, 16
+    model = _tiny_gradient_model()
+    losses = []
+    model.register_forward_hook(lambda m, a, out: losses.append((float(nn.functional.cross_entropy(
+        out.detach().float(), y[order[len(losses) * 24 : len(losses) * 24 + 24]])), out.shape[0])))
+    order = torch.randperm(64, generator=torch.Generator().manual_seed(2))
+    last = fit(model, x, y, spec, torch.Generator().manual_seed(2))
+    total = 0.0
+    for value, size in losses:
+        total += value * size
+    assert last == total / 64
 
 
 # --- 6. fused optimizers, and the fallback where torch has none -------------------------------------
@@ -248,3 +365,65 @@ def test_vgg16_with_imagenet_weights_and_no_pixel_statistics_says_so(fake_imagen
     caplog.set_level("WARNING", logger="alrun")
     build_model(ModelSpec(name="vgg16", pretrained=True, hidden=8), (3, 32, 32), 4, 0, None)
     assert "no pixel statistics" in caplog.text
+
+
+# --- channels_last only where every weight and the input are 4-D (issue 22) ------------------------------
+
+
+class Conv3dNet(nn.Module):
+    """A custom model that takes images [B, C, H, W] and runs a Conv3d on them: a 5-D weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv2d = nn.Conv2d(1, 4, 3)
+        self.conv3d = nn.Conv3d(1, 2, (1, 3, 3))
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.LazyLinear(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv3d(self.conv2d(x).unsqueeze(1)))
+
+
+class RefusesLayouts(nn.Module):
+    """A module whose conversion fails, after the modules before it were converted."""
+
+    def _apply(self, fn, recurse=True):
+        raise RuntimeError("this module cannot be converted\nsecond line")
+
+
+def _layouts(model: nn.Module) -> list[tuple[torch.Size, tuple[int, ...]]]:
+    return [(t.shape, t.stride()) for t in (*model.parameters(), *model.buffers())]
+
+
+def test_channels_last_leaves_a_conv3d_model_as_it_was():
+    from alrun.devices import channels_last
+
+    model = Conv3dNet()
+    model(torch.randn(2, 1, 8, 8))  # the lazy layer takes its shape
+    before, weights = _layouts(model), [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(RuntimeError, match="rank 4"):  # what torch does with the whole model (the bug)
+        Conv3dNet().to(memory_format=torch.channels_last)
+    assert channels_last(model, 4) is False
+    assert _layouts(model) == before
+    assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters(), strict=True))
+    model(torch.randn(2, 1, 8, 8))  # and it still runs
+
+
+def test_channels_last_converts_a_4d_model_on_4d_input_only():
+    from alrun.devices import channels_last
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Dropout(0.5), nn.LazyLinear(2))
+    model(torch.randn(2, 3, 6, 6))
+    assert channels_last(model, 3) is False and model[0].weight.is_contiguous()  # feature vectors: left alone
+    assert channels_last(model, 4) is True
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last) and not model[0].weight.is_contiguous()
+
+
+def test_a_failed_conversion_leaves_the_model_as_it_was(caplog):
+    from alrun.devices import channels_last
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), RefusesLayouts(), nn.Flatten())
+    before, weight = _layouts(model), model[0].weight.detach().clone()
+    caplog.set_level("INFO", logger="alrun")
+    assert channels_last(model, 4) is False
+    assert _layouts(model) == before and torch.equal(model[0].weight, weight)
+    assert "channels_last failed (this module cannot be converted)" in caplog.text
