@@ -89,7 +89,7 @@ def serve() -> None:
             elif op == "step":
                 runs[message["key"]].on_step(message["row"], 0)
             elif op == "finish":
-                runs.pop(message["key"]).finish(message["rows"], message["error"])
+                runs.pop(message["key"]).finish(message["rows"], message["error"], message.get("dropped", 0))
             elif op == "report":
                 tracker.log_report(Path(message["folder"]), message["metrics"], message["failed"],
                                    message.get("tags") or {})
@@ -373,8 +373,9 @@ class MlflowJobRun(JobRun):
         else:
             client.update_run(run_id, status="RUNNING")
             data = client.get_run(run_id).data
-            if "error" in data.tags:  # an earlier attempt failed; this one may not
-                client.delete_tag(run_id, "error")
+            for stale in ("error", "incomplete"):  # an earlier attempt's marks; this one may not earn them
+                if stale in data.tags:
+                    client.delete_tag(run_id, stale)
             # MLflow refuses a changed param: a resumed run keeps what it holds (a run-side setting such as
             # `device` or `data_dir` may differ between attempts) and gets only what it lacks (a kill before
             # the params were logged, a run of an older alrun)
@@ -398,11 +399,18 @@ class MlflowJobRun(JobRun):
     def on_step(self, row: dict[str, Any], total: int) -> None:
         self._log_row(row)
 
-    def finish(self, rows: list[dict[str, Any]] | None = None, error: str | None = None) -> None:  # type: ignore[override]
-        if rows is not None:  # a job found done at start replays nothing: log what MLflow lacks
+    def finish(self, rows: list[dict[str, Any]] | None = None, error: str | None = None,  # type: ignore[override]
+               dropped: int = 0) -> None:
+        """End the run. `rows` (a job that ended normally: all its rows) fills in what MLflow lacks: a job found
+        done at start replays nothing, and the training process drops step rows while this logger is behind.
+        `dropped` such rows of a job that did not send them again (a failed job) mark the run `incomplete`."""
+        if rows is not None:
             for row in rows:
                 self._log_row(row)
         call, client = self.tracker.call, self.tracker.client
+        if dropped and rows is None:
+            call("ending the job's run", client.set_tag, self.run_id, "incomplete",
+                 f"{dropped} step rows were dropped while the MLflow logger was behind; steps.csv holds every row")
         steps = self.job_dir / "steps.csv"
         if steps.exists():
             call("logging steps.csv", client.log_artifact, self.run_id, str(steps))

@@ -13,6 +13,8 @@ FAULT (N counts from 1, within this process):
     crash-seed:S:N              the N-th training call of the job with seed S raises RuntimeError
     tracker-down:N              the N-th MlflowClient.log_batch call, and every MLflow client call after it,
                                 fails as if the tracking server had gone away
+    logger-stuck                the MLflow logger process never reads its input (a store that hangs): its pipe
+                                shrunk to one page, alrun's queue to 2 step rows and its wait to 2 s
 """
 
 from __future__ import annotations
@@ -34,6 +36,17 @@ import alrun.loop
 import alrun.tracking
 
 _calls: Counter = Counter()
+
+# a logger that never reads: its stderr to /dev/null (the test's pipes close when alrun exits), its stdin pipe
+# one page, and it exits when the process that started it has gone
+STUCK_LOGGER = """
+import fcntl, os, time
+fcntl.fcntl(0, 1031, 4096)  # F_SETPIPE_SZ
+os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+parent = os.getppid()
+while os.getppid() == parent:
+    time.sleep(0.2)
+"""
 
 
 def _kill() -> None:
@@ -112,6 +125,10 @@ def arm(fault: str) -> None:
     elif kind == "tracker-down":
         # MLflow runs in alrun's logger process: start that process through this module, fault armed
         alrun.tracking.WORKER_COMMAND = [sys.executable, "-m", "tests.faults", "--tracker-worker", fault]
+    elif kind == "logger-stuck":
+        alrun.tracking.WORKER_COMMAND = [sys.executable, "-c", STUCK_LOGGER]
+        alrun.tracking.QUEUE_SIZE = 2
+        alrun.tracking.WAIT_TIMEOUT = 2.0
     else:
         raise ValueError(f"unknown fault {fault!r}")
 

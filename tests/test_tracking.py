@@ -430,3 +430,52 @@ def test_a_resumed_run_keeps_its_params_and_gets_the_missing_ones(tmp_path):
         run.finish([])
     params = tracker.client.get_run(run.run_id).data.params
     assert params == {"seed": "0", "data_dir": "/first", "train.lr": "0.01", "heuristic": "bald"}
+
+
+def test_a_stuck_logger_never_holds_training(tmp_path):
+    """A logger that never reads (a store that hangs): the job finishes, warns once, and takes about as long as
+    the same job untracked (both measured here; a generous bound, no absolute time)."""
+    def timed(faults, extra, name):
+        start = time.monotonic()
+        proc = run_faulted(faults, ["scale=smoke", "heuristic=bald", "seed=0", *extra,
+                                    f"hydra.sweep.dir={tmp_path / name}"], tmp_path)
+        return proc, time.monotonic() - start
+
+    plain, untracked = timed([], [], "plain")
+    proc, tracked = timed(["logger-stuck"], ["tracker=mlflow"], "stuck")
+    assert plain.returncode == 0 and proc.returncode == 0, proc.stderr
+    assert (tmp_path / "stuck" / JOB_BALD / "done").exists() and "Results in" in proc.stdout
+    log = proc.stdout + proc.stderr
+    warnings = [line for line in log.splitlines() if "alrun: warning:" in line]
+    assert len(warnings) == 1 and "the MLflow logger is behind" in warnings[0], log
+    assert tracked <= 1.5 * untracked + 5, (tracked, untracked)
+
+
+def test_a_full_queue_drops_step_rows_without_waiting(monkeypatch, caplog):
+    """The queue's bound, function-level: a logger that never reads, rows far beyond what its pipe holds;
+    every call returns at once, one warning for the job, and the job's end tells the logger how many."""
+    import sys
+
+    import alrun.tracking as tracking
+    from tests.faults import STUCK_LOGGER
+
+    monkeypatch.setattr(tracking, "WORKER_COMMAND", [sys.executable, "-c", STUCK_LOGGER])
+    monkeypatch.setattr(tracking, "QUEUE_SIZE", 5)
+    monkeypatch.setattr(tracking, "WAIT_TIMEOUT", 0.5)
+    tracker = tracking.WorkerTracker("sqlite:////nowhere/mlflow.db")
+    run = tracker.job_run(Path("/nowhere/job"), Path("/nowhere"), None, {}, "job")
+    start = time.monotonic()
+    with caplog.at_level("WARNING", logger="alrun"):
+        for step in range(200):
+            run.on_step({"step": step, "labelled": step, "blob": "x" * 20000}, 200)
+        sent = []
+        real_send = tracker._send
+        monkeypatch.setattr(tracker, "_send", lambda message: sent.append(message) or real_send(message))
+        run.finish()
+    assert time.monotonic() - start < 10  # the 4 MB of rows never waited for the pipe; only the 0.5 s wait
+    assert tracker.dropped[run.key] >= 200 - 5 - 10 and sent[0]["dropped"] == tracker.dropped[run.key]
+    warnings = [r.getMessage() for r in caplog.records if "alrun: warning:" in r.getMessage()]
+    assert len(warnings) == 1 and "the MLflow logger is behind" in warnings[0], warnings
+    assert tracker.lost  # the wait gave up: this process sends no more
+    tracker.proc.kill()
+    tracker.proc.wait()
