@@ -13,6 +13,7 @@ import json
 import math
 import os
 import time
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -274,6 +275,8 @@ def test_tracker_gone_mid_sweep_warns_once_and_loses_no_file(faulty):
     warnings = [line for line in (proc.stdout + proc.stderr).splitlines() if "MLflow tracking at" in line]
     assert len(warnings) == 1 and "stopped while logging step 0" in warnings[0], proc.stdout + proc.stderr
     assert "the tracking server is gone" in warnings[0]
+    # the logger gave up (after the retries of 3 calls in a row) and exited; the job process reaped it, silently
+    assert "the MLflow logger process stopped" not in proc.stdout + proc.stderr
     job = sweep / "heuristic=bald,seed=1"
     assert (job / "done").exists() and pd.read_csv(job / "steps.csv")["labelled"].tolist() == [20, 30, 40, 50]
     for name in ("table.md", "table.csv", "curves.png", "summary.csv"):
@@ -479,3 +482,68 @@ def test_a_full_queue_drops_step_rows_without_waiting(monkeypatch, caplog):
     assert tracker.lost  # the wait gave up: this process sends no more
     tracker.proc.kill()
     tracker.proc.wait()
+
+
+def test_a_flaky_store_gets_each_param_and_metric_once(tmp_path):
+    """Every second MLflow client call fails (half of them after the write reached the store), 20 times: each
+    call is retried alone, so the run holds each param once and each metric once per step, and nothing warns."""
+    sweep = tmp_path / "sweep"
+    proc = run_faulted(["tracker-flaky:20"], ["scale=smoke", "heuristic=bald", "seed=0", "tracker=mlflow",
+                                               f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in (proc.stdout + proc.stderr).lower(), proc.stdout + proc.stderr
+    client, known = store_of(sweep)
+    assert len(client.search_runs([known["experiment_id"]])) == 2
+    [run] = child_runs(client, known).values()
+    assert run.info.status == "FINISHED" and client.get_run(known["run_id"]).info.status == "FINISHED"
+    job = json.loads((sweep / JOB_BALD / "job.json").read_text())
+    assert run.data.params == job_params(job["config"], job["settings"])
+    assert_histories_equal_steps(client, run, pd.read_csv(sweep / JOB_BALD / "steps.csv"))
+
+
+def test_a_store_failing_call_after_call_ends_the_runs_failed_with_the_reason(tmp_path, monkeypatch, caplog):
+    """Writes that keep failing (each retried): after MAX_FAILED_CALLS calls in a row the logger gives up, warns
+    once, and ends the runs it holds (the job's and the sweep's) FAILED with the reason; a lone failure does not."""
+    import alrun.mlflow_logger as logger
+
+    monkeypatch.setattr(logger, "BACKOFF_S", 0.001)
+    tracker = logger.MlflowTracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    sweep = tmp_path / "sweep"
+    (sweep / "job").mkdir(parents=True)
+    tracker.start_sweep(sweep, "flaky")
+    run = tracker.job_run(sweep / "job", sweep, "flaky", {"heuristic": "bald"}, "job")
+    tries = Counter()
+
+    def down(*a, **k):
+        tries["log_batch"] += 1
+        raise ConnectionError("injected: the server is gone")
+
+    monkeypatch.setattr(tracker.raw, "log_batch", down)
+    row = {"step": 0, "labelled": 20, "test_nll": 1.0}
+    with caplog.at_level("WARNING", logger="alrun"):
+        run.on_step(row, 0)
+        assert not tracker.broken and tries["log_batch"] == 1 + logger.CALL_RETRIES
+        for step in (1, 2):
+            run.on_step({**row, "step": step, "labelled": 20 + step}, 0)
+    assert tracker.broken
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "stopped while logging step 0" in warning and "the server is gone" in warning
+    client, known = store_of(sweep)
+    for run_id in (run.run_id, known["run_id"]):
+        got = client.get_run(run_id)
+        assert got.info.status == "FAILED"
+        assert got.data.tags["tracking_error"].startswith("the MLflow logger gave up while logging step 0")
+    run.close()
+
+
+def test_transient_errors_are_told_from_refusals():
+    from mlflow.exceptions import MlflowException
+
+    from alrun.mlflow_logger import transient
+
+    assert transient(ConnectionError("reset")) and transient(TimeoutError())
+    assert transient(MlflowException("(sqlite3.OperationalError) database is locked"))
+    assert transient(MlflowException("API request to endpoint /api/2.0/mlflow/runs/log-batch failed with error code "
+                                     "503 != 200. Response body: 'Service Unavailable'"))
+    assert not transient(MlflowException("Changing param values is not allowed", error_code="INVALID_PARAMETER_VALUE"))
+    assert not transient(ValueError("bad value"))
