@@ -547,3 +547,40 @@ def test_transient_errors_are_told_from_refusals():
                                      "503 != 200. Response body: 'Service Unavailable'"))
     assert not transient(MlflowException("Changing param values is not allowed", error_code="INVALID_PARAMETER_VALUE"))
     assert not transient(ValueError("bad value"))
+
+
+FAKE_MOUNTS = """\
+/dev/sda1 / ext4 rw,relatime 0 0
+server:/export/scratch /scratch nfs4 rw,vers=4.2 0 0
+tmpfs /scratch/local tmpfs rw 0 0
+//nas/share /mnt/team\\040share cifs rw 0 0
+lustre@o2ib:/fs /lustre lustre rw 0 0
+"""
+
+
+def test_a_network_filesystem_is_found_in_the_mounts_table():
+    from alrun.tracking import network_mount
+
+    assert network_mount(Path("/scratch/me/results"), FAKE_MOUNTS) == ("/scratch", "nfs4")
+    assert network_mount(Path("/scratch"), FAKE_MOUNTS) == ("/scratch", "nfs4")
+    assert network_mount(Path("/scratch/local/results"), FAKE_MOUNTS) is None  # a local mount on top
+    assert network_mount(Path("/scratchy/results"), FAKE_MOUNTS) is None
+    assert network_mount(Path("/mnt/team share/results"), FAKE_MOUNTS) == ("/mnt/team share", "cifs")
+    assert network_mount(Path("/lustre/project"), FAKE_MOUNTS) == ("/lustre", "lustre")
+    assert network_mount(Path("/home/me"), FAKE_MOUNTS) is None
+
+
+def test_a_sqlite_store_on_a_network_filesystem_warns_once_naming_tracker_uri(tmp_path, monkeypatch, caplog):
+    import alrun.tracking as tracking
+
+    uri = f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}"
+    monkeypatch.setattr(tracking, "network_mount", lambda path, mounts=None: None)
+    with caplog.at_level("WARNING", logger="alrun"):
+        tracking.check_store(uri)
+    assert not caplog.records  # a local disk: nothing
+    monkeypatch.setattr(tracking, "network_mount", lambda path, mounts=None: ("/scratch", "nfs4"))
+    with caplog.at_level("WARNING", logger="alrun"):
+        tracking.check_store(uri)
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert warning.startswith(f"alrun: warning: tracker.uri={uri} is a sqlite file on a network filesystem (nfs4 ")
+    assert "set tracker.uri to an MLflow server" in warning
