@@ -14,15 +14,16 @@ Files that tie the folders to MLflow, so that concurrent and resumed jobs find t
 
 MLflow itself (its import alone takes a second or two of CPU, and every sqlite commit waits on the disk)
 runs in a logger process of its own (alrun.mlflow_logger, the only module that imports mlflow), which each
-process that tracks starts once and feeds with one JSON line per call: the training process only writes to
-a pipe. A job process of a
-joblib or submitit sweep waits for its logger at the end of each job; the launching process (which runs the
-jobs of the basic launcher) once, after the report. If the process is killed, the logger still logs what it
-was sent and exits; the re-run waits for it (a lock in the job folder).
+process that tracks starts once and feeds with one JSON line per call: the training process only queues the
+line, and a writer thread writes it to a pipe (see WorkerTracker: a full queue drops step rows, never waits).
+A job process of a joblib or submitit sweep waits for its logger at the end of each job; the launching
+process (which runs the jobs of the basic launcher) once, after the report; each at most WAIT_TIMEOUT. If the
+process is killed, the logger still logs what it was sent and exits; the re-run waits for it (a lock in the
+job folder).
 
 A tracker that cannot be opened at the start (mlflow missing, store unreachable) is a ConfigError (exit 2,
-before any training). One that fails later warns once per logger process and is left alone from then on:
-the job's files never depend on it.
+before any training). A store call that fails later is retried; a store that keeps failing makes the logger
+warn once, end its runs FAILED and exit (alrun.mlflow_logger); the job's files never depend on it.
 """
 
 from __future__ import annotations
