@@ -371,8 +371,9 @@ class WorkerTracker(Tracker):
         if key in self._warned:
             return
         self._warned.add(key)
-        log.warning("alrun: warning: the MLflow logger is behind (%s; a slow or locked store): the job goes on "
-                    "without waiting, its files are complete, and its run in MLflow is incomplete.", why)
+        log.warning("alrun: warning: the MLflow logger is behind, on a slow or locked store (%s): training goes "
+                    "on without waiting for it, the job's files are complete, and its run in MLflow may be "
+                    "incomplete.", why)
 
     def _lose(self, exc: BaseException | None) -> None:
         if not self.lost:
