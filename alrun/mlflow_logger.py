@@ -28,6 +28,7 @@ from alrun.errors import AlrunError, ConfigError
 from alrun.filelock import exclusive
 from alrun.tracked_values import job_params, metric_key
 from alrun.tracking import (
+    GAVE_UP,
     INSTALL,
     JOB_FILE,
     REPORT_FILES,
@@ -43,7 +44,56 @@ log = logging.getLogger("alrun")
 
 # the marker of a logged step: every step is logged in one batch, so one key's history names them all
 STEP_MARKER = "test_nll"
-_LOCKED_RETRIES = 5  # extra tries of a write that met "database is locked" (many jobs on one sqlite file)
+# One client call that meets a transient error ("database is locked" with many jobs on one sqlite file, a
+# server that is slow or restarting) is tried again, CALL_RETRIES more times, waiting BACKOFF_S, then twice as
+# long each time (at most BACKOFF_MAX_S). Only the call that failed is repeated, never the calls before it,
+# with the same arguments (a metric's timestamp included): a metric or param that reached the store before
+# the error is written again with the same value, which the store takes as the same entry.
+CALL_RETRIES = 5
+BACKOFF_S = 0.5
+BACKOFF_MAX_S = 8.0
+# the logger gives up after this many failed calls in a row (each after its retries): it warns once, ends the
+# runs it holds open FAILED with the reason (where the store still answers) and exits
+MAX_FAILED_CALLS = 3
+_TRANSIENT = ("database is locked", "temporarily unavailable", "timed out", "timeout", "connection",
+              "max retries exceeded", "too many requests", "service unavailable", "bad gateway")
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether trying the same call again may succeed: a lock, a connection or timeout error, HTTP 429 or 5xx."""
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    status = getattr(exc, "get_http_status_code", None)
+    with contextlib.suppress(Exception):
+        if status is not None and (int(status()) == 429 or int(status()) in (500, 502, 503, 504)):
+            text = str(exc).lower()
+            # MLflow reports its own refusals (a changed param) as 400s; 500 with a lock or a connection inside
+            return int(status()) != 500 or any(word in text for word in _TRANSIENT)
+    return any(word in str(exc).lower() for word in _TRANSIENT)
+
+
+class _Retrying:
+    """An MlflowClient whose every call is retried, alone, on a transient error (see CALL_RETRIES)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        fn = getattr(self._client, name)
+        if not callable(fn):
+            return fn
+
+        def call(*args, **kwargs):
+            for attempt in range(CALL_RETRIES + 1):
+                try:
+                    return fn(*args, **kwargs)
+                except Exception as exc:
+                    if attempt == CALL_RETRIES or not transient(exc):
+                        raise
+                    time.sleep(min(BACKOFF_S * 2 ** attempt, BACKOFF_MAX_S))
+            return None
+
+        return call
 
 
 def _git_commit() -> str | None:
@@ -60,8 +110,9 @@ def _git_commit() -> str | None:
     return lines[1]
 
 
-def serve() -> None:
-    """The logger process: apply each JSON line of stdin to MLflow; answer `sync` on stdout."""
+def serve() -> int:
+    """The logger process: apply each JSON line of stdin to MLflow; answer `sync` on stdout. Returns the exit
+    code: 0, or GAVE_UP when the store failed MAX_FAILED_CALLS calls in a row."""
     reply = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # whatever MLflow prints goes to stderr, never into the replies
     sys.stdout = sys.stderr
@@ -89,7 +140,7 @@ def serve() -> None:
             elif op == "step":
                 runs[message["key"]].on_step(message["row"], 0)
             elif op == "finish":
-                runs.pop(message["key"]).finish(message["rows"], message["error"])
+                runs.pop(message["key"]).finish(message["rows"], message["error"], message.get("dropped", 0))
             elif op == "report":
                 tracker.log_report(Path(message["folder"]), message["metrics"], message["failed"],
                                    message.get("tags") or {})
@@ -102,8 +153,11 @@ def serve() -> None:
                 tracker.call(f"handling {op}", _raise, exc)
             else:
                 log.warning("alrun: warning: MLflow logging failed (%s).", last_line(exc))
+        if getattr(tracker, "broken", False):
+            break  # it gave up, warned and ended its runs FAILED: the training process sees this process exit
     for run in runs.values():  # the training process went away (killed): its runs stay RUNNING, resumable
         run.close()
+    return GAVE_UP if getattr(tracker, "broken", False) else 0
 
 
 def _raise(exc: BaseException) -> None:
@@ -134,7 +188,7 @@ class MlflowTracker(Tracker):
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         try:
             with self._store_lock():  # two jobs creating a fresh sqlite store's tables at once would collide
-                self.client = MlflowClient(tracking_uri=uri)
+                self.client = self.raw = MlflowClient(tracking_uri=uri)
                 self._probe()
         except Exception as exc:  # noqa: BLE001 - whatever MLflow raises, the user gets one sentence
             raise ConfigError(
@@ -142,6 +196,9 @@ class MlflowTracker(Tracker):
                 "choose another tracker.uri (the embedded default: tracker.uri=sqlite:///results/mlflow.db), "
                 "or tracker=none."
             ) from None
+        self.client = _Retrying(self.raw)
+        self.failures: list[tuple[str, str]] = []  # the failed calls in a row: (what, the error's last line)
+        self.open_runs: dict[str, str] = {}  # run id -> what it is, while this logger holds it open
 
     # ------------------------------------------------------------------------------------------ plumbing
 
@@ -173,21 +230,39 @@ class MlflowTracker(Tracker):
                     os.environ[key] = value
 
     def call(self, what: str, fn, *args, **kwargs) -> Any:
-        """`fn(*args)` against the store; None, and one warning per process, once the store fails."""
+        """`fn(*args)` against the store (its client calls retried, see CALL_RETRIES); None when it fails. After
+        MAX_FAILED_CALLS failures in a row the logger gives up (one warning; see `give_up`); a shorter run of
+        failures is one warning when the store answers again."""
         if self.broken:
             return None
-        for attempt in range(_LOCKED_RETRIES + 1):
-            try:
-                return fn(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - tracking must never stop a job
-                if "database is locked" in str(exc) and attempt < _LOCKED_RETRIES:
-                    time.sleep(0.5 * (attempt + 1))  # sqlite already waited 20 s (busy_timeout): try again
-                    continue
-                self.broken = True
-                log.warning("alrun: warning: MLflow tracking at %s stopped while %s (%s); the jobs go on "
-                            "and their files are complete.", self.uri, what, last_line(exc)[:300])
-                return None
-        return None
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - tracking must never stop a job
+            self.failures.append((what, last_line(exc)[:300]))
+            if len(self.failures) >= MAX_FAILED_CALLS:
+                self.give_up()
+            return None
+        if self.failures:
+            first, reason = self.failures[0]
+            log.warning("alrun: warning: MLflow logging at %s failed %d time(s), the first while %s (%s); it "
+                        "answers again: what those calls carried is missing there.", self.uri, len(self.failures),
+                        first, reason)
+            self.failures = []
+        return result
+
+    def give_up(self) -> None:
+        """Warn once, end every run this logger holds open FAILED with the reason (its `tracking_error` tag),
+        each tried once (the store may be gone), and stop: `serve` exits with GAVE_UP."""
+        self.broken = True
+        what, reason = self.failures[0]
+        log.warning("alrun: warning: MLflow tracking at %s stopped while %s (%s), after %d failed calls in a row; "
+                    "the jobs go on and their files are complete.", self.uri, what, reason, len(self.failures))
+        why = f"the MLflow logger gave up while {what}: {reason}"[:5000]
+        for run_id in list(self.open_runs):
+            with contextlib.suppress(Exception):
+                self.raw.set_tag(run_id, "tracking_error", why)
+                self.raw.set_terminated(run_id, "FAILED")
+        self.open_runs.clear()
 
     def _experiment_id(self, study: str | None) -> str:
         """The experiment named after the study, created on first use (beside the store for sqlite)."""
@@ -246,6 +321,7 @@ class MlflowTracker(Tracker):
         try:
             known = self._sweep(folder, study)
             self.client.update_run(known["run_id"], status="RUNNING")  # a re-run sweep is running again
+            self.open_runs[known["run_id"]] = "the sweep"
         except AlrunError:
             raise
         except Exception as exc:  # noqa: BLE001 - one sentence before any job
@@ -289,6 +365,7 @@ class MlflowTracker(Tracker):
         self.call("ending the sweep's run", self.client.set_tag, run_id, "failed_jobs", str(len(failed)))
         self.call("ending the sweep's run", self.client.set_tag, run_id, "failed_job_names", "; ".join(failed)[:5000])
         self.call("ending the sweep's run", self.client.set_terminated, run_id, "FINISHED")
+        self.open_runs.pop(run_id, None)
 
     def stop_sweep(self, folder: Path, reason: str) -> None:
         """In the logger: a sweep stopped by one sentence (exit 2, no report) ends its parent run FAILED with
@@ -298,6 +375,7 @@ class MlflowTracker(Tracker):
             return
         self.call("ending the sweep's run", self.client.set_tag, known["run_id"], "stopped", reason[:5000])
         self.call("ending the sweep's run", self.client.set_terminated, known["run_id"], "FAILED")
+        self.open_runs.pop(known["run_id"], None)
 
     def _not_held(self, run_id: str, metrics: list) -> list[tuple[str, float, int]]:
         """Those of `metrics` ((key, value, step), the last of a repeated key and step) whose key the run
@@ -373,8 +451,9 @@ class MlflowJobRun(JobRun):
         else:
             client.update_run(run_id, status="RUNNING")
             data = client.get_run(run_id).data
-            if "error" in data.tags:  # an earlier attempt failed; this one may not
-                client.delete_tag(run_id, "error")
+            for stale in ("error", "incomplete", "tracking_error"):  # an earlier attempt's marks
+                if stale in data.tags:
+                    client.delete_tag(run_id, stale)
             # MLflow refuses a changed param: a resumed run keeps what it holds (a run-side setting such as
             # `device` or `data_dir` may differ between attempts) and gets only what it lacks (a kill before
             # the params were logged, a run of an older alrun)
@@ -385,6 +464,7 @@ class MlflowJobRun(JobRun):
         atomic_write_text(job_dir / JOB_FILE, json.dumps({"uri": tracker.uri, "run_id": run_id}, indent=2))
         # what an earlier attempt logged: log_batch writes a step's metrics in one transaction
         logged = {int(m.step) for m in client.get_metric_history(run_id, STEP_MARKER)}
+        tracker.open_runs[run_id] = str(job_dir)
         return cls(tracker, run_id, job_dir, logged, lock)
 
     def _log_row(self, row: dict[str, Any]) -> None:
@@ -398,17 +478,25 @@ class MlflowJobRun(JobRun):
     def on_step(self, row: dict[str, Any], total: int) -> None:
         self._log_row(row)
 
-    def finish(self, rows: list[dict[str, Any]] | None = None, error: str | None = None) -> None:  # type: ignore[override]
-        if rows is not None:  # a job found done at start replays nothing: log what MLflow lacks
+    def finish(self, rows: list[dict[str, Any]] | None = None, error: str | None = None,  # type: ignore[override]
+               dropped: int = 0) -> None:
+        """End the run. `rows` (a job that ended normally: all its rows) fills in what MLflow lacks: a job found
+        done at start replays nothing, and the training process drops step rows while this logger is behind.
+        `dropped` such rows of a job that did not send them again (a failed job) mark the run `incomplete`."""
+        if rows is not None:
             for row in rows:
                 self._log_row(row)
         call, client = self.tracker.call, self.tracker.client
+        if dropped and rows is None:
+            call("ending the job's run", client.set_tag, self.run_id, "incomplete",
+                 f"{dropped} step rows were dropped while the MLflow logger was behind; steps.csv holds every row")
         steps = self.job_dir / "steps.csv"
         if steps.exists():
             call("logging steps.csv", client.log_artifact, self.run_id, str(steps))
         if error is not None:
             call("ending the job's run", client.set_tag, self.run_id, "error", error[:5000])
         call("ending the job's run", client.set_terminated, self.run_id, "FAILED" if error is not None else "FINISHED")
+        self.tracker.open_runs.pop(self.run_id, None)
         self.close()
 
     def close(self) -> None:
@@ -416,8 +504,8 @@ class MlflowJobRun(JobRun):
 
 
 if __name__ == "__main__":
-    serve()
+    code = serve()
     # every write above was committed when its call returned; skip the interpreter's teardown of MLflow's
     # modules (most of a second, which the launching process would wait for)
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(code)

@@ -14,26 +14,30 @@ Files that tie the folders to MLflow, so that concurrent and resumed jobs find t
 
 MLflow itself (its import alone takes a second or two of CPU, and every sqlite commit waits on the disk)
 runs in a logger process of its own (alrun.mlflow_logger, the only module that imports mlflow), which each
-process that tracks starts once and feeds with one JSON line per call: the training process only writes to
-a pipe. A job process of a
-joblib or submitit sweep waits for its logger at the end of each job; the launching process (which runs the
-jobs of the basic launcher) once, after the report. If the process is killed, the logger still logs what it
-was sent and exits; the re-run waits for it (a lock in the job folder).
+process that tracks starts once and feeds with one JSON line per call: the training process only queues the
+line, and a writer thread writes it to a pipe (see WorkerTracker: a full queue drops step rows, never waits).
+A job process of a joblib or submitit sweep waits for its logger at the end of each job; the launching
+process (which runs the jobs of the basic launcher) once, after the report; each at most WAIT_TIMEOUT. If the
+process is killed, the logger still logs what it was sent and exits; the re-run waits for it (a lock in the
+job folder).
 
 A tracker that cannot be opened at the start (mlflow missing, store unreachable) is a ConfigError (exit 2,
-before any training). One that fails later warns once per logger process and is left alone from then on:
-the job's files never depend on it.
+before any training). A store call that fails later is retried; a store that keeps failing makes the logger
+warn once, end its runs FAILED and exit (alrun.mlflow_logger); the job's files never depend on it.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import importlib.util
 import json
 import logging
 import os
+import select
 import subprocess
 import sys
+import threading
 import traceback
 import urllib.error
 import urllib.request
@@ -59,6 +63,13 @@ INSTALL = "pip install 'alrun[tracking]' (or pip install mlflow)"
 REPORT_FILES = ("table.md", "table.csv", "curves.png", "summary.csv")
 # the logger process (tests swap it for one with faults armed)
 WORKER_COMMAND = [sys.executable, "-m", "alrun.mlflow_logger"]
+# step rows waiting for the writer thread: beyond this many (the logger is slow or stuck) a step's row is
+# dropped, never waited for (the job's other messages, a few per job, are always queued)
+QUEUE_SIZE = 1000
+# how long a process waits for its logger to catch up (the end of a job, the end of a sweep) before it warns
+# and goes on without it
+WAIT_TIMEOUT = 30.0
+GAVE_UP = 3  # the logger's exit code when it gave up on its store (it warned, and ended its runs FAILED)
 
 
 @dataclass(frozen=True)
@@ -224,10 +235,45 @@ def check_store(uri: str) -> None:
             raise ConfigError(f"tracker.uri={uri} cannot be created ({exc.strerror}); {advice}.") from None
         if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
             raise ConfigError(f"tracker.uri={uri} is not writable; {advice}.")
+        mount = network_mount(db.parent)
+        if mount is not None:
+            log.warning("alrun: warning: tracker.uri=%s is a sqlite file on a network filesystem (%s at %s), where "
+                        "sqlite's file locking is unreliable (jobs on several hosts may wait on it, or damage the "
+                        "store): set tracker.uri to an MLflow server (tracker.uri=http://HOST:5000) or to a sqlite "
+                        "file on a local disk.", uri, mount[1], mount[0])
     else:  # another database or a hosted service: only MLflow knows how to reach it
         from alrun.mlflow_logger import MlflowTracker
 
         MlflowTracker(uri)
+
+
+# filesystem types (the third field of /proc/mounts) on which sqlite's locking cannot be trusted
+NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "ceph",
+                       "fuse.ceph", "glusterfs", "fuse.glusterfs", "fuse.sshfs", "9p", "afs", "panfs", "wekafs")
+
+
+def network_mount(path: Path, mounts: str | None = None) -> tuple[str, str] | None:
+    """(mount point, filesystem type) of the mount that holds `path` when it is a network filesystem, else
+    None; `mounts` is the text of /proc/mounts (read here when not given; None where there is none)."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return None
+    target = os.path.realpath(path)
+    best: tuple[str, str] | None = None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        # /proc/mounts writes a space in a path as \040 (and a tab, newline, backslash likewise, in octal)
+        point = fields[1].encode().decode("unicode_escape") if "\\" in fields[1] else fields[1]
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) >= len(best[0])):
+            best = (point, fields[2])  # the last of equal mount points is the one on top
+    if best is not None and best[1].lower() in NETWORK_FILESYSTEMS:
+        return best
+    return None
 
 
 def _jsonable(value: Any) -> Any:
@@ -235,7 +281,14 @@ def _jsonable(value: Any) -> Any:
 
 
 class WorkerTracker(Tracker):
-    """The training process's side: every call is a JSON line to the logger process (started on first use)."""
+    """The training process's side: every call is a JSON line to the logger process (started on first use).
+
+    A call never waits for the logger: its line goes to a queue that a writer thread (a daemon) drains into
+    the logger's pipe. When QUEUE_SIZE step rows are waiting (a logger stuck on a locked sqlite file, a slow
+    server), further step rows are dropped: one warning per job, and the job's `finish` tells the logger how
+    many (a job that ends normally sends all its rows again with it; see MlflowJobRun.finish). `wait` gives
+    up after WAIT_TIMEOUT seconds, with one warning, and the process goes on without its logger.
+    """
 
     enabled = True
 
@@ -247,45 +300,121 @@ class WorkerTracker(Tracker):
         # the launching process (it started the sweep's run) waits for its logger once, at the report; a
         # job process (joblib, submitit) waits at the end of each job, since it may exit right after
         self.launcher = False
+        self._queue: collections.deque[tuple[str | None, bool]] = collections.deque()
+        self._ready = threading.Condition()
+        self._steps_queued = 0
+        self._writer: threading.Thread | None = None
+        self.dropped: dict[int | None, int] = {}  # step rows dropped, per job key
+        self._warned: set[int | None] = set()  # the jobs told that the logger is behind
+
+    def _start(self) -> None:
+        # the logger imports this same alrun, wherever it was imported from
+        here = str(Path(__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
+        self.proc = subprocess.Popen(WORKER_COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     bufsize=1, env=env)
+        self._writer = threading.Thread(target=self._write, name="alrun-mlflow-writer", daemon=True)
+        self._writer.start()
+        command = " ".join(["alrun", *sys.argv[1:]])  # the logger's own argv is not the user's
+        self._enqueue(json.dumps({"op": "open", "uri": self.uri, "command": command}) + "\n", False)
+
+    def _enqueue(self, line: str | None, step: bool) -> bool:
+        """Queue one line (None: close the pipe once the queue is written); False when a step row is dropped."""
+        with self._ready:
+            if step and self._steps_queued >= QUEUE_SIZE:
+                return False
+            self._queue.append((line, step))
+            self._steps_queued += step
+            self._ready.notify()
+        return True
+
+    def _write(self) -> None:
+        """The writer thread: the queue into the logger's pipe (a full pipe blocks this thread, not training)."""
+        while True:
+            with self._ready:
+                while not self._queue:
+                    self._ready.wait()
+                line, step = self._queue.popleft()
+                self._steps_queued -= step
+            try:
+                if line is None:
+                    self.proc.stdin.close()
+                    return
+                # unbuffered writes: a buffered file's lock, held by this thread in a blocked write, would
+                # stop the interpreter's shutdown when the process exits with the logger stuck
+                data = memoryview(line.encode())
+                while data:
+                    data = data[os.write(self.proc.stdin.fileno(), data):]
+            except (OSError, ValueError) as exc:
+                self._lose(exc)
+                return
 
     def _send(self, message: dict[str, Any]) -> bool:
         if self.lost:
             return False
         try:
             if self.proc is None:
-                # the logger imports this same alrun, wherever it was imported from
-                here = str(Path(__file__).resolve().parents[1])
-                env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
-                self.proc = subprocess.Popen(WORKER_COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                             bufsize=1, env=env)
-                command = " ".join(["alrun", *sys.argv[1:]])  # the logger's own argv is not the user's
-                self.proc.stdin.write(json.dumps({"op": "open", "uri": self.uri, "command": command}) + "\n")
-            self.proc.stdin.write(json.dumps(message, default=_jsonable) + "\n")
-            self.proc.stdin.flush()
-            return True
+                self._start()
         except (OSError, ValueError) as exc:
             self._lose(exc)
             return False
+        step = message.get("op") == "step"
+        if self._enqueue(json.dumps(message, default=_jsonable) + "\n", step):
+            return True
+        key = message.get("key")
+        self.dropped[key] = self.dropped.get(key, 0) + 1
+        self._behind(key, f"more than {QUEUE_SIZE} step rows are waiting for it")
+        return False
+
+    def _behind(self, key: int | None, why: str) -> None:
+        """One warning per job that the logger fell behind."""
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        log.warning("alrun: warning: the MLflow logger is behind, on a slow or locked store (%s): training goes "
+                    "on without waiting for it, the job's files are complete, and its run in MLflow may be "
+                    "incomplete.", why)
 
     def _lose(self, exc: BaseException | None) -> None:
         if not self.lost:
-            code = self.proc.poll() if self.proc is not None else None
-            log.warning("alrun: warning: the MLflow logger process stopped (%s); the jobs go on and their files "
-                        "are complete.", f"exit code {code}" if code is not None else exc)
+            self.lost = True
+            code = None
+            if self.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    code = self.proc.wait(timeout=5)  # reaped: no zombie
+            if code != GAVE_UP:  # a logger that gave up has said why
+                log.warning("alrun: warning: the MLflow logger process stopped (%s); the jobs go on and their "
+                            "files are complete.", f"exit code {code}" if code is not None else exc)
         self.lost = True
 
-    def wait(self) -> None:
-        """Until the logger has handled every call sent so far."""
-        if self._send({"op": "sync"}):
-            if self.proc.stdout.readline() != "ok\n":
-                self._lose(None)
+    def wait(self, key: int | None = None) -> None:
+        """Until the logger has handled every call sent so far, or WAIT_TIMEOUT seconds (then one warning, and
+        this process stops sending to its logger)."""
+        if not self._send({"op": "sync"}):
+            return
+        answered = select.select([self.proc.stdout], [], [], WAIT_TIMEOUT)[0]
+        if not answered:
+            self.lost = True
+            self._behind(key if key is not None else (self.keys or None),
+                         f"it did not catch up within {WAIT_TIMEOUT:g} s, and this process stops sending to it")
+            return
+        if self.proc.stdout.readline() != "ok\n":
+            self._lose(None)
 
     def close(self) -> None:
-        """Let the logger finish and exit."""
+        """Let the logger finish and exit (waiting at most WAIT_TIMEOUT seconds: a logger still busy then goes
+        on writing what it was sent, on its own, and exits at the end of its input)."""
         if self.proc is not None and not self.lost:
-            with contextlib.suppress(OSError):
-                self.proc.stdin.close()
-            self.proc.wait()
+            self._enqueue(None, False)
+            try:
+                self.proc.wait(timeout=WAIT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.lost = True
+                self._behind(self.keys or None, f"it did not finish within {WAIT_TIMEOUT:g} s; alrun returns and "
+                             f"the logger (pid {self.proc.pid}) goes on with what it was sent")
+        elif self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=0.1)  # reap a logger that has exited
         _OPEN.pop(self.uri, None)
 
     def start_sweep(self, folder: Path, study: str | None) -> None:
@@ -330,6 +459,7 @@ class WorkerJobRun(JobRun):
 
     def finish(self, rows: pd.DataFrame | None = None, error: str | None = None) -> None:
         records = rows.to_dict("records") if rows is not None else None
-        self.tracker._send({"op": "finish", "key": self.key, "rows": records, "error": error})
+        self.tracker._send({"op": "finish", "key": self.key, "rows": records, "error": error,
+                            "dropped": self.tracker.dropped.get(self.key, 0)})
         if not self.tracker.launcher:
-            self.tracker.wait()  # the job's run is complete in MLflow before its process may exit
+            self.tracker.wait(self.key)  # the job's run is complete in MLflow before its process may exit

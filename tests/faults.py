@@ -13,6 +13,11 @@ FAULT (N counts from 1, within this process):
     crash-seed:S:N              the N-th training call of the job with seed S raises RuntimeError
     tracker-down:N              the N-th MlflowClient.log_batch call, and every MLflow client call after it,
                                 fails as if the tracking server had gone away
+    tracker-flaky:N             in the MLflow logger, every second MlflowClient call fails (a log_batch after
+                                its write reached the store, as a server that timed out after writing; any
+                                other call before), N failures in all, each retried by the logger
+    logger-stuck                the MLflow logger process never reads its input (a store that hangs): its pipe
+                                shrunk to one page, alrun's queue to 2 step rows and its wait to 2 s
 """
 
 from __future__ import annotations
@@ -34,6 +39,20 @@ import alrun.loop
 import alrun.tracking
 
 _calls: Counter = Counter()
+
+# a logger that never reads: its stderr to /dev/null (the test's pipes close when alrun exits), its stdin pipe
+# one page, and it exits when the process that started it has gone
+STUCK_LOGGER = """
+import fcntl, os, time
+try:
+    fcntl.fcntl(0, 1031, 4096)  # F_SETPIPE_SZ
+except OSError:  # EBUSY: alrun already wrote more than a page
+    pass
+os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+parent = os.getppid()
+while os.getppid() == parent:
+    time.sleep(0.2)
+"""
 
 
 def _kill() -> None:
@@ -112,6 +131,12 @@ def arm(fault: str) -> None:
     elif kind == "tracker-down":
         # MLflow runs in alrun's logger process: start that process through this module, fault armed
         alrun.tracking.WORKER_COMMAND = [sys.executable, "-m", "tests.faults", "--tracker-worker", fault]
+    elif kind == "tracker-flaky":
+        alrun.tracking.WORKER_COMMAND = [sys.executable, "-m", "tests.faults", "--tracker-worker", fault]
+    elif kind == "logger-stuck":
+        alrun.tracking.WORKER_COMMAND = [sys.executable, "-c", STUCK_LOGGER]
+        alrun.tracking.QUEUE_SIZE = 2
+        alrun.tracking.WAIT_TIMEOUT = 2.0
     else:
         raise ValueError(f"unknown fault {fault!r}")
 
@@ -218,13 +243,39 @@ def break_mlflow_after(nth: int) -> None:
         setattr(MlflowClient, method, failing(method))
 
 
+def flaky_mlflow(failures: int) -> None:
+    """Every second MlflowClient call fails, `failures` times in all (see tracker-flaky:N)."""
+    from mlflow.tracking import MlflowClient
+
+    def flaky(method):
+        real = getattr(MlflowClient, method)
+
+        def call(self, *a, **k):
+            fail = _count("client") % 2 == 1 and _count("failed") <= failures
+            if fail and method != "log_batch":
+                raise ConnectionError("injected fault: the store did not answer")
+            result = real(self, *a, **k)
+            if fail:
+                raise TimeoutError("injected fault: the store timed out after writing")
+            return result
+
+        return call
+
+    for method in ("log_batch", "log_artifact", "set_tag", "set_terminated", "update_run", "create_run", "get_run",
+                   "search_runs", "get_metric_history", "get_experiment_by_name", "create_experiment", "delete_tag"):
+        setattr(MlflowClient, method, flaky(method))
+
+
 def main(argv: list[str]) -> None:
     if argv and argv[0] == "--tracker-worker":  # alrun's MLflow logger process, with tracker-down:N armed
-        break_mlflow_after(int(argv[1].split(":")[1]))
-        from alrun.mlflow_logger import serve
+        import alrun.mlflow_logger
 
-        serve()
-        return
+        alrun.mlflow_logger.BACKOFF_S = 0.01  # the same retries, without the waits
+        kind, nth = argv[1].split(":")
+        (break_mlflow_after if kind == "tracker-down" else flaky_mlflow)(int(nth))
+        code = alrun.mlflow_logger.serve()
+        sys.stderr.flush()
+        os._exit(code)
     if argv and argv[0] == "--scenarios":
         import torch
 

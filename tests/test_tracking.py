@@ -13,6 +13,7 @@ import json
 import math
 import os
 import time
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -274,6 +275,8 @@ def test_tracker_gone_mid_sweep_warns_once_and_loses_no_file(faulty):
     warnings = [line for line in (proc.stdout + proc.stderr).splitlines() if "MLflow tracking at" in line]
     assert len(warnings) == 1 and "stopped while logging step 0" in warnings[0], proc.stdout + proc.stderr
     assert "the tracking server is gone" in warnings[0]
+    # the logger gave up (after the retries of 3 calls in a row) and exited; the job process reaped it, silently
+    assert "the MLflow logger process stopped" not in proc.stdout + proc.stderr
     job = sweep / "heuristic=bald,seed=1"
     assert (job / "done").exists() and pd.read_csv(job / "steps.csv")["labelled"].tolist() == [20, 30, 40, 50]
     for name in ("table.md", "table.csv", "curves.png", "summary.csv"):
@@ -430,3 +433,154 @@ def test_a_resumed_run_keeps_its_params_and_gets_the_missing_ones(tmp_path):
         run.finish([])
     params = tracker.client.get_run(run.run_id).data.params
     assert params == {"seed": "0", "data_dir": "/first", "train.lr": "0.01", "heuristic": "bald"}
+
+
+def test_a_stuck_logger_never_holds_training(tmp_path):
+    """A logger that never reads (a store that hangs): the job finishes, warns once, and takes about as long as
+    the same job untracked (both measured here; a generous bound, no absolute time)."""
+    def timed(faults, extra, name):
+        start = time.monotonic()
+        proc = run_faulted(faults, ["scale=smoke", "heuristic=bald", "seed=0", *extra,
+                                    f"hydra.sweep.dir={tmp_path / name}"], tmp_path)
+        return proc, time.monotonic() - start
+
+    plain, untracked = timed([], [], "plain")
+    proc, tracked = timed(["logger-stuck"], ["tracker=mlflow"], "stuck")
+    assert plain.returncode == 0 and proc.returncode == 0, proc.stderr
+    assert (tmp_path / "stuck" / JOB_BALD / "done").exists() and "Results in" in proc.stdout
+    log = proc.stdout + proc.stderr
+    warnings = [line for line in log.splitlines() if "alrun: warning:" in line]
+    assert len(warnings) == 1 and "the MLflow logger is behind" in warnings[0], log
+    assert tracked <= 1.5 * untracked + 5, (tracked, untracked)
+
+
+def test_a_full_queue_drops_step_rows_without_waiting(monkeypatch, caplog):
+    """The queue's bound, function-level: a logger that never reads, rows far beyond what its pipe holds;
+    every call returns at once, one warning for the job, and the job's end tells the logger how many."""
+    import sys
+
+    import alrun.tracking as tracking
+    from tests.faults import STUCK_LOGGER
+
+    monkeypatch.setattr(tracking, "WORKER_COMMAND", [sys.executable, "-c", STUCK_LOGGER])
+    monkeypatch.setattr(tracking, "QUEUE_SIZE", 5)
+    monkeypatch.setattr(tracking, "WAIT_TIMEOUT", 0.5)
+    tracker = tracking.WorkerTracker("sqlite:////nowhere/mlflow.db")
+    run = tracker.job_run(Path("/nowhere/job"), Path("/nowhere"), None, {}, "job")
+    start = time.monotonic()
+    with caplog.at_level("WARNING", logger="alrun"):
+        for step in range(200):
+            run.on_step({"step": step, "labelled": step, "blob": "x" * 20000}, 200)
+        sent = []
+        real_send = tracker._send
+        monkeypatch.setattr(tracker, "_send", lambda message: sent.append(message) or real_send(message))
+        run.finish()
+    assert time.monotonic() - start < 10  # the 4 MB of rows never waited for the pipe; only the 0.5 s wait
+    assert tracker.dropped[run.key] >= 200 - 5 - 10 and sent[0]["dropped"] == tracker.dropped[run.key]
+    warnings = [r.getMessage() for r in caplog.records if "alrun: warning:" in r.getMessage()]
+    assert len(warnings) == 1 and "the MLflow logger is behind" in warnings[0], warnings
+    assert tracker.lost  # the wait gave up: this process sends no more
+    tracker.proc.kill()
+    tracker.proc.wait()
+
+
+def test_a_flaky_store_gets_each_param_and_metric_once(tmp_path):
+    """Every second MLflow client call fails (half of them after the write reached the store), 20 times: each
+    call is retried alone, so the run holds each param once and each metric once per step, and nothing warns."""
+    sweep = tmp_path / "sweep"
+    proc = run_faulted(["tracker-flaky:20"], ["scale=smoke", "heuristic=bald", "seed=0", "tracker=mlflow",
+                                               f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in (proc.stdout + proc.stderr).lower(), proc.stdout + proc.stderr
+    client, known = store_of(sweep)
+    assert len(client.search_runs([known["experiment_id"]])) == 2
+    [run] = child_runs(client, known).values()
+    assert run.info.status == "FINISHED" and client.get_run(known["run_id"]).info.status == "FINISHED"
+    job = json.loads((sweep / JOB_BALD / "job.json").read_text())
+    assert run.data.params == job_params(job["config"], job["settings"])
+    assert_histories_equal_steps(client, run, pd.read_csv(sweep / JOB_BALD / "steps.csv"))
+
+
+def test_a_store_failing_call_after_call_ends_the_runs_failed_with_the_reason(tmp_path, monkeypatch, caplog):
+    """Writes that keep failing (each retried): after MAX_FAILED_CALLS calls in a row the logger gives up, warns
+    once, and ends the runs it holds (the job's and the sweep's) FAILED with the reason; a lone failure does not."""
+    import alrun.mlflow_logger as logger
+
+    monkeypatch.setattr(logger, "BACKOFF_S", 0.001)
+    tracker = logger.MlflowTracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    sweep = tmp_path / "sweep"
+    (sweep / "job").mkdir(parents=True)
+    tracker.start_sweep(sweep, "flaky")
+    run = tracker.job_run(sweep / "job", sweep, "flaky", {"heuristic": "bald"}, "job")
+    tries = Counter()
+
+    def down(*a, **k):
+        tries["log_batch"] += 1
+        raise ConnectionError("injected: the server is gone")
+
+    monkeypatch.setattr(tracker.raw, "log_batch", down)
+    row = {"step": 0, "labelled": 20, "test_nll": 1.0}
+    with caplog.at_level("WARNING", logger="alrun"):
+        run.on_step(row, 0)
+        assert not tracker.broken and tries["log_batch"] == 1 + logger.CALL_RETRIES
+        for step in (1, 2):
+            run.on_step({**row, "step": step, "labelled": 20 + step}, 0)
+    assert tracker.broken
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "stopped while logging step 0" in warning and "the server is gone" in warning
+    client, known = store_of(sweep)
+    for run_id in (run.run_id, known["run_id"]):
+        got = client.get_run(run_id)
+        assert got.info.status == "FAILED"
+        assert got.data.tags["tracking_error"].startswith("the MLflow logger gave up while logging step 0")
+    run.close()
+
+
+def test_transient_errors_are_told_from_refusals():
+    from mlflow.exceptions import MlflowException
+
+    from alrun.mlflow_logger import transient
+
+    assert transient(ConnectionError("reset")) and transient(TimeoutError())
+    assert transient(MlflowException("(sqlite3.OperationalError) database is locked"))
+    assert transient(MlflowException("API request to endpoint /api/2.0/mlflow/runs/log-batch failed with error code "
+                                     "503 != 200. Response body: 'Service Unavailable'"))
+    assert not transient(MlflowException("Changing param values is not allowed", error_code="INVALID_PARAMETER_VALUE"))
+    assert not transient(ValueError("bad value"))
+
+
+FAKE_MOUNTS = """\
+/dev/sda1 / ext4 rw,relatime 0 0
+server:/export/scratch /scratch nfs4 rw,vers=4.2 0 0
+tmpfs /scratch/local tmpfs rw 0 0
+//nas/share /mnt/team\\040share cifs rw 0 0
+lustre@o2ib:/fs /lustre lustre rw 0 0
+"""
+
+
+def test_a_network_filesystem_is_found_in_the_mounts_table():
+    from alrun.tracking import network_mount
+
+    assert network_mount(Path("/scratch/me/results"), FAKE_MOUNTS) == ("/scratch", "nfs4")
+    assert network_mount(Path("/scratch"), FAKE_MOUNTS) == ("/scratch", "nfs4")
+    assert network_mount(Path("/scratch/local/results"), FAKE_MOUNTS) is None  # a local mount on top
+    assert network_mount(Path("/scratchy/results"), FAKE_MOUNTS) is None
+    assert network_mount(Path("/mnt/team share/results"), FAKE_MOUNTS) == ("/mnt/team share", "cifs")
+    assert network_mount(Path("/lustre/project"), FAKE_MOUNTS) == ("/lustre", "lustre")
+    assert network_mount(Path("/home/me"), FAKE_MOUNTS) is None
+
+
+def test_a_sqlite_store_on_a_network_filesystem_warns_once_naming_tracker_uri(tmp_path, monkeypatch, caplog):
+    import alrun.tracking as tracking
+
+    uri = f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}"
+    monkeypatch.setattr(tracking, "network_mount", lambda path, mounts=None: None)
+    with caplog.at_level("WARNING", logger="alrun"):
+        tracking.check_store(uri)
+    assert not caplog.records  # a local disk: nothing
+    monkeypatch.setattr(tracking, "network_mount", lambda path, mounts=None: ("/scratch", "nfs4"))
+    with caplog.at_level("WARNING", logger="alrun"):
+        tracking.check_store(uri)
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert warning.startswith(f"alrun: warning: tracker.uri={uri} is a sqlite file on a network filesystem (nfs4 ")
+    assert "set tracker.uri to an MLflow server" in warning
