@@ -120,7 +120,7 @@ def _seeds_hint(result_mean: float, result_std: float, n: int) -> str:
     if needed <= n:
         return f"{needed} seeds should detect a difference this size; the Holm adjustment over the table held it back"
     return (f"about {needed} seeds would detect a difference this size (paired t, {POWER:.0%} power): "
-            f"`seed=range(0,{needed})` with the same hydra.sweep.dir resumes this sweep")
+            f"`'seed=range(0,{needed})'` with the same hydra.sweep.dir resumes this sweep")
 
 
 def _gain_row(paired: pd.DataFrame, metric: str) -> pd.Series | None:
@@ -158,7 +158,7 @@ def _heuristic_line(name: str, acc: pd.Series, nll: pd.Series | None, saved: str
         return decision, f"{text} {saved}".rstrip()
     if decision == "not testable":
         if n < 2:
-            why = "one seed has no spread to test against; run seeds 0 to 4 (`seed=range(0,5)`)"
+            why = "one seed has no spread to test against; run seeds 0 to 4 (`'seed=range(0,5)'`)"
         else:
             why = "every seed gives the same difference, so there is no spread to test it against"
         seeds = "1 seed" if n == 1 else f"{n} seeds"
