@@ -349,6 +349,12 @@ def main() -> None:
         fail(message)
     if asks_for_determinism(sys.argv[1:]):  # before any CUDA call of the process: cuBLAS reads it once
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # devices.CUBLAS_DETERMINISTIC
+    try:  # `hydra/launcher=slurm` is alrun's launcher on hydra-submitit-launcher's (the `cluster` extra)
+        from alrun.launchers import register
+    except ImportError:
+        pass
+    else:
+        register()
     hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(task)()
 
 
