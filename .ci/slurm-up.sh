@@ -27,13 +27,10 @@ wait_for() {  # wait_for SECONDS WHAT COMMAND...: poll COMMAND once a second unt
   say "$what did not come up within ${limit}s; see $LOGS/"; exit 1
 }
 
-if command -v sinfo >/dev/null 2>&1; then
-  case "$(node_state)" in
-    idle|mix|alloc|comp) if accounting; then say "already up ($(sinfo -h -o '%P %D %t' | head -n1))"; exit 0; fi ;;
-  esac
-fi
-
 if [ "$(id -u)" -ne 0 ]; then
+  case "$(node_state)" in
+    idle|mix|alloc|comp) say "not root: the cluster that answers is left as it is"; exit 0 ;;
+  esac
   say "not root, so no SLURM here: the slurm tests will skip"; exit 3
 fi
 
@@ -60,8 +57,9 @@ mem=$(slurmd -C 2>/dev/null | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' | head -
 cpus=${cpus:-$(nproc)}
 mem=$(( ${mem:-$(free -m | awk '/^Mem:/ {print $2}')} * 9 / 10 ))
 
-mkdir -p /etc/slurm "$LOGS" /var/spool/slurmctld /var/spool/slurmd /run/slurm
-cat > /etc/slurm/slurm.conf <<CONF
+wanted=$(mktemp)
+trap 'rm -f "$wanted"' EXIT
+cat > "$wanted" <<CONF
 # written by alrun's .ci/slurm-up.sh: a single-node cluster for the tests
 ClusterName=$CLUSTER
 SlurmctldHost=$host
@@ -79,15 +77,26 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
+# short scheduling cycles: a requeued job waits for its begin time, then for the next cycle
+SchedulerParameters=bf_interval=5,sched_interval=5
 ReturnToService=2
 JobRequeue=1
 KillWait=10
+# a requeued job may start again after this many seconds (SLURM's default, 120, would stall every requeue test)
+AuthInfo=cred_expire=10
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 JobAcctGatherType=jobacct_gather/none
 NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
+if cmp -s "$wanted" /etc/slurm/slurm.conf; then
+  case "$(node_state)" in
+    idle|mix|alloc|comp) if accounting; then say "already up ($(sinfo -h -o '%P %D %t' | head -n1))"; exit 0; fi ;;
+  esac
+fi
+mkdir -p /etc/slurm "$LOGS" /var/spool/slurmctld /var/spool/slurmd /run/slurm
+cp "$wanted" /etc/slurm/slurm.conf
 cat > /etc/slurm/slurmdbd.conf <<CONF
 # written by alrun's .ci/slurm-up.sh
 AuthType=auth/munge
@@ -122,9 +131,9 @@ wait_for 10 "munged" sh -c 'munge -n | unmunge >/dev/null 2>&1'
 # the SLURM daemons, restarted when running (the config may have changed)
 for daemon in slurmctld slurmd slurmdbd; do
   pidfile=/run/slurm/$daemon.pid
-  if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+  if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null; then
     kill "$(cat "$pidfile")" 2>/dev/null || true
-    for _ in $(seq 20); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.5; done
+    for _ in $(seq 20); do kill -0 "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null || break; sleep 0.5; done
   fi
 done
 slurmdbd

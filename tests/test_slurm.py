@@ -1,0 +1,228 @@
+"""Sweeps on a real SLURM cluster (`hydra/launcher=slurm`), at scale=smoke: the same results as the basic launcher,
+and a job requeued (preemption, time limit), cancelled, or left running by a launching process that was killed.
+
+They run where `sinfo` answers (`bash .ci/slurm-up.sh` starts a single-node cluster; .ci/run does) and skip
+with a reason elsewhere. Jobs are held at a chosen step by tests/slurm_gate.py (a heuristic with BALD's scores),
+so every fault hits a job that has finished steps and still has steps to run, without any timing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import REPO, THREADS, run_alrun, steps_without_timings
+
+
+def _cluster_answers() -> str | None:
+    """None when a SLURM cluster answers here, else why the tests skip."""
+    if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
+        return "no SLURM here (sbatch not found); `bash .ci/slurm-up.sh` starts a single-node cluster"
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"sinfo does not answer ({exc})"
+    states = proc.stdout.split()
+    if proc.returncode != 0 or not any(s.rstrip("*") in ("idle", "mix", "alloc") for s in states):
+        return f"no SLURM node up (sinfo: {proc.stdout.strip() or proc.stderr.strip()})"
+    try:
+        import hydra_plugins.hydra_submitit_launcher  # noqa: F401
+    except ImportError:
+        return "hydra-submitit-launcher is not installed (the `cluster` extra)"
+    return None
+
+
+REASON = _cluster_answers()
+pytestmark = [pytest.mark.slurm, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
+
+# the README's SLURM command with this cluster's partition and no GPU; 1 CPU and 1 GB per job so two jobs run at
+# once on a 2-core machine
+SLURM = ["hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.gpus_per_node=0",
+         "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
+GATED = ["scale=smoke", "heuristic=custom", "heuristic._target_=tests.slurm_gate.score"]
+WAIT_S = 240  # the longest any wait below polls before the test fails (a job that never comes)
+ENV = {**THREADS, "PYTHONPATH": str(REPO)}  # the jobs import tests.slurm_gate
+
+
+def gated(gate: Path, seeds: str) -> list[str]:
+    return [*GATED, f"++heuristic.gate={gate}", f"seed={seeds}"]
+
+
+def folder(seed: int) -> str:
+    return f"heuristic=custom,seed={seed}"
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    """`alrun ARGS` in the background (its output in cwd/alrun.log)."""
+    env = {"OMP_NUM_THREADS": "1", **os.environ, "PYTHONUNBUFFERED": "1", "ALRUN_DATA_DIR": str(cwd / "data"), **ENV}
+    log = open(cwd / "alrun.log", "w")  # noqa: SIM115 - closed with the process by finish()
+    return subprocess.Popen([sys.executable, "-m", "alrun", *args], cwd=cwd, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, cwd: Path) -> str:
+    """Wait for a background alrun; its output."""
+    proc.wait(timeout=600)
+    return (cwd / "alrun.log").read_text()
+
+
+def wait_for(what: str, check, seconds: float = WAIT_S):
+    """Poll CHECK until it returns something true; fail naming WHAT after SECONDS."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    pytest.fail(f"waited {seconds:.0f} s for {what}")
+
+
+def read(path: Path) -> str | None:
+    return path.read_text() if path.exists() and path.read_text() else None
+
+
+def hold(gate: Path, *seeds: int) -> None:
+    gate.mkdir(parents=True, exist_ok=True)
+    (gate / "hold").write_text("".join(f"{folder(s)}\n" for s in seeds))
+
+
+def slurm_state(job_id: str) -> str:
+    """The job's state as squeue shows it ("" once it has left the queue)."""
+    proc = subprocess.run(["squeue", "-h", "-o", "%T", "-j", job_id], capture_output=True, text=True)
+    return proc.stdout.strip()
+
+
+def same_steps(sweep: Path, reference: Path, seeds) -> None:
+    for seed in seeds:
+        pd.testing.assert_frame_equal(steps_without_timings(sweep / folder(seed) / "steps.csv"),
+                                      steps_without_timings(reference / folder(seed) / "steps.csv"))
+
+
+def job_log(sweep: Path, job_id: str) -> str:
+    return (sweep / ".submitit" / job_id / f"{job_id}_0_log.err").read_text()
+
+
+@pytest.fixture(scope="module")
+def gated_reference(tmp_path_factory) -> Path:
+    """The gated sweep of seeds 0-3 with the basic launcher (no SLURM, so never held)."""
+    cwd = tmp_path_factory.mktemp("gated_reference")
+    gate = cwd / "gate"
+    gate.mkdir()
+    run_alrun([*gated(gate, "0,1,2,3"), f"hydra.sweep.dir={cwd / 'sweep'}"], cwd, env=ENV)
+    return cwd / "sweep"
+
+
+def test_slurm_sweep_equals_the_basic_launcher(tmp_path, smoke_reference):
+    sweep = tmp_path / "sweep"
+    proc = run_alrun(["scale=smoke", "heuristic=bald", "seed=0,1", *SLURM, f"hydra.sweep.dir={sweep}"], tmp_path,
+                     env=THREADS)
+    assert "Submitit 'slurm' sweep output dir" in proc.stdout + proc.stderr
+    array = [p.name for p in (sweep / ".submitit").iterdir() if "_" in p.name]
+    assert len(array) == 2 and len({name.split("_")[0] for name in array}) == 1  # one job array of two tasks
+    for job in ("heuristic=bald,seed=0", "heuristic=bald,seed=1"):
+        assert (sweep / job / "done").exists()
+        pd.testing.assert_frame_equal(steps_without_timings(sweep / job / "steps.csv"),
+                                      steps_without_timings(smoke_reference / job / "steps.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(sweep / "table.csv"), pd.read_csv(smoke_reference / "table.csv"))
+    # the same command again: every job has finished, none is submitted
+    again = run_alrun(["scale=smoke", "heuristic=bald", "seed=0,1", *SLURM, f"hydra.sweep.dir={sweep}"], tmp_path,
+                      env=THREADS)
+    assert "2 of 2 jobs finished earlier" in again.stdout + again.stderr
+    assert len([p for p in (sweep / ".submitit").iterdir() if "_" in p.name]) == 2
+
+
+def test_requeued_job_resumes_and_the_report_is_written_once(tmp_path, gated_reference):
+    """`scontrol requeue` of a running job (what preemption does): SLURM runs it again, it resumes after its last
+    finished step, and the launching process waits for it and writes the report once."""
+    gate, sweep = tmp_path / "gate", tmp_path / "sweep"
+    hold(gate, 0)
+    proc = start([*gated(gate, "0"), *SLURM, f"hydra.sweep.dir={sweep}"], tmp_path)
+    job_id = wait_for("the job to reach its held step", lambda: read(gate / f"{folder(0)}.waiting"))
+    steps_before = len(pd.read_csv(sweep / folder(0) / "steps.csv"))
+    assert steps_before >= 1  # it has finished steps to resume after
+    subprocess.run(["scontrol", "requeue", job_id], check=True)
+    out = finish(proc, tmp_path)
+    assert proc.returncode == 0, out
+    assert f"resuming {sweep / folder(0)} after {steps_before} finished steps" in (sweep / folder(0) / "cli.log").read_text()
+    same_steps(sweep, gated_reference, [0])
+    assert out.count("Results in") == 1
+    assert (sweep / "table.csv").exists()
+
+
+def test_job_past_its_time_limit_is_requeued_and_completes(tmp_path, gated_reference):
+    """A job given 2 minutes, held longer: SLURM signals it before its limit (USR2, `signal_delay_s` ahead, give or
+    take SLURM's 60 s resolution, hence not 1 minute), submitit requeues it, and the requeued job resumes and
+    completes with the steps of an uninterrupted one."""
+    gate, sweep = tmp_path / "gate", tmp_path / "sweep"
+    hold(gate, 0)
+    limit = ["hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=30"]
+    proc = start([*gated(gate, "0"), *SLURM, *limit, f"hydra.sweep.dir={sweep}"], tmp_path)
+    job_id = wait_for("the job to reach its held step", lambda: read(gate / f"{folder(0)}.waiting"))
+    out = finish(proc, tmp_path)
+    assert proc.returncode == 0, out
+    same_steps(sweep, gated_reference, [0])
+    log = job_log(sweep, job_id)
+    assert "this job is timed-out" in log or "Requeued" in log  # the later attempt's log follows the first one's
+    assert "resuming" in (sweep / folder(0) / "cli.log").read_text()
+
+
+def test_cancelled_job_is_reported_and_the_rerun_submits_only_it(tmp_path, gated_reference):
+    gate, sweep = tmp_path / "gate", tmp_path / "sweep"
+    hold(gate, 3)
+    args = [*gated(gate, "0,1,2,3"), *SLURM, f"hydra.sweep.dir={sweep}"]
+    proc = start(args, tmp_path)
+    job_id = wait_for("job seed=3 to reach its held step", lambda: read(gate / f"{folder(3)}.waiting"))
+    subprocess.run(["scancel", job_id], check=True)
+    out = finish(proc, tmp_path)
+    assert proc.returncode == 1, out
+    for seed in (0, 1, 2):
+        assert (sweep / folder(seed) / "done").exists()
+    assert not (sweep / folder(3) / "done").exists() and (sweep / folder(3) / "failed").exists()
+    error = (sweep / folder(3) / "error.txt").read_text()
+    assert f"SLURM job {job_id} ended without finishing (CANCELLED" in error
+    assert folder(3) in out  # the report names it
+    (gate / "hold").write_text("")
+    again = start(args, tmp_path)
+    out = finish(again, tmp_path)
+    assert again.returncode == 0, out
+    assert "3 of 4 jobs finished earlier" in out and "#3 : " in out and "#0 : " not in out
+    assert "resuming" in (sweep / folder(3) / "cli.log").read_text()
+    same_steps(sweep, gated_reference, [0, 1, 2, 3])
+    pd.testing.assert_frame_equal(pd.read_csv(sweep / "table.csv"), pd.read_csv(gated_reference / "table.csv"))
+
+
+def test_killed_launcher_leaves_the_jobs_running_and_the_rerun_waits_for_them(tmp_path, gated_reference):
+    """The launching process SIGKILLed mid-sweep: its jobs go on; `python -m alrun.report` aggregates what
+    finished; the same command again waits for the job still in SLURM (not a second copy of it) and reports."""
+    gate, sweep = tmp_path / "gate", tmp_path / "sweep"
+    hold(gate, 1)
+    args = [*gated(gate, "0,1"), *SLURM, f"hydra.sweep.dir={sweep}"]
+    proc = start(args, tmp_path)
+    job_id = wait_for("job seed=1 to reach its held step", lambda: read(gate / f"{folder(1)}.waiting"))
+    os.killpg(proc.pid, signal.SIGKILL)
+    finish(proc, tmp_path)
+    wait_for("job seed=0 to finish after the launcher was killed", lambda: (sweep / folder(0) / "done").exists())
+    assert slurm_state(job_id) == "RUNNING"  # the held job goes on
+    report = subprocess.run([sys.executable, "-m", "alrun.report", str(sweep)], capture_output=True, text=True,
+                            env={**os.environ, **ENV}, cwd=tmp_path)
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert set(summary["seed"]) == {0}, report.stdout + report.stderr
+    again = start(args, tmp_path)
+    wait_for("the re-run to find the running job", lambda: f"still in SLURM as job {job_id}" in
+             (tmp_path / "alrun.log").read_text())
+    (gate / "hold").write_text("")  # the held job finishes now
+    out = finish(again, tmp_path)
+    assert again.returncode == 0, out
+    assert "1 of 2 jobs finished earlier" in out
+    submitted = {p.name.split("_")[0] for p in (sweep / ".submitit").iterdir() if "_" in p.name}
+    assert len(submitted) == 1  # the re-run submitted nothing
+    same_steps(sweep, gated_reference, [0, 1])
+    assert set(pd.read_csv(sweep / "summary.csv")["seed"]) == {0, 1}
