@@ -21,8 +21,9 @@ import json
 import logging
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
@@ -113,7 +114,8 @@ class SlurmLauncher(PluginSlurmLauncher):
             for idx, overrides, _ in to_submit:
                 log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
                 params.append((overrides, "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
-            submitted = dict(zip([idx for idx, _, _ in to_submit], self._executor().map_array(self, *zip(*params))))
+            array = self._executor().map_array(self, *zip(*params, strict=True))
+            submitted = dict(zip([idx for idx, _, _ in to_submit], array, strict=True))
         ids = {**recorded, **{folder.name: (submitted.get(idx) or adopted[idx]).job_id
                               for idx, _, folder in jobs if idx in submitted or idx in adopted}}
         atomic_write_text(self._submitit_folder() / JOBS_FILE, json.dumps(ids, indent=1, sort_keys=True))

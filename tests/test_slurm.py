@@ -9,6 +9,7 @@ so every fault hits a job that has finished steps and still has steps to run, wi
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -101,31 +102,35 @@ def slurm_state(job_id: str) -> str:
 
 
 def same_steps(sweep: Path, reference: Path, seeds) -> None:
+    """The gated jobs' steps equal the basic launcher's `heuristic=bald` jobs' (tests/slurm_gate.py scores as BALD)."""
     for seed in seeds:
         pd.testing.assert_frame_equal(steps_without_timings(sweep / folder(seed) / "steps.csv"),
-                                      steps_without_timings(reference / folder(seed) / "steps.csv"))
+                                      steps_without_timings(reference / f"heuristic=bald,seed={seed}" / "steps.csv"))
+
+
+def same_table(sweep: Path, reference: Path) -> None:
+    """The sweep's table equals the reference's (the heuristic's name aside: BALD as a custom heuristic here)."""
+    def table(path: Path) -> pd.DataFrame:
+        return pd.read_csv(path / "table.csv").drop(columns=["heuristic"])
+    pd.testing.assert_frame_equal(table(sweep), table(reference))
+
+
+def array_tasks(sweep: Path) -> list[str]:
+    """The SLURM array tasks submitit ran for the sweep (its folders .submitit/<array>_<task>)."""
+    return sorted(p.name for p in (sweep / ".submitit").iterdir() if re.fullmatch(r"\d+_\d+", p.name))
 
 
 def job_log(sweep: Path, job_id: str) -> str:
+    """A SLURM job's stderr, as submitit names it (all its attempts: a requeued job appends to it)."""
     return (sweep / ".submitit" / job_id / f"{job_id}_0_log.err").read_text()
-
-
-@pytest.fixture(scope="module")
-def gated_reference(tmp_path_factory) -> Path:
-    """The gated sweep of seeds 0-3 with the basic launcher (no SLURM, so never held)."""
-    cwd = tmp_path_factory.mktemp("gated_reference")
-    gate = cwd / "gate"
-    gate.mkdir()
-    run_alrun([*gated(gate, "0,1,2,3"), f"hydra.sweep.dir={cwd / 'sweep'}"], cwd, env=ENV)
-    return cwd / "sweep"
 
 
 def test_slurm_sweep_equals_the_basic_launcher(tmp_path, smoke_reference):
     sweep = tmp_path / "sweep"
-    proc = run_alrun(["scale=smoke", "heuristic=bald", "seed=0,1", *SLURM, f"hydra.sweep.dir={sweep}"], tmp_path,
-                     env=THREADS)
+    args = ["scale=smoke", "heuristic=bald", "seed=0,1", *SLURM, f"hydra.sweep.dir={sweep}"]
+    proc = run_alrun(args, tmp_path, env=THREADS)
     assert "Submitit 'slurm' sweep output dir" in proc.stdout + proc.stderr
-    array = [p.name for p in (sweep / ".submitit").iterdir() if "_" in p.name]
+    array = array_tasks(sweep)
     assert len(array) == 2 and len({name.split("_")[0] for name in array}) == 1  # one job array of two tasks
     for job in ("heuristic=bald,seed=0", "heuristic=bald,seed=1"):
         assert (sweep / job / "done").exists()
@@ -133,73 +138,66 @@ def test_slurm_sweep_equals_the_basic_launcher(tmp_path, smoke_reference):
                                       steps_without_timings(smoke_reference / job / "steps.csv"))
     pd.testing.assert_frame_equal(pd.read_csv(sweep / "table.csv"), pd.read_csv(smoke_reference / "table.csv"))
     # the same command again: every job has finished, none is submitted
-    again = run_alrun(["scale=smoke", "heuristic=bald", "seed=0,1", *SLURM, f"hydra.sweep.dir={sweep}"], tmp_path,
-                      env=THREADS)
+    again = run_alrun(args, tmp_path, env=THREADS)
     assert "2 of 2 jobs finished earlier" in again.stdout + again.stderr
-    assert len([p for p in (sweep / ".submitit").iterdir() if "_" in p.name]) == 2
+    assert array_tasks(sweep) == array
 
 
-def test_requeued_job_resumes_and_the_report_is_written_once(tmp_path, gated_reference):
-    """`scontrol requeue` of a running job (what preemption does): SLURM runs it again, it resumes after its last
-    finished step, and the launching process waits for it and writes the report once."""
+def test_requeued_and_timed_out_jobs_resume_and_the_report_is_written_once(tmp_path, smoke_reference):
+    """Two held jobs given 2 minutes each. Seed 0: `scontrol requeue` (what preemption does). Seed 1: left to its
+    time limit: SLURM signals it (USR2, `signal_delay_s` ahead give or take SLURM's 60 s resolution, hence not a
+    1-minute limit) and submitit requeues it. Both run again, resume after their last finished step, and end with
+    the steps of uninterrupted jobs; the launching process waits for them and writes the report once."""
     gate, sweep = tmp_path / "gate", tmp_path / "sweep"
-    hold(gate, 0)
-    proc = start([*gated(gate, "0"), *SLURM, f"hydra.sweep.dir={sweep}"], tmp_path)
-    job_id = wait_for("the job to reach its held step", lambda: read(gate / f"{folder(0)}.waiting"))
+    hold(gate, 0, 1)
+    limit = ["hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=30"]
+    proc = start([*gated(gate, "0,1"), *SLURM, *limit, f"hydra.sweep.dir={sweep}"], tmp_path)
+    preempted = wait_for("job seed=0 to reach its held step", lambda: read(gate / f"{folder(0)}.waiting"))
     steps_before = len(pd.read_csv(sweep / folder(0) / "steps.csv"))
     assert steps_before >= 1  # it has finished steps to resume after
-    subprocess.run(["scontrol", "requeue", job_id], check=True)
+    subprocess.run(["scontrol", "requeue", preempted], check=True)
+    timed_out = wait_for("job seed=1 to reach its held step", lambda: read(gate / f"{folder(1)}.waiting"))
     out = finish(proc, tmp_path)
     assert proc.returncode == 0, out
-    assert f"resuming {sweep / folder(0)} after {steps_before} finished steps" in (sweep / folder(0) / "cli.log").read_text()
-    same_steps(sweep, gated_reference, [0])
+    resumed = f"resuming {sweep / folder(0)} after {steps_before} finished steps"
+    assert resumed in (sweep / folder(0) / "cli.log").read_text()
+    assert "this job is timed-out" in job_log(sweep, timed_out)  # submitit caught SLURM's signal and requeued it
+    assert "resuming" in (sweep / folder(1) / "cli.log").read_text()
+    same_steps(sweep, smoke_reference, [0, 1])
     assert out.count("Results in") == 1
-    assert (sweep / "table.csv").exists()
+    same_table(sweep, smoke_reference)
 
 
-def test_job_past_its_time_limit_is_requeued_and_completes(tmp_path, gated_reference):
-    """A job given 2 minutes, held longer: SLURM signals it before its limit (USR2, `signal_delay_s` ahead, give or
-    take SLURM's 60 s resolution, hence not 1 minute), submitit requeues it, and the requeued job resumes and
-    completes with the steps of an uninterrupted one."""
+def test_cancelled_job_is_reported_and_the_rerun_submits_only_it(tmp_path, smoke_reference):
+    """`scancel` of one job of a 4-job sweep: the other three finish, the report names the cancelled one, exit 1;
+    the same command again submits only that job, which resumes."""
     gate, sweep = tmp_path / "gate", tmp_path / "sweep"
-    hold(gate, 0)
-    limit = ["hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=30"]
-    proc = start([*gated(gate, "0"), *SLURM, *limit, f"hydra.sweep.dir={sweep}"], tmp_path)
-    job_id = wait_for("the job to reach its held step", lambda: read(gate / f"{folder(0)}.waiting"))
-    out = finish(proc, tmp_path)
-    assert proc.returncode == 0, out
-    same_steps(sweep, gated_reference, [0])
-    log = job_log(sweep, job_id)
-    assert "this job is timed-out" in log or "Requeued" in log  # the later attempt's log follows the first one's
-    assert "resuming" in (sweep / folder(0) / "cli.log").read_text()
-
-
-def test_cancelled_job_is_reported_and_the_rerun_submits_only_it(tmp_path, gated_reference):
-    gate, sweep = tmp_path / "gate", tmp_path / "sweep"
-    hold(gate, 3)
+    hold(gate, 1)
     args = [*gated(gate, "0,1,2,3"), *SLURM, f"hydra.sweep.dir={sweep}"]
     proc = start(args, tmp_path)
-    job_id = wait_for("job seed=3 to reach its held step", lambda: read(gate / f"{folder(3)}.waiting"))
+    job_id = wait_for("job seed=1 to reach its held step", lambda: read(gate / f"{folder(1)}.waiting"))
     subprocess.run(["scancel", job_id], check=True)
     out = finish(proc, tmp_path)
     assert proc.returncode == 1, out
-    for seed in (0, 1, 2):
+    for seed in (0, 2, 3):
         assert (sweep / folder(seed) / "done").exists()
-    assert not (sweep / folder(3) / "done").exists() and (sweep / folder(3) / "failed").exists()
-    error = (sweep / folder(3) / "error.txt").read_text()
+    assert not (sweep / folder(1) / "done").exists() and (sweep / folder(1) / "failed").exists()
+    error = (sweep / folder(1) / "error.txt").read_text()
     assert f"SLURM job {job_id} ended without finishing (CANCELLED" in error
-    assert folder(3) in out  # the report names it
+    assert folder(1) in out.split("Results in")[0]  # the report names it
     (gate / "hold").write_text("")
     again = start(args, tmp_path)
     out = finish(again, tmp_path)
     assert again.returncode == 0, out
-    assert "3 of 4 jobs finished earlier" in out and "#3 : " in out and "#0 : " not in out
-    assert "resuming" in (sweep / folder(3) / "cli.log").read_text()
-    same_steps(sweep, gated_reference, [0, 1, 2, 3])
-    pd.testing.assert_frame_equal(pd.read_csv(sweep / "table.csv"), pd.read_csv(gated_reference / "table.csv"))
+    assert "3 of 4 jobs finished earlier" in out and "#1 : " in out
+    assert "#0 : " not in out and "#2 : " not in out and "#3 : " not in out
+    assert "resuming" in (sweep / folder(1) / "cli.log").read_text()
+    assert not (sweep / folder(1) / "failed").exists()
+    same_steps(sweep, smoke_reference, [0, 1])
+    assert (pd.read_csv(sweep / "table.csv")["n"] == 4).all()
 
 
-def test_killed_launcher_leaves_the_jobs_running_and_the_rerun_waits_for_them(tmp_path, gated_reference):
+def test_killed_launcher_leaves_the_jobs_running_and_the_rerun_waits_for_them(tmp_path, smoke_reference):
     """The launching process SIGKILLed mid-sweep: its jobs go on; `python -m alrun.report` aggregates what
     finished; the same command again waits for the job still in SLURM (not a second copy of it) and reports."""
     gate, sweep = tmp_path / "gate", tmp_path / "sweep"
@@ -213,16 +211,17 @@ def test_killed_launcher_leaves_the_jobs_running_and_the_rerun_waits_for_them(tm
     assert slurm_state(job_id) == "RUNNING"  # the held job goes on
     report = subprocess.run([sys.executable, "-m", "alrun.report", str(sweep)], capture_output=True, text=True,
                             env={**os.environ, **ENV}, cwd=tmp_path)
-    summary = pd.read_csv(sweep / "summary.csv")
-    assert set(summary["seed"]) == {0}, report.stdout + report.stderr
+    assert report.returncode == 0, report.stdout + report.stderr  # unfinished is not failed: it may still run
+    unfinished = report.stdout.split("unfinished")[1]
+    assert folder(1) in unfinished and folder(0) not in unfinished  # the report names the job still running
+    assert (sweep / "table.csv").exists()
     again = start(args, tmp_path)
-    wait_for("the re-run to find the running job", lambda: f"still in SLURM as job {job_id}" in
-             (tmp_path / "alrun.log").read_text())
+    wait_for("the re-run to find the running job",
+             lambda: f"still in SLURM as job {job_id}" in (tmp_path / "alrun.log").read_text())
     (gate / "hold").write_text("")  # the held job finishes now
     out = finish(again, tmp_path)
     assert again.returncode == 0, out
     assert "1 of 2 jobs finished earlier" in out
-    submitted = {p.name.split("_")[0] for p in (sweep / ".submitit").iterdir() if "_" in p.name}
-    assert len(submitted) == 1  # the re-run submitted nothing
-    same_steps(sweep, gated_reference, [0, 1])
-    assert set(pd.read_csv(sweep / "summary.csv")["seed"]) == {0, 1}
+    assert len({task.split("_")[0] for task in array_tasks(sweep)}) == 1  # the re-run submitted nothing
+    same_steps(sweep, smoke_reference, [0, 1])
+    same_table(sweep, smoke_reference)
