@@ -8,6 +8,8 @@ so every fault hits a job that has finished steps and still has steps to run, wi
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import re
 import shutil
@@ -125,6 +127,22 @@ def job_log(sweep: Path, job_id: str) -> str:
     return (sweep / ".submitit" / job_id / f"{job_id}_0_log.err").read_text()
 
 
+def each_step_logged_once(sweep: Path, jobs: list[str]) -> None:
+    """The sweep's MLflow store holds one finished child run per job whose test accuracy has each step of the
+    job's steps.csv once."""
+    from mlflow.tracking import MlflowClient
+
+    known = json.loads((sweep / "mlflow_sweep.json").read_text())
+    client = MlflowClient(tracking_uri=known["uri"])
+    runs = client.search_runs([known["experiment_id"]], filter_string=f"tags.mlflow.parentRunId = '{known['run_id']}'")
+    assert sorted(r.info.run_name for r in runs) == sorted(jobs)
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        steps = pd.read_csv(sweep / run.info.run_name / "steps.csv")
+        logged = sorted(m.step for m in client.get_metric_history(run.info.run_id, "test_acc"))
+        assert logged == sorted(steps["labelled"].astype(int))
+
+
 def test_slurm_sweep_equals_the_basic_launcher(tmp_path, smoke_reference):
     sweep = tmp_path / "sweep"
     args = ["scale=smoke", "heuristic=bald", "seed=0,1", *SLURM, f"hydra.sweep.dir={sweep}"]
@@ -147,11 +165,13 @@ def test_requeued_and_timed_out_jobs_resume_and_the_report_is_written_once(tmp_p
     """Two held jobs given 2 minutes each. Seed 0: `scontrol requeue` (what preemption does). Seed 1: left to its
     time limit: SLURM signals it (USR2, `signal_delay_s` ahead give or take SLURM's 60 s resolution, hence not a
     1-minute limit) and submitit requeues it. Both run again, resume after their last finished step, and end with
-    the steps of uninterrupted jobs; the launching process waits for them and writes the report once."""
+    the steps of uninterrupted jobs; the launching process waits for them and writes the report once. Tracked in
+    MLflow (when installed): one child run per job, each step logged once despite the requeues."""
     gate, sweep = tmp_path / "gate", tmp_path / "sweep"
     hold(gate, 0, 1)
     limit = ["hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=30"]
-    proc = start([*gated(gate, "0,1"), *SLURM, *limit, f"hydra.sweep.dir={sweep}"], tmp_path)
+    tracked = ["tracker=mlflow"] if importlib.util.find_spec("mlflow") else []
+    proc = start([*gated(gate, "0,1"), *SLURM, *limit, *tracked, f"hydra.sweep.dir={sweep}"], tmp_path)
     preempted = wait_for("job seed=0 to reach its held step", lambda: read(gate / f"{folder(0)}.waiting"))
     steps_before = len(pd.read_csv(sweep / folder(0) / "steps.csv"))
     assert steps_before >= 1  # it has finished steps to resume after
@@ -166,6 +186,8 @@ def test_requeued_and_timed_out_jobs_resume_and_the_report_is_written_once(tmp_p
     same_steps(sweep, smoke_reference, [0, 1])
     assert out.count("Results in") == 1
     same_table(sweep, smoke_reference)
+    if tracked:
+        each_step_logged_once(sweep, [folder(0), folder(1)])
 
 
 def test_cancelled_job_is_reported_and_the_rerun_submits_only_it(tmp_path, smoke_reference):
