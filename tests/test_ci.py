@@ -31,6 +31,9 @@ def test_ci_reads_the_readmes_two_commands_install_and_alrun_then_the_suite():
     run = (REPO / ".ci" / "run").read_text()
     assert "python3 .ci/readme_commands.py README.md" in run
     assert run.index('-c "${commands[0]}"') < run.index('-c "${commands[1]}"')  # in the README's order
+    # a single-node SLURM for the tests marked slurm first; exit 3 (no root, no apt-get) lets CI go on
+    assert run.index("bash .ci/slurm-up.sh") < run.index('-c "${commands[1]}"')
+    assert '"$slurm" -eq 3' in run
 
 
 def test_a_readme_without_the_block_stops_ci_with_one_line(tmp_path):

@@ -82,3 +82,21 @@ def test_slurm_launcher_config_makes_the_sbatch_script(tmp_path, monkeypatch):
                  "--ntasks-per-node=1", "--signal=USR2@120"):
         assert f"#SBATCH {line}\n" in script
     assert executor._executor.max_num_timeout == 3  # a job cut at its time limit is requeued and resumes
+
+
+def test_slurm_launcher_is_alruns_on_the_plugins():
+    """`hydra/launcher=slurm` names alrun's launcher (skips finished jobs, adopts running ones, reports a
+    cancelled one), filed in Hydra's plugin registry under the name the config gives."""
+    pytest.importorskip("submitit", reason="the `cluster` extra is not installed")
+    from hydra.core.plugins import Plugins
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as PluginLauncher
+    from omegaconf import OmegaConf
+
+    from alrun.cli import config_dir
+    from alrun.launchers import PLUGIN_NAME, SlurmLauncher, register
+
+    register()
+    assert Plugins.instance().class_name_to_class[PLUGIN_NAME] is SlurmLauncher
+    assert issubclass(SlurmLauncher, PluginLauncher)
+    config = OmegaConf.load(f"{config_dir()}/hydra/launcher/slurm.yaml")
+    assert config["_target_"] == PLUGIN_NAME
