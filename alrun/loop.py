@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from alrun.acquisition import acquire
+from alrun.acquisition import acquire, inputs_read
 from alrun.active_set import ActiveSet
 from alrun.checkpoint import atomic_write_text, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from alrun.config import RunSpec, check_against_data
@@ -193,6 +193,9 @@ class ActiveLearningJob:
         inference_batch = InferenceBatch(spec.inference_batch_size)  # halved for the whole job on GPU out-of-memory
         validation = torch.as_tensor(data.validation)
         x_val, y_val = x_train[validation.to(x_train.device)], oracle[validation]
+        # a heuristic that reads the labelled set's embeddings or labels gets its inputs at every step
+        reads_labelled = bool(inputs_read(spec.heuristic, spec.heuristic_params) & {"labelled_embeddings",
+                                                                                     "labelled_targets"})
         for row in rows:
             if on_step:
                 on_step(row, self.n_steps_total)
@@ -253,6 +256,7 @@ class ActiveLearningJob:
                     mc_generator=generator(spec.seed, f"mc/{step}", device),
                     acquisition_generator=generator(spec.seed, f"acquire/{step}"),
                     batch_size=inference_batch, amp=amp, heuristic_params=spec.heuristic_params,
+                    labelled=(x_train[idx.to(x_train.device)], oracle[idx]) if reads_labelled else None,
                 )
                 active.label(ActiveSet.positions_to_indices(candidates, chosen.positions))
                 time_infer, time_acquire = chosen.time_infer, chosen.time_select
