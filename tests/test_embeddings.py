@@ -226,7 +226,9 @@ def test_a_custom_selector_reading_embeddings_runs_in_a_smoke_job(tmp_path):
     assert all(c["shape"][1] == 24 for c in calls[1:])
     # the labelled targets are the oracle's labels of the labelled set, in labelling order
     job = sweep / next(p.name for p in sweep.iterdir() if p.is_dir() and (p / "checkpoint.json").exists())
-    labelled = json.loads((job / "checkpoint.json").read_text())["labelled"]
+    from alrun.checkpoint import load_checkpoint
+
+    labelled = load_checkpoint(job / "checkpoint.json")["labelled"]
     from alrun.data import load_dataset
     from alrun.config import DatasetSpec
     y = load_dataset(DatasetSpec(name="digits", max_train=300, max_test=150)).y_train
