@@ -1,0 +1,414 @@
+"""Acquisition that reads the data's geometry: CoreSet, BADGE, TypiClust and ProbCover.
+
+Pure functions over tensors. Each takes the pool candidates' embeddings ``embeddings: [N, D]``
+(the input of the model's last linear layer) and returns ``k`` distinct positions into the N
+candidates, int64 ``[k]``, in selection order. Randomness comes only from the ``generator`` passed
+in. Distances are computed block by block so that no block of the distance matrix is larger than
+``max_memory_mb``; nothing holds an ``N x N`` or ``N x L`` matrix.
+
+- :func:`coreset`: k-center greedy (Sener & Savarese, 2018).
+- :func:`badge`: k-means++ seeding on gradient embeddings (Ash et al., 2020).
+- :func:`typiclust`: the most typical point of the least labelled clusters (Hacohen et al., 2022, TPC-RP).
+- :func:`probcover`: greedy max coverage of delta-balls (Yehuda et al., 2022).
+
+TypiClust and ProbCover work on L2-normalised embeddings, as the authors' implementation does (it
+normalises its self-supervised features): ProbCover's radius is then a distance on the unit sphere
+(0 to 2). CoreSet and BADGE use the embeddings as they are, as their papers do.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+# Bytes a distance block costs per entry: the float32 (or float64) squared distances and one
+# temporary of the same size (a comparison mask, or the minimum's workspace).
+BYTES_PER_ENTRY = 16
+# TypiClust: clusters of at most this many points (pool and labelled) are skipped, as the authors'
+# implementation does (it keeps clusters of more than 5 points).
+MIN_CLUSTER_SIZE = 5
+# TypiClust's k-means: exact KMeans up to this many clusters, MiniBatchKMeans above (the authors' rule).
+MAX_EXACT_KMEANS_CLUSTERS = 50
+MINIBATCH_SIZE = 5000
+# ProbCover's purity rule: the fraction of pure balls is measured on at most this many random centres.
+PURITY_CENTRES = 10_000
+_TYPICALITY_EPS = 1e-5  # as the authors' typicality: 1 / (mean distance + 1e-5)
+
+
+# --- inputs ---------------------------------------------------------------------------------------
+
+
+def _check_embeddings(name: str, x: Tensor) -> Tensor:
+    if not isinstance(x, Tensor) or x.dim() != 2 or not x.is_floating_point():
+        raise ValueError(f"{name} must be a 2-D floating-point tensor [rows, D], got "
+                         f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}.")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or infinite values; check the model's embeddings.")
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def _check_common(embeddings: Tensor, k: int, labelled: Tensor | None, max_memory_mb: float,
+                  generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Validated (pool [N, D], labelled [L, D]) in one dtype; L may be 0."""
+    x = _check_embeddings("embeddings", embeddings)
+    n = x.shape[0]
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= n:
+        raise ValueError(f"k must be an integer between 0 and the {n} pool candidates, got {k!r}.")
+    if isinstance(max_memory_mb, bool) or not isinstance(max_memory_mb, (int, float)) or not max_memory_mb > 0:
+        raise ValueError(f"max_memory_mb must be a positive number, got {max_memory_mb!r}.")
+    if not isinstance(generator, torch.Generator):
+        raise ValueError("generator must be a torch.Generator (the acquisition's seeded generator).")
+    if labelled is None:
+        lab = x.new_zeros((0, x.shape[1]))
+    else:
+        lab = _check_embeddings("labelled_embeddings", labelled)
+        if lab.shape[1] != x.shape[1]:
+            raise ValueError(f"labelled_embeddings have {lab.shape[1]} dimensions but embeddings have "
+                             f"{x.shape[1]}; both must come from the same layer.")
+    dtype = torch.promote_types(x.dtype, lab.dtype)
+    return x.to(dtype), lab.to(device=x.device, dtype=dtype)
+
+
+# --- distances in blocks --------------------------------------------------------------------------
+
+
+def block_shape(n_rows: int, n_cols: int, max_memory_mb: float) -> tuple[int, int]:
+    """(rows, cols) of the distance blocks: rows * cols * BYTES_PER_ENTRY <= the budget (at least 1 x 1).
+
+    Whole rows when one fits, so that most work is one matrix product per block of rows.
+    """
+    budget = int(max_memory_mb * 2**20)
+    cols = max(1, min(n_cols, budget // BYTES_PER_ENTRY))
+    rows = max(1, min(n_rows, budget // (BYTES_PER_ENTRY * cols)))
+    return rows, cols
+
+
+def _sq_norms(x: Tensor) -> Tensor:
+    return (x * x).sum(dim=1)
+
+
+def sq_distances(a: Tensor, b: Tensor, a_sq: Tensor, b_sq: Tensor) -> Tensor:
+    """Squared Euclidean distances [n, m] between rows of a [n, D] and b [m, D] (norms given: [n], [m]).
+
+    One matrix product (||a||^2 + ||b||^2 - 2 a.b), clamped at 0 against rounding. Every distance
+    block of this module goes through here (tests count the blocks).
+    """
+    d2 = torch.addmm(a_sq.unsqueeze(1), a, b.T, alpha=-2.0)
+    return d2.add_(b_sq).clamp_min_(0.0)
+
+
+def _min_sq_distances(x: Tensor, y: Tensor, max_memory_mb: float) -> Tensor:
+    """min_j ||x_i - y_j||^2: [n] (inf where y has no rows), block by block."""
+    out = torch.full((x.shape[0],), math.inf, dtype=x.dtype, device=x.device)
+    if y.shape[0] == 0:
+        return out
+    x_sq, y_sq = _sq_norms(x), _sq_norms(y)
+    rows, cols = block_shape(x.shape[0], y.shape[0], max_memory_mb)
+    for i in range(0, x.shape[0], rows):
+        for j in range(0, y.shape[0], cols):
+            block = sq_distances(x[i : i + rows], y[j : j + cols], x_sq[i : i + rows], y_sq[j : j + cols])
+            torch.minimum(out[i : i + rows], block.min(dim=1).values, out=out[i : i + rows])
+    return out
+
+
+def _normalised(x: Tensor) -> Tensor:
+    return torch.nn.functional.normalize(x, dim=1)
+
+
+def _draw_int(high: int, generator: torch.Generator) -> int:
+    """A uniform integer in [0, high) from the generator."""
+    return int(torch.randint(high, (1,), generator=generator, device=generator.device).item())
+
+
+def _sklearn_seed(generator: torch.Generator) -> int:
+    """A seed for scikit-learn drawn from the generator, so that the run stays reproducible."""
+    return _draw_int(2**31 - 1, generator)
+
+
+# --- CoreSet ----------------------------------------------------------------------------------------
+
+
+def coreset(embeddings: Tensor, k: int, *, generator: torch.Generator, labelled_embeddings: Tensor | None = None,
+            max_memory_mb: float = 512.0) -> Tensor:
+    """k-center greedy (Sener & Savarese, 2018): each pick is the candidate farthest from every
+    labelled point and every earlier pick.
+
+    embeddings [N, D], labelled_embeddings [L, D] (or None) -> LongTensor [k] in selection order.
+    The distance of each candidate to its nearest labelled point is computed in blocks within
+    ``max_memory_mb``; each pick then costs one [N] distance update. With no labelled point the
+    first pick is drawn uniformly by ``generator``. Ties go to the lowest position.
+    """
+    x, lab = _check_common(embeddings, k, labelled_embeddings, max_memory_mb, generator)
+    n = x.shape[0]
+    chosen = torch.empty(k, dtype=torch.int64)
+    if k == 0:
+        return chosen
+    min_d2 = _min_sq_distances(x, lab, max_memory_mb)  # [N], inf without labelled points
+    x_sq = _sq_norms(x)
+    taken = torch.zeros(n, dtype=torch.bool, device=x.device)
+    for step in range(k):
+        if step == 0 and lab.shape[0] == 0:
+            pick = _draw_int(n, generator)
+        else:
+            pick = int(torch.where(taken, -1.0, min_d2).argmax())  # argmax: the first of equal maxima
+        chosen[step] = pick
+        taken[pick] = True
+        d2 = sq_distances(x, x[pick : pick + 1], x_sq, x_sq[pick : pick + 1]).squeeze(1)
+        torch.minimum(min_d2, d2, out=min_d2)
+    return chosen
+
+
+# --- BADGE ------------------------------------------------------------------------------------------
+
+
+def badge(embeddings: Tensor, probs: Tensor, k: int, *, generator: torch.Generator,
+          max_memory_mb: float = 512.0) -> Tensor:
+    """BADGE (Ash et al., 2020): k-means++ seeding on the gradient embeddings of the last layer.
+
+    embeddings h [N, D], probs p [N, C] (predictive probabilities) -> LongTensor [k].
+    The gradient of the cross-entropy at the predicted label with respect to the last layer's
+    weights is g_i = (onehot(argmax p_i) - p_i) ⊗ h_i (C * D numbers). It is never built:
+    ||g_i||^2 = ||a_i||^2 ||h_i||^2 and <g_i, g_j> = <a_i, a_j> <h_i, h_j> with a_i = onehot - p_i,
+    so each pick costs O(N (C + D)). As the authors' implementation does, the first pick is the
+    largest gradient norm (the first of equal ones), and each later pick is drawn with probability
+    proportional to its squared distance to the nearest pick. Candidates at distance 0 from a pick
+    (duplicates) are never drawn while others remain; when only such ones remain, the draw is
+    uniform among them (the reference stops there). The memory is O(N (C + D)); ``max_memory_mb``
+    is accepted for a uniform signature.
+    """
+    h, _ = _check_common(embeddings, k, None, max_memory_mb, generator)
+    p = _check_embeddings("probs", probs).to(device=h.device, dtype=h.dtype)
+    n = h.shape[0]
+    if p.shape[0] != n:
+        raise ValueError(f"probs has {p.shape[0]} rows but embeddings has {n}; give one row per candidate.")
+    chosen = torch.empty(k, dtype=torch.int64)
+    if k == 0:
+        return chosen
+    a = -p
+    a[torch.arange(n), p.argmax(dim=1)] += 1.0  # [N, C]: onehot(argmax p) - p
+    a_sq, h_sq = _sq_norms(a), _sq_norms(h)
+    g_sq = a_sq * h_sq  # [N] squared gradient norms
+    # below this, a squared distance is rounding noise of the expansion ||g_i||^2 + ||g_j||^2 - 2<g_i, g_j>
+    tol = 64 * torch.finfo(h.dtype).eps
+    min_d2 = torch.full((n,), math.inf, dtype=h.dtype, device=h.device)
+    taken = torch.zeros(n, dtype=torch.bool, device=h.device)
+    for step in range(k):
+        if step == 0:
+            pick = int(g_sq.argmax())
+        else:
+            weights = torch.where(taken, 0.0, min_d2)
+            if not bool((weights > 0).any()):
+                weights = (~taken).to(h.dtype)
+            pick = int(torch.multinomial(weights.to(generator.device), 1, generator=generator))
+        chosen[step] = pick
+        taken[pick] = True
+        dot = (a @ a[pick]) * (h @ h[pick])  # [N] <g_i, g_pick>
+        d2 = (g_sq + g_sq[pick] - 2 * dot).clamp_min_(0.0)
+        d2[d2 <= tol * (g_sq + g_sq[pick])] = 0.0
+        torch.minimum(min_d2, d2, out=min_d2)
+    return chosen
+
+
+# --- TypiClust --------------------------------------------------------------------------------------
+
+
+def _kmeans_labels(x: Tensor, n_clusters: int, seed: int) -> np.ndarray:
+    """k-means cluster labels [M] of x [M, D]: exact KMeans for few clusters, MiniBatchKMeans for many."""
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
+    data = x.detach().cpu().numpy()
+    if n_clusters <= MAX_EXACT_KMEANS_CLUSTERS:
+        km = KMeans(n_clusters=n_clusters, n_init=1, random_state=seed)
+    else:
+        km = MiniBatchKMeans(n_clusters=n_clusters, batch_size=MINIBATCH_SIZE, n_init=1, random_state=seed)
+    return km.fit_predict(data)
+
+
+def _most_typical(x: Tensor, n_neighbours: int, max_memory_mb: float) -> int:
+    """Position in x [m, D] of the highest typicality: 1 / (mean distance to its K nearest others + 1e-5).
+
+    K = min(n_neighbours, m // 2), as the authors' implementation (half the points of a small cluster).
+    """
+    m = x.shape[0]
+    kk = min(n_neighbours, m // 2)
+    if kk == 0:
+        return 0
+    x_sq = _sq_norms(x)
+    mean_dist = torch.empty(m, dtype=x.dtype, device=x.device)
+    rows, _ = block_shape(m, m, max_memory_mb)
+    for i in range(0, m, rows):
+        d2 = sq_distances(x[i : i + rows], x, x_sq[i : i + rows], x_sq)
+        d2[torch.arange(d2.shape[0]), torch.arange(i, i + d2.shape[0])] = math.inf  # not its own neighbour
+        mean_dist[i : i + rows] = d2.topk(kk, dim=1, largest=False).values.sqrt_().mean(dim=1)
+    typicality = 1.0 / (mean_dist + _TYPICALITY_EPS)
+    return int(typicality.argmax())
+
+
+def typiclust(embeddings: Tensor, k: int, *, generator: torch.Generator, labelled_embeddings: Tensor | None = None,
+              n_neighbours: int = 20, max_clusters: int = 500, max_memory_mb: float = 512.0) -> Tensor:
+    """TypiClust, TPC-RP (Hacohen et al., 2022): the most typical candidate of the least labelled clusters.
+
+    embeddings [N, D], labelled_embeddings [L, D] (or None) -> LongTensor [k].
+    Pool and labelled points (L2-normalised) are clustered by k-means into min(L + k, max_clusters)
+    clusters (scikit-learn's KMeans up to 50 clusters, MiniBatchKMeans with batches of 5,000 above,
+    as the authors do; seeded from ``generator``). Each pick takes the cluster with the fewest labelled
+    and already chosen points, ties to the larger cluster, then the lower cluster id, skipping
+    clusters of at most 5 points while a larger one still has candidates; in it, the candidate of
+    highest typicality, 1 / (mean distance to its K nearest neighbours + 1e-5), with the neighbours
+    among the cluster's candidates not yet chosen and K = min(n_neighbours, their number // 2) (the
+    authors' rules). Unlike the authors' code, which visits the clusters in one order fixed before
+    the first pick, the counts include the picks so far: the same order while uncovered clusters
+    remain, and no cluster is revisited before the others have caught up.
+    """
+    x, lab = _check_common(embeddings, k, labelled_embeddings, max_memory_mb, generator)
+    for name, value in (("n_neighbours", n_neighbours), ("max_clusters", max_clusters)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    n, n_lab = x.shape[0], lab.shape[0]
+    chosen = torch.empty(k, dtype=torch.int64)
+    if k == 0:
+        return chosen
+    points = _normalised(torch.cat([x, lab]))  # [N + L, D]: pool first
+    n_clusters = min(n_lab + k, max_clusters, n + n_lab)
+    seed = _sklearn_seed(generator)
+    labels = torch.from_numpy(_kmeans_labels(points, n_clusters, seed).astype(np.int64))  # [N + L]
+    sizes = torch.bincount(labels, minlength=n_clusters)
+    counts = torch.bincount(labels[n:], minlength=n_clusters)  # labelled points, then picks too
+    pool_labels = labels[:n].clone()  # -1 once chosen
+    available = torch.bincount(pool_labels, minlength=n_clusters)  # candidates left per cluster
+    big = sizes > MIN_CLUSTER_SIZE
+    for step in range(k):
+        open_ = available > 0
+        if bool((open_ & big).any()):
+            open_ &= big
+        # fewest labelled, then the largest, then the lowest id: one lexicographic key
+        key = torch.where(open_, counts * (n + n_lab + 1) * n_clusters + (n + n_lab - sizes) * n_clusters
+                          + torch.arange(n_clusters), torch.iinfo(torch.int64).max)
+        cluster = int(key.argmin())
+        members = (pool_labels == cluster).nonzero().squeeze(1)
+        pick = int(members[_most_typical(points[members], n_neighbours, max_memory_mb)])
+        chosen[step] = pick
+        pool_labels[pick] = -1
+        counts[cluster] += 1
+        available[cluster] -= 1
+    return chosen
+
+
+# --- ProbCover --------------------------------------------------------------------------------------
+
+
+def purity_radius(points: Tensor, n_classes: int, purity: float, *, generator: torch.Generator,
+                  max_memory_mb: float = 512.0) -> float:
+    """ProbCover's radius rule (Yehuda et al., 2022): the largest delta whose balls are pure often enough.
+
+    points [M, D] (already normalised) are clustered by k-means into ``n_classes`` clusters; the open
+    ball B(x, delta) is pure when every point in it shares x's cluster, that is when delta <= r(x), the
+    distance from x to the nearest point of another cluster. The largest delta with
+    P(ball pure) >= ``purity`` is then an order statistic of r, found exactly rather than on a grid.
+    With more than PURITY_CENTRES points, r is measured on that many centres drawn by ``generator``
+    (the fraction's standard error is then at most 0.5 percentage points).
+    """
+    m = points.shape[0]
+    labels = torch.from_numpy(_kmeans_labels(points, n_classes, _sklearn_seed(generator)).astype(np.int64))
+    if m > PURITY_CENTRES:
+        centres = torch.randperm(m, generator=generator, device=generator.device)[:PURITY_CENTRES].cpu()
+    else:
+        centres = torch.arange(m)
+    c = points[centres.to(points.device)]
+    c_sq, p_sq = _sq_norms(c), _sq_norms(points)
+    c_lab, p_lab = labels[centres].to(points.device), labels.to(points.device)
+    r2 = torch.full((c.shape[0],), math.inf, dtype=points.dtype, device=points.device)
+    rows, cols = block_shape(c.shape[0], m, max_memory_mb)
+    for i in range(0, c.shape[0], rows):
+        for j in range(0, m, cols):
+            d2 = sq_distances(c[i : i + rows], points[j : j + cols], c_sq[i : i + rows], p_sq[j : j + cols])
+            d2.masked_fill_(c_lab[i : i + rows, None] == p_lab[None, j : j + cols], math.inf)
+            torch.minimum(r2[i : i + rows], d2.min(dim=1).values, out=r2[i : i + rows])
+    r = r2.sqrt().sort().values
+    need = math.ceil(purity * r.shape[0] - 1e-9)  # pure balls needed; purity <= 1 so need <= len(r)
+    return float(r[r.shape[0] - need]) if need > 0 else math.inf
+
+
+def ball_graph(points: Tensor, radius: float, max_memory_mb: float) -> tuple[Tensor, Tensor]:
+    """Directed edges (src, dst), int64 [E] each, with ||p_src - p_dst|| < radius (self-loops included).
+
+    Distances are symmetric, so each block of rows is compared with itself and the rows after it
+    only (half the work), and each edge found is stored in both directions. The distance blocks stay
+    within ``max_memory_mb``; the edge list grows with the number of edges (the graph itself).
+    """
+    m = points.shape[0]
+    p_sq = _sq_norms(points)
+    r2 = radius * radius
+    srcs, dsts = [], []
+    rows, cols = block_shape(m, m, max_memory_mb)
+    for i in range(0, m, rows):
+        i_end = min(i + rows, m)
+        for j in range(i, m, cols):
+            d2 = sq_distances(points[i:i_end], points[j : j + cols], p_sq[i:i_end], p_sq[j : j + cols])
+            s, d = (d2 < r2).nonzero(as_tuple=True)
+            s, d = s + i, d + j
+            keep = s <= d  # the block on the diagonal also holds the lower part: found again as the reverse
+            s, d = s[keep], d[keep]
+            upper = s < d  # stored in both directions; the diagonal gives the self-loops, once
+            srcs += [s, d[upper]]
+            dsts += [d, s[upper]]
+    return torch.cat(srcs).cpu(), torch.cat(dsts).cpu()
+
+
+def probcover(embeddings: Tensor, k: int, *, generator: torch.Generator, labelled_embeddings: Tensor | None = None,
+              radius: float | None = None, n_classes: int | None = None, purity: float = 0.95,
+              max_memory_mb: float = 512.0) -> Tensor:
+    """ProbCover (Yehuda et al., 2022): greedy max coverage of delta-balls around the picks.
+
+    embeddings [N, D], labelled_embeddings [L, D] (or None) -> LongTensor [k].
+    Over the L2-normalised pool and labelled points, the graph has an edge x -> y when
+    ||x - y|| < radius (built in blocks, kept as an edge list). Points within the radius of a labelled
+    point are covered from the start; each pick is then the candidate whose ball holds the most
+    uncovered points (the first of equal ones, as the authors' argmax), and those become covered.
+    Once every point is covered, the remaining picks are drawn uniformly by ``generator`` among the
+    candidates not chosen (the authors' code would pick an arbitrary one there). ``radius=None``
+    chooses it by the paper's purity rule with ``n_classes`` k-means clusters (see :func:`purity_radius`).
+    """
+    x, lab = _check_common(embeddings, k, labelled_embeddings, max_memory_mb, generator)
+    if radius is not None and (isinstance(radius, bool) or not isinstance(radius, (int, float)) or not radius > 0):
+        raise ValueError(f"radius must be a positive number (a distance between normalised embeddings, "
+                         f"0 to 2) or None for the purity rule, got {radius!r}.")
+    if radius is None:
+        if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
+            raise ValueError(f"radius=None chooses the radius by the purity rule, which needs n_classes, "
+                             f"an integer of at least 2, got {n_classes!r}.")
+        if isinstance(purity, bool) or not isinstance(purity, (int, float)) or not 0 < purity <= 1:
+            raise ValueError(f"purity must be a number in (0, 1], got {purity!r}.")
+    n = x.shape[0]
+    chosen = torch.empty(k, dtype=torch.int64)
+    if k == 0:
+        return chosen
+    points = _normalised(torch.cat([x, lab]))  # [M = N + L, D]: pool first
+    m = points.shape[0]
+    if radius is None:
+        n_clusters = min(n_classes, m)
+        radius = (purity_radius(points, n_clusters, purity, generator=generator, max_memory_mb=max_memory_mb)
+                  if n_clusters >= 2 else math.inf)
+    src, dst = ball_graph(points, radius, max_memory_mb)
+    covered = torch.zeros(m, dtype=torch.bool)
+    covered[dst[src >= n]] = True  # the labelled points' balls
+    alive = ~covered[dst]
+    src, dst = src[alive], dst[alive]
+    taken = torch.zeros(n, dtype=torch.bool)
+    for step in range(k):
+        degrees = torch.bincount(src, minlength=m)[:n]  # uncovered points in each candidate's ball
+        degrees[taken] = -1
+        if int(degrees.max()) > 0:
+            pick = int(degrees.argmax())
+        else:  # everything is covered: uniform among the candidates not chosen
+            free = (~taken).nonzero().squeeze(1)
+            pick = int(free[_draw_int(free.shape[0], generator)])
+        chosen[step] = pick
+        taken[pick] = True
+        covered[dst[src == pick]] = True
+        alive = ~covered[dst]
+        src, dst = src[alive], dst[alive]
+    return chosen
