@@ -11,6 +11,7 @@ from torch import nn
 
 from alrun import batch, components, heuristics
 from alrun.embeddings import INPUTS, embed
+from alrun.errors import HeuristicError
 from alrun.inference import InferenceBatch, mc_probs, streamed_scores
 
 # the built-in selectors that read the model's embeddings (alrun.diversity): no MC samples, one plain pass
@@ -194,6 +195,9 @@ def _acquire_selector(model: nn.Module, x_candidates: torch.Tensor, heuristic: s
     if "labelled_embeddings" in inputs and not len(inputs["labelled_embeddings"]):
         inputs["labelled_embeddings"] = None  # an empty labelled set: the selectors' own default
     offered = {**inputs, "probs": probs, "n_classes": probs.shape[1], "generator": acquisition_generator}
-    chosen = select(embeddings, k=query_size, **components.accepted(select, offered), **params)
+    try:
+        chosen = select(embeddings, k=query_size, **components.accepted(select, offered), **params)
+    except ValueError as exc:  # the selectors check their inputs with one sentence each
+        raise HeuristicError(f"heuristic={heuristic}: {exc}") from None
     positions = torch.as_tensor(chosen, dtype=torch.int64).cpu()
     return Acquisition(positions, time_infer, time.perf_counter() - tic)

@@ -27,6 +27,7 @@ from alrun.checkpoint import atomic_write_text, load_checkpoint, remove_stale_te
 from alrun.config import RunSpec, check_against_data
 from alrun.data import DataBundle, load_dataset
 from alrun.data.pathologies import corrupt_labels, imbalance_indices
+from alrun.embeddings import last_linear
 from alrun.devices import channels_last, job_determinism, resolve_device
 from alrun.errors import ConfigError, TrainingDiverged
 from alrun.features import featurize
@@ -194,8 +195,10 @@ class ActiveLearningJob:
         validation = torch.as_tensor(data.validation)
         x_val, y_val = x_train[validation.to(x_train.device)], oracle[validation]
         # a heuristic that reads the labelled set's embeddings or labels gets its inputs at every step
-        reads_labelled = bool(inputs_read(spec.heuristic, spec.heuristic_params) & {"labelled_embeddings",
-                                                                                     "labelled_targets"})
+        reads = inputs_read(spec.heuristic, spec.heuristic_params)
+        reads_labelled = bool(reads & {"labelled_embeddings", "labelled_targets"})
+        if reads & {"embeddings", "labelled_embeddings"}:
+            last_linear(model)  # a model without an nn.Linear layer stops here, before any training
         for row in rows:
             if on_step:
                 on_step(row, self.n_steps_total)
