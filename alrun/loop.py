@@ -27,8 +27,8 @@ from alrun.checkpoint import atomic_write_text, load_checkpoint, remove_stale_te
 from alrun.config import RunSpec, check_against_data
 from alrun.data import DataBundle, load_dataset
 from alrun.data.pathologies import corrupt_labels, imbalance_indices
-from alrun.embeddings import last_linear
 from alrun.devices import channels_last, job_determinism, resolve_device
+from alrun.embeddings import last_linear
 from alrun.errors import ConfigError, TrainingDiverged
 from alrun.features import featurize
 from alrun.fit_guard import fit_flag

@@ -4,6 +4,7 @@ parameter name, and the cold-start study."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -197,6 +198,32 @@ def test_each_built_in_selector_runs_in_a_smoke_job(tmp_path):
         assert meta["components"]["heuristic"]["target"] == f"alrun.diversity:{name}"
 
 
+@pytest.mark.parametrize("name", ["coreset", "badge"])
+def test_the_loop_gives_a_selector_the_labelled_sets_embeddings_it_reads(name, monkeypatch, tmp_path):
+    from dataclasses import replace
+
+    from alrun import components
+    from alrun.loop import ActiveLearningJob
+    from tests.faults import small_spec
+
+    real = components.builder("heuristic", name)
+    seen = []
+
+    def spy(embeddings, k, **kwargs):
+        seen.append((tuple(embeddings.shape), kwargs.get("labelled_embeddings"), k))
+        return real(embeddings, k=k, **kwargs)
+
+    spy.__signature__ = inspect.signature(real)  # alrun offers what the real one takes
+    monkeypatch.setitem(components._RESOLVED, ("heuristic", name), spy)
+    ActiveLearningJob(replace(small_spec(), heuristic=name), tmp_path / "job").run()
+    assert [k for _, _, k in seen] == [10, 10]
+    assert all(shape[1] == 128 for shape, _, _ in seen)  # the MLP head's hidden width
+    if name == "coreset":
+        assert [tuple(lab.shape) for _, lab, _ in seen] == [(20, 128), (30, 128)]
+    else:  # BADGE reads no labelled set: none is computed
+        assert all(lab is None for _, lab, _ in seen)
+
+
 SELECTOR_PACKAGE = '''
 import json, torch
 
@@ -229,8 +256,8 @@ def test_a_custom_selector_reading_embeddings_runs_in_a_smoke_job(tmp_path):
     from alrun.checkpoint import load_checkpoint
 
     labelled = load_checkpoint(job / "checkpoint.json")["labelled"]
-    from alrun.data import load_dataset
     from alrun.config import DatasetSpec
+    from alrun.data import load_dataset
     y = load_dataset(DatasetSpec(name="digits", max_train=300, max_test=150)).y_train
     assert calls[-1]["targets"] == [int(y[i]) for i in labelled[:40]]
 
