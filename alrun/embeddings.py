@@ -35,16 +35,17 @@ class Embedded:
     probs: torch.Tensor  # [N, C] float32, CPU
 
 
-def last_linear(model: nn.Module) -> nn.Linear:
+def last_linear(model: nn.Module, heuristic: str | None = None) -> nn.Linear:
     """The layer whose input is the embedding: the last nn.Linear of `model.head` (a custom model's
     head, alrun.custom_model) when it has one, else the last nn.Linear of the model in module order.
-    One ModelError sentence when the model has none."""
+    One ModelError sentence when the model has none (naming `heuristic` when given)."""
     head = mc_head(model)
     for scope in ((head, model) if head is not None else (model,)):
         linears = [m for m in scope.modules() if isinstance(m, nn.Linear)]
         if linears:
             return linears[-1]
-    raise ModelError(f"The heuristic reads the model's embeddings (the input of its last nn.Linear layer), but "
+    who = f"heuristic={heuristic}" if heuristic else "The heuristic"
+    raise ModelError(f"{who} reads the model's embeddings (the input of its last nn.Linear layer), but "
                      f"{type(model).__name__} has no nn.Linear layer; give it a linear output layer or use a "
                      "heuristic that reads probabilities only.")
 

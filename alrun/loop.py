@@ -198,7 +198,7 @@ class ActiveLearningJob:
         reads = inputs_read(spec.heuristic, spec.heuristic_params)
         reads_labelled = bool(reads & {"labelled_embeddings", "labelled_targets"})
         if reads & {"embeddings", "labelled_embeddings"}:
-            last_linear(model)  # a model without an nn.Linear layer stops here, before any training
+            last_linear(model, spec.heuristic)  # a model without an nn.Linear layer stops here, before any training
         for row in rows:
             if on_step:
                 on_step(row, self.n_steps_total)

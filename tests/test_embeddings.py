@@ -94,6 +94,8 @@ def test_a_custom_model_embeds_at_its_heads_last_linear_else_the_last_in_module_
 def test_a_model_without_a_linear_layer_is_one_sentence():
     with pytest.raises(ModelError, match="has no nn.Linear layer"):
         embed(nn.Sequential(nn.Flatten(), nn.Softmax(dim=1)), torch.randn(2, 3))
+    with pytest.raises(ModelError, match=r"^heuristic=coreset reads the model's embeddings .* has no nn.Linear layer;"):
+        last_linear(nn.Sequential(nn.Conv2d(1, 3, 1)), "coreset")
 
 
 # ---------------------------------------------------------------- acquisition
