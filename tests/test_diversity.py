@@ -254,8 +254,8 @@ def test_block_shape_stays_within_the_budget():
 
 
 def test_distance_blocks_stay_within_a_tiny_budget_and_give_the_same_picks(monkeypatch):
-    pool, labelled, probs = random_problem(n=1500, n_lab=400)
-    budget_mb = 0.05  # the full pool x (pool + labelled) matrix would take 1500 * 1900 * 16 B = 43 MiB
+    pool, labelled, probs = random_problem(n=500, n_lab=100)
+    budget_mb = 0.02  # 1,310 entries a block; the full pool x (pool + labelled) matrix takes 500 * 600 * 16 B = 4.6 MiB
     expected = run_all(pool, labelled, probs, 12, seed=2)
     shapes: list[tuple[int, int]] = []
     real = dv.sq_distances
