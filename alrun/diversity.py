@@ -368,30 +368,54 @@ def purity_radius(points: Tensor, n_classes: int, purity: float, *, generator: t
     return float(r[r.shape[0] - need]) if need > 0 else math.inf
 
 
-def ball_graph(points: Tensor, radius: float, max_memory_mb: float) -> tuple[Tensor, Tensor]:
-    """Directed edges (src, dst), int64 [E] each, with ||p_src - p_dst|| < radius (self-loops included).
+def _ball_counts(points: Tensor, p_sq: Tensor, r2: float, uncovered: Tensor, max_memory_mb: float) -> Tensor:
+    """For every point, how many uncovered points lie in its ball (||x - y||^2 < r2): int64 [M].
 
-    Distances are symmetric, so each block of rows is compared with itself and the rows after it
-    only (half the work), and each edge found is stored in both directions. The distance blocks stay
-    within ``max_memory_mb``; the edge list grows with the number of edges (the graph itself).
+    Distances are symmetric, so each block of rows is compared with itself and the rows after it only
+    (half the work): a block's rows count their columns, and the columns past the rows' own square
+    count the rows. The blocks stay within ``max_memory_mb``.
     """
     m = points.shape[0]
-    p_sq = _sq_norms(points)
-    r2 = radius * radius
-    srcs, dsts = [], []
+    counts = torch.zeros(m, dtype=torch.int64, device=points.device)
     rows, cols = block_shape(m, m, max_memory_mb)
     for i in range(0, m, rows):
         i_end = min(i + rows, m)
         for j in range(i, m, cols):
-            d2 = sq_distances(points[i:i_end], points[j : j + cols], p_sq[i:i_end], p_sq[j : j + cols])
-            s, d = (d2 < r2).nonzero(as_tuple=True)
-            s, d = s + i, d + j
-            keep = s <= d  # the block on the diagonal also holds the lower part: found again as the reverse
-            s, d = s[keep], d[keep]
-            upper = s < d  # stored in both directions; the diagonal gives the self-loops, once
-            srcs += [s, d[upper]]
-            dsts += [d, s[upper]]
-    return torch.cat(srcs).cpu(), torch.cat(dsts).cpu()
+            j_end = min(j + cols, m)
+            inside = sq_distances(points[i:i_end], points[j:j_end], p_sq[i:i_end], p_sq[j:j_end]) < r2
+            counts[i:i_end] += (inside & uncovered[j:j_end]).sum(dim=1)
+            past = max(j, i_end)  # columns beyond the rows' own square: the reverse pairs
+            if past < j_end:
+                counts[past:j_end] += (inside[:, past - j :] & uncovered[i:i_end, None]).sum(dim=0)
+    return counts
+
+
+def _gains(points: Tensor, p_sq: Tensor, which: Tensor, r2: float, uncovered: Tensor,
+           max_memory_mb: float) -> Tensor:
+    """How many uncovered points lie in the balls of points[which]: int64 [len(which)], in blocks."""
+    m = points.shape[0]
+    out = torch.zeros(which.shape[0], dtype=torch.int64, device=points.device)
+    rows, cols = block_shape(which.shape[0], m, max_memory_mb)
+    for i in range(0, which.shape[0], rows):
+        w = which[i : i + rows]
+        for j in range(0, m, cols):
+            d2 = sq_distances(points[w], points[j : j + cols], p_sq[w], p_sq[j : j + cols])
+            out[i : i + rows] += ((d2 < r2) & uncovered[j : j + cols]).sum(dim=1)
+    return out
+
+
+def _cover(points: Tensor, p_sq: Tensor, centres: Tensor, r2: float, uncovered: Tensor, max_memory_mb: float) -> None:
+    """Marks as covered (in place) every point within the radius of one of points[centres]."""
+    m = points.shape[0]
+    rows, cols = block_shape(centres.shape[0], m, max_memory_mb)
+    for i in range(0, centres.shape[0], rows):
+        c = centres[i : i + rows]
+        for j in range(0, m, cols):
+            d2 = sq_distances(points[c], points[j : j + cols], p_sq[c], p_sq[j : j + cols])
+            uncovered[j : j + cols] &= ~(d2 < r2).any(dim=0)
+
+
+FIRST_REFRESH = 16  # stale candidates re-counted in the first batch of each lazy greedy step
 
 
 def probcover(embeddings: Tensor, k: int, *, generator: torch.Generator, labelled_embeddings: Tensor | None = None,
@@ -400,13 +424,19 @@ def probcover(embeddings: Tensor, k: int, *, generator: torch.Generator, labelle
     """ProbCover (Yehuda et al., 2022): greedy max coverage of delta-balls around the picks.
 
     embeddings [N, D], labelled_embeddings [L, D] (or None) -> LongTensor [k].
-    Over the L2-normalised pool and labelled points, the graph has an edge x -> y when
-    ||x - y|| < radius (built in blocks, kept as an edge list). Points within the radius of a labelled
-    point are covered from the start; each pick is then the candidate whose ball holds the most
-    uncovered points (the first of equal ones, as the authors' argmax), and those become covered.
-    Once every point is covered, the remaining picks are drawn uniformly by ``generator`` among the
-    candidates not chosen (the authors' code would pick an arbitrary one there). ``radius=None``
-    chooses it by the paper's purity rule with ``n_classes`` k-means clusters (see :func:`purity_radius`).
+    Over the L2-normalised pool and labelled points, a point's ball holds the points at distance
+    < radius. Points in a labelled point's ball are covered from the start; each pick is then the
+    candidate whose ball holds the most uncovered points (the first of equal ones, as the authors'
+    argmax), and those become covered. Once every point is covered, the remaining picks are drawn
+    uniformly by ``generator`` among the candidates not chosen (the authors' code would pick an
+    arbitrary one there). ``radius=None`` chooses it by the paper's purity rule with ``n_classes``
+    k-means clusters (see :func:`purity_radius`).
+
+    The authors keep the graph as an edge list, which grows as N^2 when balls are large; here no
+    edge is stored. One pass (half the pairs, by symmetry) counts each ball's uncovered points;
+    then the greedy is lazy: a count only falls as points get covered, so the stale counts are upper
+    bounds, and only the candidates whose bound could still win are re-counted, a batch at a time
+    (the same picks as the eager greedy). Memory: O(N + L) beyond the ``max_memory_mb`` blocks.
     """
     x, lab = _check_common(embeddings, k, labelled_embeddings, max_memory_mb, generator)
     if radius is not None and (isinstance(radius, bool) or not isinstance(radius, (int, float)) or not radius > 0):
@@ -428,23 +458,34 @@ def probcover(embeddings: Tensor, k: int, *, generator: torch.Generator, labelle
         n_clusters = min(n_classes, m)
         radius = (purity_radius(points, n_clusters, purity, generator=generator, max_memory_mb=max_memory_mb)
                   if n_clusters >= 2 else math.inf)
-    src, dst = ball_graph(points, radius, max_memory_mb)
-    covered = torch.zeros(m, dtype=torch.bool)
-    covered[dst[src >= n]] = True  # the labelled points' balls
-    alive = ~covered[dst]
-    src, dst = src[alive], dst[alive]
-    taken = torch.zeros(n, dtype=torch.bool)
+    r2 = float(radius) ** 2
+    p_sq = _sq_norms(points)
+    uncovered = torch.ones(m, dtype=torch.bool, device=points.device)
+    if m > n:
+        _cover(points, p_sq, torch.arange(n, m, device=points.device), r2, uncovered, max_memory_mb)
+    bound = _ball_counts(points, p_sq, r2, uncovered, max_memory_mb)[:n]  # [N], exact now
+    fresh = torch.ones(n, dtype=torch.bool, device=points.device)
+    taken = torch.zeros(n, dtype=torch.bool, device=points.device)
+    max_batch = block_shape(n, m, max_memory_mb)[0]
     for step in range(k):
-        degrees = torch.bincount(src, minlength=m)[:n]  # uncovered points in each candidate's ball
-        degrees[taken] = -1
-        if int(degrees.max()) > 0:
-            pick = int(degrees.argmax())
-        else:  # everything is covered: uniform among the candidates not chosen
-            free = (~taken).nonzero().squeeze(1)
-            pick = int(free[_draw_int(free.shape[0], generator)])
-        chosen[step] = pick
-        taken[pick] = True
-        covered[dst[src == pick]] = True
-        alive = ~covered[dst]
-        src, dst = src[alive], dst[alive]
+        batch = FIRST_REFRESH
+        while True:
+            # candidates by bound, highest first, ties to the lower position (a stable sort)
+            order = torch.sort(torch.where(taken, -1, bound), descending=True, stable=True).indices
+            best = int(order[0])
+            if fresh[best]:
+                break
+            stale = order[~fresh[order] & ~taken[order]][:batch]
+            bound[stale] = _gains(points, p_sq, stale, r2, uncovered, max_memory_mb)
+            fresh[stale] = True
+            batch = min(2 * batch, max_batch)
+        if int(bound[best]) == 0:  # everything is covered: the rest uniformly among the candidates not chosen
+            free = (~taken).nonzero().squeeze(1).cpu()
+            rest = free[torch.randperm(free.shape[0], generator=generator, device=generator.device).cpu()]
+            chosen[step:] = rest[: k - step]
+            break
+        chosen[step] = best
+        taken[best] = True
+        _cover(points, p_sq, torch.tensor([best], device=points.device), r2, uncovered, max_memory_mb)
+        fresh[:] = False
     return chosen
