@@ -291,3 +291,26 @@ def test_bad_inputs_raise_one_sentence(call, words):
     message = str(info.value)
     assert words in message
     assert message.endswith(".") and "\n" not in message and ". " not in message.rstrip(".")
+
+
+def test_bfloat16_screening_decides_every_ball_as_float32_does():
+    x = torch.nn.functional.normalize(torch.randn(300, 256, generator=gen(7)), dim=1)
+    sq = dv._sq_norms(x)
+    d2 = dv.sq_distances(x, x, sq, sq)
+    lo = x.bfloat16()
+    # a low quantile: few entries near the radius (checked one by one); the median: many (the block again)
+    for q in (0.01, 0.5):
+        r2 = float(torch.quantile(d2.flatten(), q))
+        assert torch.equal(dv.inside_ball(x, x, sq, sq, r2, lo, lo), d2 < r2)
+
+
+@pytest.mark.parametrize("labelled", [False, True])
+def test_probcover_picks_the_same_with_and_without_bfloat16_screening(monkeypatch, labelled):
+    pool, lab, _ = random_problem(n=400, n_lab=30, d=16)
+    picks = {}
+    for screen in (False, True):
+        monkeypatch.setattr(dv, "BF16_SCREEN", screen)
+        # a set radius: the purity rule's is a distance in the data, where rounding alone decides the ball
+        picks[screen] = dv.probcover(pool, 20, generator=gen(1), labelled_embeddings=lab if labelled else None,
+                                     radius=1.0).tolist()
+    assert picks[True] == picks[False]
