@@ -314,3 +314,18 @@ def test_probcover_picks_the_same_with_and_without_bfloat16_screening(monkeypatc
         picks[screen] = dv.probcover(pool, 20, generator=gen(1), labelled_embeddings=lab if labelled else None,
                                      radius=1.0).tolist()
     assert picks[True] == picks[False]
+
+
+def test_the_benchmark_runs_small_and_its_section_survives_benchmarks_run(tmp_path):
+    from benchmarks import bench_diversity, run
+
+    rows = bench_diversity.run_all(n=300, n_lab=20, d=16, c=10, q=10)
+    assert [name for name, _, _ in rows][:3] == ["coreset", "badge", "typiclust"] and len(rows) == 4
+    out = tmp_path / "RESULTS.md"
+    out.write_text("# Benchmark results\n\nold table\n")
+    for _ in range(2):  # a second record replaces the first
+        bench_diversity.record(bench_diversity.section(rows, "cmd", 300, 20, 16, 10, 2, "0", "0"), out)
+    text = out.read_text()
+    assert text.count(bench_diversity.MARK_START) == 1 and "| coreset |" in text and "old table" in text
+    assert bench_diversity.kept_section(out).startswith(bench_diversity.MARK_START)
+    assert "bench_diversity" not in run.discover()  # benchmarks/run.py keeps the section, never runs it
