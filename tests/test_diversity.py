@@ -320,7 +320,7 @@ def test_the_benchmark_runs_small_and_its_section_survives_benchmarks_run(tmp_pa
     from benchmarks import bench_diversity, run
 
     rows = bench_diversity.run_all(n=300, n_lab=20, d=16, c=10, q=10)
-    assert [name for name, _, _ in rows][:3] == ["coreset", "badge", "typiclust"] and len(rows) == 4
+    assert [name for name, *_ in rows][:3] == ["coreset", "badge", "typiclust"] and len(rows) == 4
     out = tmp_path / "RESULTS.md"
     out.write_text("# Benchmark results\n\nold table\n")
     for _ in range(2):  # a second record replaces the first
