@@ -36,7 +36,16 @@ MINIBATCH_SIZE = 5000
 INIT_SIZE = 3 * MINIBATCH_SIZE  # k-means++ seeds are drawn from this many points at most
 # ProbCover's purity rule: the fraction of pure balls is measured on at most this many random centres.
 PURITY_CENTRES = 2_000
+FIRST_REFRESH = 16  # ProbCover: stale candidates re-counted in the first batch of each lazy greedy step
 _TYPICALITY_EPS = 1e-5  # as the authors' typicality: 1 / (mean distance + 1e-5)
+# ProbCover's balls on unit vectors: a first pass in bfloat16 where the hardware multiplies it fast
+# (Intel AMX, CUDA), then float32 for the entries it cannot decide. For unit vectors the bfloat16
+# dot product is within about 2 * 2^-8 of the exact one (each factor rounded by at most 2^-8
+# relative, sum |a_i b_i| <= 1, float32 accumulation), so the squared distance 2 - 2 a.b within
+# about 0.016: SCREEN_MARGIN leaves room over that. None: automatic; True / False force it (tests).
+BF16_SCREEN: bool | None = None
+SCREEN_MARGIN = 0.02
+UNDECIDED_COST = 32  # a gathered float32 dot product costs about this many entries of a block product
 
 
 # --- inputs ---------------------------------------------------------------------------------------
@@ -418,16 +427,6 @@ def _cover(points: Tensor, p_sq: Tensor, centres: Tensor, r2: float, uncovered: 
             uncovered[j : j + cols] &= ~inside.any(dim=0)
 
 
-# ProbCover's balls on unit vectors: a first pass in bfloat16 where the hardware multiplies it fast
-# (Intel AMX, CUDA), then float32 for the entries it cannot decide. For unit vectors the bfloat16
-# dot product is within about 2 * 2^-8 of the exact one (each factor rounded by at most 2^-8
-# relative, sum |a_i b_i| <= 1, float32 accumulation), so the squared distance 2 - 2 a.b within
-# about 0.016: SCREEN_MARGIN leaves room over that. None: automatic; True / False force it (tests).
-BF16_SCREEN: bool | None = None
-SCREEN_MARGIN = 0.02
-UNDECIDED_COST = 32
-
-
 def _screen_in_bf16(x: Tensor) -> bool:
     if BF16_SCREEN is not None:
         return BF16_SCREEN and x.dtype == torch.float32
@@ -443,14 +442,15 @@ def _screen_in_bf16(x: Tensor) -> bool:
 
 def inside_ball(a: Tensor, b: Tensor, a_sq: Tensor, b_sq: Tensor, r2: float, a_lo: Tensor | None = None,
                 b_lo: Tensor | None = None) -> Tensor:
-    """||a_i - b_j||^2 < r2 as a bool block [n, m], for unit vectors a [n, D], b [m, D] (norms^2 given).
+    """||a_i - b_j||^2 < r2 as a bool block [n, m], for rows of norm <= 1 a [n, D], b [m, D] (norms^2 given).
 
     With a_lo / b_lo (the same rows in bfloat16) the block is decided in bfloat16 where the estimate is
     farther than SCREEN_MARGIN from r2 and in float32 elsewhere: the same answer as float32 throughout.
     """
     if a_lo is None or b_lo is None:
         return sq_distances(a, b, a_sq, b_sq) < r2
-    approx = torch.mm(a_lo, b_lo.T).float().mul_(-2.0).add_(2.0)  # 2 - 2 a.b for unit vectors
+    # ||a||^2 + ||b||^2 - 2 a.b with the norms exact (a zero row normalises to 0, not to a unit vector)
+    approx = torch.mm(a_lo, b_lo.T).float().mul_(-2.0).add_(a_sq[:, None]).add_(b_sq)
     inside = approx < r2
     rows, cols = (approx.sub_(r2).abs_() <= SCREEN_MARGIN).nonzero(as_tuple=True)
     # a gathered exact dot product costs about as much as UNDECIDED_COST entries of a block product
@@ -463,8 +463,6 @@ def inside_ball(a: Tensor, b: Tensor, a_sq: Tensor, b_sq: Tensor, r2: float, a_l
         inside[r, c] = exact.clamp_min_(0.0) < r2
     return inside
 
-
-FIRST_REFRESH = 16  # stale candidates re-counted in the first batch of each lazy greedy step
 
 
 def probcover(embeddings: Tensor, k: int, *, generator: torch.Generator, labelled_embeddings: Tensor | None = None,
