@@ -33,9 +33,19 @@ MIN_CLUSTER_SIZE = 5
 # TypiClust's k-means: exact KMeans up to this many clusters, MiniBatchKMeans above (the authors' rule).
 MAX_EXACT_KMEANS_CLUSTERS = 50
 MINIBATCH_SIZE = 5000
+INIT_SIZE = 3 * MINIBATCH_SIZE  # k-means++ seeds are drawn from this many points at most
 # ProbCover's purity rule: the fraction of pure balls is measured on at most this many random centres.
-PURITY_CENTRES = 10_000
+PURITY_CENTRES = 2_000
+FIRST_REFRESH = 16  # ProbCover: stale candidates re-counted in the first batch of each lazy greedy step
 _TYPICALITY_EPS = 1e-5  # as the authors' typicality: 1 / (mean distance + 1e-5)
+# ProbCover's balls on unit vectors: a first pass in bfloat16 where the hardware multiplies it fast
+# (Intel AMX, CUDA), then float32 for the entries it cannot decide. For unit vectors the bfloat16
+# dot product is within about 2 * 2^-8 of the exact one (each factor rounded by at most 2^-8
+# relative, sum |a_i b_i| <= 1, float32 accumulation), so the squared distance 2 - 2 a.b within
+# about 0.016: SCREEN_MARGIN leaves room over that. None: automatic; True / False force it (tests).
+BF16_SCREEN: bool | None = None
+SCREEN_MARGIN = 0.02
+UNDECIDED_COST = 32  # a gathered float32 dot product costs about this many entries of a block product
 
 
 # --- inputs ---------------------------------------------------------------------------------------
@@ -215,15 +225,51 @@ def badge(embeddings: Tensor, probs: Tensor, k: int, *, generator: torch.Generat
 # --- TypiClust --------------------------------------------------------------------------------------
 
 
-def _kmeans_labels(x: Tensor, n_clusters: int, seed: int) -> np.ndarray:
-    """k-means cluster labels [M] of x [M, D]: exact KMeans for few clusters, MiniBatchKMeans for many."""
+def _kmeans_plus_plus(x: Tensor, n_clusters: int, generator: torch.Generator) -> Tensor:
+    """k-means++ seeding (Arthur & Vassilvitskii, 2007) of x [m, D]: n_clusters row positions, int64.
+
+    The first uniformly, each next one with probability proportional to its squared distance to the
+    nearest seed so far (uniform among the rest once every distance is 0). One [m] update per seed.
+    """
+    m = x.shape[0]
+    x_sq = _sq_norms(x)
+    min_d2 = torch.full((m,), math.inf, dtype=x.dtype, device=x.device)
+    taken = torch.zeros(m, dtype=torch.bool, device=x.device)
+    seeds = torch.empty(n_clusters, dtype=torch.int64)
+    for step in range(n_clusters):
+        if step == 0:
+            pick = _draw_int(m, generator)
+        else:
+            weights = torch.where(taken, 0.0, min_d2)
+            if not bool((weights > 0).any()):
+                weights = (~taken).to(x.dtype)
+            pick = int(torch.multinomial(weights.to(generator.device), 1, generator=generator))
+        seeds[step] = pick
+        taken[pick] = True
+        torch.minimum(min_d2, sq_distances(x, x[pick : pick + 1], x_sq, x_sq[pick : pick + 1]).squeeze(1), out=min_d2)
+    return seeds
+
+
+def _kmeans_labels(x: Tensor, n_clusters: int, generator: torch.Generator) -> np.ndarray:
+    """k-means cluster labels [M] of x [M, D]: exact KMeans for few clusters, MiniBatchKMeans for many.
+
+    The seeds are k-means++ in torch on at most INIT_SIZE points drawn by ``generator`` (the sample size
+    MiniBatchKMeans itself would seed from); scikit-learn's own k-means++ tries 2 + log(k) candidates per
+    seed and takes minutes for 500 clusters of 1,280 dimensions on 2 cores. The rest is scikit-learn's,
+    with a seed drawn from ``generator``.
+    """
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
+    m = x.shape[0]
+    sample = torch.randperm(m, generator=generator, device=generator.device)[:INIT_SIZE].to(x.device)
+    sample = sample.sort().values if m > INIT_SIZE else torch.arange(m, device=x.device)
+    init = x[sample[_kmeans_plus_plus(x[sample], n_clusters, generator).to(x.device)]].detach().cpu().numpy()
     data = x.detach().cpu().numpy()
+    seed = _sklearn_seed(generator)
     if n_clusters <= MAX_EXACT_KMEANS_CLUSTERS:
-        km = KMeans(n_clusters=n_clusters, n_init=1, random_state=seed)
+        km = KMeans(n_clusters=n_clusters, init=init, n_init=1, random_state=seed)
     else:
-        km = MiniBatchKMeans(n_clusters=n_clusters, batch_size=MINIBATCH_SIZE, n_init=1, random_state=seed)
+        km = MiniBatchKMeans(n_clusters=n_clusters, init=init, batch_size=MINIBATCH_SIZE, n_init=1, random_state=seed)
     return km.fit_predict(data)
 
 
@@ -273,8 +319,7 @@ def typiclust(embeddings: Tensor, k: int, *, generator: torch.Generator, labelle
         return chosen
     points = _normalised(torch.cat([x, lab]))  # [N + L, D]: pool first
     n_clusters = min(n_lab + k, max_clusters, n + n_lab)
-    seed = _sklearn_seed(generator)
-    labels = torch.from_numpy(_kmeans_labels(points, n_clusters, seed).astype(np.int64))  # [N + L]
+    labels = torch.from_numpy(_kmeans_labels(points, n_clusters, generator).astype(np.int64))  # [N + L]
     sizes = torch.bincount(labels, minlength=n_clusters)
     counts = torch.bincount(labels[n:], minlength=n_clusters)  # labelled points, then picks too
     pool_labels = labels[:n].clone()  # -1 once chosen
@@ -309,10 +354,10 @@ def purity_radius(points: Tensor, n_classes: int, purity: float, *, generator: t
     distance from x to the nearest point of another cluster. The largest delta with
     P(ball pure) >= ``purity`` is then an order statistic of r, found exactly rather than on a grid.
     With more than PURITY_CENTRES points, r is measured on that many centres drawn by ``generator``
-    (the fraction's standard error is then at most 0.5 percentage points).
+    (the fraction's standard error is then 0.5 percentage points at a purity of 0.95).
     """
     m = points.shape[0]
-    labels = torch.from_numpy(_kmeans_labels(points, n_classes, _sklearn_seed(generator)).astype(np.int64))
+    labels = torch.from_numpy(_kmeans_labels(points, n_classes, generator).astype(np.int64))
     if m > PURITY_CENTRES:
         centres = torch.randperm(m, generator=generator, device=generator.device)[:PURITY_CENTRES].cpu()
     else:
@@ -332,30 +377,92 @@ def purity_radius(points: Tensor, n_classes: int, purity: float, *, generator: t
     return float(r[r.shape[0] - need]) if need > 0 else math.inf
 
 
-def ball_graph(points: Tensor, radius: float, max_memory_mb: float) -> tuple[Tensor, Tensor]:
-    """Directed edges (src, dst), int64 [E] each, with ||p_src - p_dst|| < radius (self-loops included).
+def _ball_counts(points: Tensor, p_sq: Tensor, lo: Tensor | None, r2: float, uncovered: Tensor,
+                 max_memory_mb: float) -> Tensor:
+    """For every point, how many uncovered points lie in its ball (||x - y||^2 < r2): int64 [M].
 
-    Distances are symmetric, so each block of rows is compared with itself and the rows after it
-    only (half the work), and each edge found is stored in both directions. The distance blocks stay
-    within ``max_memory_mb``; the edge list grows with the number of edges (the graph itself).
+    Distances are symmetric, so each block of rows is compared with itself and the rows after it only
+    (half the work): a block's rows count their columns, and the columns past the rows' own square
+    count the rows. The blocks stay within ``max_memory_mb``.
     """
     m = points.shape[0]
-    p_sq = _sq_norms(points)
-    r2 = radius * radius
-    srcs, dsts = [], []
+    counts = torch.zeros(m, dtype=torch.int64, device=points.device)
     rows, cols = block_shape(m, m, max_memory_mb)
     for i in range(0, m, rows):
         i_end = min(i + rows, m)
         for j in range(i, m, cols):
-            d2 = sq_distances(points[i:i_end], points[j : j + cols], p_sq[i:i_end], p_sq[j : j + cols])
-            s, d = (d2 < r2).nonzero(as_tuple=True)
-            s, d = s + i, d + j
-            keep = s <= d  # the block on the diagonal also holds the lower part: found again as the reverse
-            s, d = s[keep], d[keep]
-            upper = s < d  # stored in both directions; the diagonal gives the self-loops, once
-            srcs += [s, d[upper]]
-            dsts += [d, s[upper]]
-    return torch.cat(srcs).cpu(), torch.cat(dsts).cpu()
+            j_end = min(j + cols, m)
+            inside = inside_ball(points[i:i_end], points[j:j_end], p_sq[i:i_end], p_sq[j:j_end], r2,
+                                 *((lo[i:i_end], lo[j:j_end]) if lo is not None else ()))
+            counts[i:i_end] += (inside & uncovered[j:j_end]).sum(dim=1)
+            past = max(j, i_end)  # columns beyond the rows' own square: the reverse pairs
+            if past < j_end:
+                counts[past:j_end] += (inside[:, past - j :] & uncovered[i:i_end, None]).sum(dim=0)
+    return counts
+
+
+def _gains(points: Tensor, p_sq: Tensor, lo: Tensor | None, which: Tensor, r2: float, uncovered: Tensor,
+           max_memory_mb: float) -> Tensor:
+    """How many uncovered points lie in the balls of points[which]: int64 [len(which)], in blocks."""
+    m = points.shape[0]
+    out = torch.zeros(which.shape[0], dtype=torch.int64, device=points.device)
+    rows, cols = block_shape(which.shape[0], m, max_memory_mb)
+    for i in range(0, which.shape[0], rows):
+        w = which[i : i + rows]
+        for j in range(0, m, cols):
+            inside = inside_ball(points[w], points[j : j + cols], p_sq[w], p_sq[j : j + cols], r2,
+                                 *((lo[w], lo[j : j + cols]) if lo is not None else ()))
+            out[i : i + rows] += (inside & uncovered[j : j + cols]).sum(dim=1)
+    return out
+
+
+def _cover(points: Tensor, p_sq: Tensor, centres: Tensor, r2: float, uncovered: Tensor, max_memory_mb: float) -> None:
+    """Marks as covered (in place) every point within the radius of one of points[centres]."""
+    m = points.shape[0]
+    rows, cols = block_shape(centres.shape[0], m, max_memory_mb)
+    for i in range(0, centres.shape[0], rows):
+        c = centres[i : i + rows]
+        for j in range(0, m, cols):
+            inside = inside_ball(points[c], points[j : j + cols], p_sq[c], p_sq[j : j + cols], r2)
+            uncovered[j : j + cols] &= ~inside.any(dim=0)
+
+
+def _screen_in_bf16(x: Tensor) -> bool:
+    if BF16_SCREEN is not None:
+        return BF16_SCREEN and x.dtype == torch.float32
+    if x.dtype != torch.float32:
+        return False
+    if x.device.type == "cuda":
+        return True
+    try:
+        return x.device.type == "cpu" and bool(torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without the probe: float32 throughout
+        return False
+
+
+def inside_ball(a: Tensor, b: Tensor, a_sq: Tensor, b_sq: Tensor, r2: float, a_lo: Tensor | None = None,
+                b_lo: Tensor | None = None) -> Tensor:
+    """||a_i - b_j||^2 < r2 as a bool block [n, m], for rows of norm <= 1 a [n, D], b [m, D] (norms^2 given).
+
+    With a_lo / b_lo (the same rows in bfloat16) the block is decided in bfloat16 where the estimate is
+    farther than SCREEN_MARGIN from r2 and in float32 elsewhere: the same answer as float32 throughout.
+    """
+    if a_lo is None or b_lo is None:
+        return sq_distances(a, b, a_sq, b_sq) < r2
+    # ||a||^2 + ||b||^2 - 2 a.b with the norms exact (a zero row normalises to 0, not to a unit vector)
+    approx = torch.mm(a_lo, b_lo.T).float().mul_(-2.0).add_(a_sq[:, None]).add_(b_sq)
+    inside = approx < r2
+    rows, cols = (approx.sub_(r2).abs_() <= SCREEN_MARGIN).nonzero(as_tuple=True)
+    # a gathered exact dot product costs about as much as UNDECIDED_COST entries of a block product
+    if rows.numel() * UNDECIDED_COST > approx.numel():
+        return sq_distances(a, b, a_sq, b_sq) < r2
+    piece = max(1, approx.numel() // a.shape[1])  # gathered rows no larger than the block itself
+    for p in range(0, rows.numel(), piece):
+        r, c = rows[p : p + piece], cols[p : p + piece]
+        exact = a_sq[r] + b_sq[c] - 2.0 * (a[r] * b[c]).sum(dim=1)
+        inside[r, c] = exact.clamp_min_(0.0) < r2
+    return inside
+
 
 
 def probcover(embeddings: Tensor, k: int, *, generator: torch.Generator, labelled_embeddings: Tensor | None = None,
@@ -364,13 +471,19 @@ def probcover(embeddings: Tensor, k: int, *, generator: torch.Generator, labelle
     """ProbCover (Yehuda et al., 2022): greedy max coverage of delta-balls around the picks.
 
     embeddings [N, D], labelled_embeddings [L, D] (or None) -> LongTensor [k].
-    Over the L2-normalised pool and labelled points, the graph has an edge x -> y when
-    ||x - y|| < radius (built in blocks, kept as an edge list). Points within the radius of a labelled
-    point are covered from the start; each pick is then the candidate whose ball holds the most
-    uncovered points (the first of equal ones, as the authors' argmax), and those become covered.
-    Once every point is covered, the remaining picks are drawn uniformly by ``generator`` among the
-    candidates not chosen (the authors' code would pick an arbitrary one there). ``radius=None``
-    chooses it by the paper's purity rule with ``n_classes`` k-means clusters (see :func:`purity_radius`).
+    Over the L2-normalised pool and labelled points, a point's ball holds the points at distance
+    < radius. Points in a labelled point's ball are covered from the start; each pick is then the
+    candidate whose ball holds the most uncovered points (the first of equal ones, as the authors'
+    argmax), and those become covered. Once every point is covered, the remaining picks are drawn
+    uniformly by ``generator`` among the candidates not chosen (the authors' code would pick an
+    arbitrary one there). ``radius=None`` chooses it by the paper's purity rule with ``n_classes``
+    k-means clusters (see :func:`purity_radius`).
+
+    The authors keep the graph as an edge list, which grows as N^2 when balls are large; here no
+    edge is stored. One pass (half the pairs, by symmetry) counts each ball's uncovered points;
+    then the greedy is lazy: a count only falls as points get covered, so the stale counts are upper
+    bounds, and only the candidates whose bound could still win are re-counted, a batch at a time
+    (the same picks as the eager greedy). Memory: O(N + L) beyond the ``max_memory_mb`` blocks.
     """
     x, lab = _check_common(embeddings, k, labelled_embeddings, max_memory_mb, generator)
     if radius is not None and (isinstance(radius, bool) or not isinstance(radius, (int, float)) or not radius > 0):
@@ -392,23 +505,35 @@ def probcover(embeddings: Tensor, k: int, *, generator: torch.Generator, labelle
         n_clusters = min(n_classes, m)
         radius = (purity_radius(points, n_clusters, purity, generator=generator, max_memory_mb=max_memory_mb)
                   if n_clusters >= 2 else math.inf)
-    src, dst = ball_graph(points, radius, max_memory_mb)
-    covered = torch.zeros(m, dtype=torch.bool)
-    covered[dst[src >= n]] = True  # the labelled points' balls
-    alive = ~covered[dst]
-    src, dst = src[alive], dst[alive]
-    taken = torch.zeros(n, dtype=torch.bool)
+    r2 = float(radius) ** 2
+    p_sq = _sq_norms(points)
+    uncovered = torch.ones(m, dtype=torch.bool, device=points.device)
+    if m > n:
+        _cover(points, p_sq, torch.arange(n, m, device=points.device), r2, uncovered, max_memory_mb)
+    lo = points.bfloat16() if _screen_in_bf16(points) else None  # [M, D] bfloat16 copy for the screening
+    bound = _ball_counts(points, p_sq, lo, r2, uncovered, max_memory_mb)[:n]  # [N], exact now
+    fresh = torch.ones(n, dtype=torch.bool, device=points.device)
+    taken = torch.zeros(n, dtype=torch.bool, device=points.device)
+    max_batch = block_shape(n, m, max_memory_mb)[0]
     for step in range(k):
-        degrees = torch.bincount(src, minlength=m)[:n]  # uncovered points in each candidate's ball
-        degrees[taken] = -1
-        if int(degrees.max()) > 0:
-            pick = int(degrees.argmax())
-        else:  # everything is covered: uniform among the candidates not chosen
-            free = (~taken).nonzero().squeeze(1)
-            pick = int(free[_draw_int(free.shape[0], generator)])
-        chosen[step] = pick
-        taken[pick] = True
-        covered[dst[src == pick]] = True
-        alive = ~covered[dst]
-        src, dst = src[alive], dst[alive]
+        batch = FIRST_REFRESH
+        while True:
+            # candidates by bound, highest first, ties to the lower position (a stable sort)
+            order = torch.sort(torch.where(taken, -1, bound), descending=True, stable=True).indices
+            best = int(order[0])
+            if fresh[best]:
+                break
+            stale = order[~fresh[order] & ~taken[order]][:batch]
+            bound[stale] = _gains(points, p_sq, lo, stale, r2, uncovered, max_memory_mb)
+            fresh[stale] = True
+            batch = min(2 * batch, max_batch)
+        if int(bound[best]) == 0:  # everything is covered: the rest uniformly among the candidates not chosen
+            free = (~taken).nonzero().squeeze(1).cpu()
+            rest = free[torch.randperm(free.shape[0], generator=generator, device=generator.device).cpu()]
+            chosen[step:] = rest[: k - step]
+            break
+        chosen[step] = best
+        taken[best] = True
+        _cover(points, p_sq, torch.tensor([best], device=points.device), r2, uncovered, max_memory_mb)
+        fresh[:] = False
     return chosen

@@ -186,7 +186,7 @@ def test_probcover_each_pick_has_the_largest_marginal_coverage():
     picks = dv.probcover(pool, 12, generator=gen(), labelled_embeddings=labelled, radius=radius)
     for i in picks.tolist():
         gains = (ball[:300] & ~covered).sum(dim=1)
-        assert gains[i] == gains.max() and gains[i] > 0
+        assert i == int(gains.argmax()) and gains[i] > 0  # the most, and the first of equal ones
         covered |= ball[i]
 
 
@@ -254,8 +254,8 @@ def test_block_shape_stays_within_the_budget():
 
 
 def test_distance_blocks_stay_within_a_tiny_budget_and_give_the_same_picks(monkeypatch):
-    pool, labelled, probs = random_problem(n=1500, n_lab=400)
-    budget_mb = 0.05  # the full pool x (pool + labelled) matrix would take 1500 * 1900 * 16 B = 43 MiB
+    pool, labelled, probs = random_problem(n=500, n_lab=100)
+    budget_mb = 0.02  # 1,310 entries a block; the full pool x (pool + labelled) matrix takes 500 * 600 * 16 B = 4.6 MiB
     expected = run_all(pool, labelled, probs, 12, seed=2)
     shapes: list[tuple[int, int]] = []
     real = dv.sq_distances
@@ -291,3 +291,41 @@ def test_bad_inputs_raise_one_sentence(call, words):
     message = str(info.value)
     assert words in message
     assert message.endswith(".") and "\n" not in message and ". " not in message.rstrip(".")
+
+
+def test_bfloat16_screening_decides_every_ball_as_float32_does():
+    x = torch.nn.functional.normalize(torch.randn(300, 256, generator=gen(7)), dim=1)
+    sq = dv._sq_norms(x)
+    d2 = dv.sq_distances(x, x, sq, sq)
+    lo = x.bfloat16()
+    # a low quantile: few entries near the radius (checked one by one); the median: many (the block again)
+    for q in (0.01, 0.5):
+        r2 = float(torch.quantile(d2.flatten(), q))
+        assert torch.equal(dv.inside_ball(x, x, sq, sq, r2, lo, lo), d2 < r2)
+
+
+@pytest.mark.parametrize("labelled", [False, True])
+def test_probcover_picks_the_same_with_and_without_bfloat16_screening(monkeypatch, labelled):
+    pool, lab, _ = random_problem(n=400, n_lab=30, d=16)
+    picks = {}
+    for screen in (False, True):
+        monkeypatch.setattr(dv, "BF16_SCREEN", screen)
+        # a set radius: the purity rule's is a distance in the data, where rounding alone decides the ball
+        picks[screen] = dv.probcover(pool, 20, generator=gen(1), labelled_embeddings=lab if labelled else None,
+                                     radius=1.0).tolist()
+    assert picks[True] == picks[False]
+
+
+def test_the_benchmark_runs_small_and_its_section_survives_benchmarks_run(tmp_path):
+    from benchmarks import bench_diversity, run
+
+    rows = bench_diversity.run_all(n=300, n_lab=20, d=16, c=10, q=10)
+    assert [name for name, *_ in rows][:3] == ["coreset", "badge", "typiclust"] and len(rows) == 4
+    out = tmp_path / "RESULTS.md"
+    out.write_text("# Benchmark results\n\nold table\n")
+    for _ in range(2):  # a second record replaces the first
+        bench_diversity.record(bench_diversity.section(rows, "cmd", 300, 20, 16, 10, 2, "0", "0"), out)
+    text = out.read_text()
+    assert text.count(bench_diversity.MARK_START) == 1 and "| coreset |" in text and "old table" in text
+    assert bench_diversity.kept_section(out).startswith(bench_diversity.MARK_START)
+    assert "bench_diversity" not in run.discover()  # benchmarks/run.py keeps the section, never runs it
