@@ -136,7 +136,8 @@ def arm(fault: str) -> None:
     elif kind == "logger-stuck":
         alrun.tracking.WORKER_COMMAND = [sys.executable, "-c", STUCK_LOGGER]
         alrun.tracking.QUEUE_SIZE = 2
-        alrun.tracking.WAIT_TIMEOUT = 2.0
+        # no timeout to fall back on: only the stall rule (STALL_TIMEOUT, as shipped) ends the final wait
+        alrun.tracking.WAIT_TIMEOUT = 3600.0
     else:
         raise ValueError(f"unknown fault {fault!r}")
 
