@@ -9,9 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from alrun.config import RunSpec, TrainSpec
 from benchmarks.gpu_check import MARK_END, MARK_START, kept_section, precision_path, predicted_table1, record
+
+pytestmark = pytest.mark.usefixtures("test_deadline")  # no test here can hang a run (conftest)
 
 REPO = Path(__file__).resolve().parents[1]
 NUMBER = r"[0-9][0-9,]*(\.[0-9]+)?"
@@ -54,6 +57,23 @@ def test_quick_run_prints_every_figure_on_the_cpu(quick_run):
     assert "amp=on computes in: float32 (alrun autocasts on CUDA only); loss scaling: off -- the CPU path" in stdout
     assert re.search(r"ops torch warned have no deterministic kernel\s+none$", stdout, re.MULTILINE)
     assert re.search(r"(?m)^gpu_check took [0-9]+ s", stdout)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: the check's GPU path")
+def test_quick_run_on_the_gpu_says_its_precision_path_and_repeats_itself(tmp_path):
+    """On a CUDA host: the check's CUDA path end to end (--quick), the precision it names is the one the GPU's
+    capability gives, and deterministic=true repeats bit for bit on one GPU (AMP's picks may differ: not
+    asserted)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--quick", "--device", "cuda:0"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    name, capability = torch.cuda.get_device_name(0), torch.cuda.get_device_capability(0)
+    assert f"gpu_check on {name} (cuda:0)" in proc.stdout
+    assert precision_path(capability, name) in proc.stdout
+    assert re.search(rf"peak GPU memory allocated \(MiB\)\s+amp=off\s+{NUMBER}\s+amp=on\s+{NUMBER}$", proc.stdout,
+                     re.MULTILINE)
+    assert re.search(r"deterministic=true: two runs bit-identical\s+True ", proc.stdout), proc.stdout
 
 
 def test_quick_run_is_recorded_beside_the_benchmark_table(quick_run):
