@@ -18,7 +18,8 @@ process that tracks starts once and feeds with one JSON line per call: the train
 line, and a writer thread writes it to a pipe (see WorkerTracker: a full queue drops step rows, never waits).
 A job process of a joblib or submitit sweep waits for its logger at the end of each job; the launching
 process (which runs the jobs of the basic launcher) once, after the report; each at most WAIT_TIMEOUT, and no longer
-once the logger is stuck (it has taken nothing of its input for STALL_TIMEOUT while some waited for it). If the
+once the logger is stuck (it has read nothing of its input for STALL_TIMEOUT while some waited for it, or
+nothing at all for START_TIMEOUT). If the
 process is killed, the logger still logs what it was sent and exits; the re-run waits for it (a lock in the
 job folder).
 
@@ -76,6 +77,9 @@ WAIT_TIMEOUT = 30.0
 # hangs, a sqlite file held locked): a wait then stops at once instead of running to WAIT_TIMEOUT. A slow
 # logger that still reads (its input a few KB at a time) gets the whole WAIT_TIMEOUT to catch up.
 STALL_TIMEOUT = 10.0
+# ... and one that has read nothing at all since it started, for this long: a logger reads its first line a
+# fraction of a second after it starts (its long pauses, importing mlflow and opening the store, come after)
+START_TIMEOUT = 5.0
 WAIT_POLL = 0.5  # how often a wait looks whether the logger still reads
 GAVE_UP = 3  # the logger's exit code when it gave up on its store (it warned, and ended its runs FAILED)
 
@@ -317,7 +321,8 @@ class WorkerTracker(Tracker):
     server), further step rows are dropped: one warning per job, and the job's `finish` tells the logger how
     many (a job that ends normally sends all its rows again with it; see MlflowJobRun.finish). `wait` and
     `close` give up after WAIT_TIMEOUT seconds, or as soon as the logger has read nothing of its input for
-    STALL_TIMEOUT seconds (stuck: :meth:`stalled_for`), with one warning, and the process goes on without it.
+    STALL_TIMEOUT seconds (START_TIMEOUT before its first read; stuck: :meth:`stalled_for`), with one warning,
+    and the process goes on without it.
     `clock` (seconds, monotonic) is time.monotonic but in tests.
     """
 
@@ -449,16 +454,22 @@ class WorkerTracker(Tracker):
                 self._taken, self._read_at = taken, now
             return now - self._read_at
 
+    def stall_limit(self) -> float:
+        """The stall after which the logger counts as stuck: START_TIMEOUT while it has read nothing at all (as
+        of the last look), else STALL_TIMEOUT."""
+        return STALL_TIMEOUT if self._taken else START_TIMEOUT
+
     def _await(self, done) -> str | None:
         """Call `done(seconds)` (True once what is awaited happened, else after waiting at most `seconds`) until
         it is True: None; or the reason to give up, after WAIT_TIMEOUT seconds or once the logger is stuck
-        (:meth:`stalled_for` reaches STALL_TIMEOUT; at once when it already has)."""
+        (:meth:`stalled_for` reaches :meth:`stall_limit`; at once when it already has)."""
         start = self.clock()
         while True:
             elapsed, stalled = self.clock() - start, self.stalled_for()
-            step = wait_step(elapsed, stalled, WAIT_TIMEOUT, STALL_TIMEOUT, WAIT_POLL)
+            limit = self.stall_limit()
+            step = wait_step(elapsed, stalled, WAIT_TIMEOUT, limit, WAIT_POLL)
             if step <= 0:
-                if stalled >= STALL_TIMEOUT:
+                if stalled >= limit:
                     return f"it has read nothing sent to it for {stalled:.0f} s"
                 return f"it did not catch up within {WAIT_TIMEOUT:g} s"
             if done(step):

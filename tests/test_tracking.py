@@ -477,17 +477,19 @@ def started(tracking, logger: str, clock: FakeClock):
 
 
 def test_the_final_wait_stops_at_once_for_a_logger_that_reads_nothing(monkeypatch, caplog):
-    """The stall rule, with an injected clock: a logger that has read none of its input for STALL_TIMEOUT is
-    stuck, and the job's final wait gives up before waiting at all (WAIT_TIMEOUT an hour: no fallback),
-    warns once and stops sending; while the clock has not reached STALL_TIMEOUT it is not stuck."""
+    """The stall rule, with an injected clock: a logger that has read nothing since it started, for
+    START_TIMEOUT, is stuck, and the job's final wait gives up before waiting at all (WAIT_TIMEOUT an hour: no
+    fallback), warns once and stops sending; before START_TIMEOUT it is not stuck."""
     import alrun.tracking as tracking
     from tests.faults import STUCK_LOGGER
 
     monkeypatch.setattr(tracking, "WAIT_TIMEOUT", 3600.0)
     clock = FakeClock()
     tracker, run = started(tracking, STUCK_LOGGER, clock)
-    clock.now += tracking.STALL_TIMEOUT - 1
-    assert tracker.stalled_for() == tracking.STALL_TIMEOUT - 1  # bytes wait in its pipe, none read
+    assert tracker.stall_limit() == tracking.START_TIMEOUT  # it has read nothing at all
+    clock.now += tracking.START_TIMEOUT - 1
+    assert tracker.stalled_for() == tracking.START_TIMEOUT - 1  # bytes wait in its pipe, none read
+    assert tracking.wait_step(0.0, tracker.stalled_for(), 3600.0, tracker.stall_limit(), 0.5) == 0.5
     clock.now += 2
     waits = []
     monkeypatch.setattr(tracking, "select", type("Select", (), {
@@ -497,7 +499,7 @@ def test_the_final_wait_stops_at_once_for_a_logger_that_reads_nothing(monkeypatc
     assert waits == []  # stuck when the wait began: not one select
     assert tracker.lost
     warnings = [r.getMessage() for r in caplog.records if "alrun: warning:" in r.getMessage()]
-    assert len(warnings) == 1 and f"it has read nothing sent to it for {tracking.STALL_TIMEOUT + 1:.0f} s" \
+    assert len(warnings) == 1 and f"it has read nothing sent to it for {tracking.START_TIMEOUT + 1:.0f} s" \
         in warnings[0], warnings
     tracker.proc.kill()
     tracker.proc.wait()
@@ -513,7 +515,7 @@ for line in sys.stdin:
 
 def test_a_logger_that_reads_its_input_is_not_stuck(monkeypatch):
     """However long the (injected) clock runs, a logger that has read all it was sent is not stalled: a wait gets
-    the whole WAIT_TIMEOUT (the next step is a poll, not 0)."""
+    the whole WAIT_TIMEOUT (the next step is a poll, not 0); having read, it is stuck only after STALL_TIMEOUT."""
     import alrun.tracking as tracking
 
     clock = FakeClock()
@@ -524,6 +526,7 @@ def test_a_logger_that_reads_its_input_is_not_stuck(monkeypatch):
         time.sleep(0.05)
     clock.now += 10 * tracking.STALL_TIMEOUT
     assert tracker.stalled_for() == 0
+    assert tracker.stall_limit() == tracking.STALL_TIMEOUT  # it has read: the longer limit from now on
     assert tracking.wait_step(0.0, tracker.stalled_for(), 30.0, tracking.STALL_TIMEOUT, 0.5) == 0.5
     tracker.proc.stdin.close()
     tracker.proc.wait()
