@@ -18,8 +18,8 @@ process that tracks starts once and feeds with one JSON line per call: the train
 line, and a writer thread writes it to a pipe (see WorkerTracker: a full queue drops step rows, never waits).
 A job process of a joblib or submitit sweep waits for its logger at the end of each job; the launching
 process (which runs the jobs of the basic launcher) once, after the report; each at most WAIT_TIMEOUT, and no longer
-once the logger is stuck (it has read nothing of its input for STALL_TIMEOUT while some waited for it, or
-nothing at all for START_TIMEOUT). If the
+once the logger is stuck (it has read nothing at all for START_TIMEOUT, or, once step rows were dropped, nothing
+of what waits for it for STALL_TIMEOUT). If the
 process is killed, the logger still logs what it was sent and exits; the re-run waits for it (a lock in the
 job folder).
 
@@ -35,6 +35,7 @@ import contextlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import select
 import struct
@@ -73,13 +74,14 @@ QUEUE_SIZE = 1000
 # how long a process waits for its logger to catch up (the end of a job, the end of a sweep) before it warns
 # and goes on without it
 WAIT_TIMEOUT = 30.0
-# a logger that has taken no byte of its input for this long while some waited for it is stuck (a store that
-# hangs, a sqlite file held locked): a wait then stops at once instead of running to WAIT_TIMEOUT. A slow
-# logger that still reads (its input a few KB at a time) gets the whole WAIT_TIMEOUT to catch up.
-STALL_TIMEOUT = 10.0
-# ... and one that has read nothing at all since it started, for this long: a logger reads its first line a
-# fraction of a second after it starts (its long pauses, importing mlflow and opening the store, come after)
+# a logger is stuck (a store that hangs, a sqlite file held locked) when it has read nothing at all since it
+# started for START_TIMEOUT (it reads its first lines a fraction of a second after it starts: its long pauses,
+# importing mlflow and opening the store, come after), or when step rows were dropped (it is far behind) and it
+# has read nothing of what waits in its pipe for STALL_TIMEOUT; a wait then stops at once instead of running to
+# WAIT_TIMEOUT. Any other logger, however slow (it reads its input some KB at a time, and one message may take
+# seconds on a busy machine), gets the whole WAIT_TIMEOUT to catch up.
 START_TIMEOUT = 5.0
+STALL_TIMEOUT = 10.0
 WAIT_POLL = 0.5  # how often a wait looks whether the logger still reads
 GAVE_UP = 3  # the logger's exit code when it gave up on its store (it warned, and ended its runs FAILED)
 
@@ -320,9 +322,8 @@ class WorkerTracker(Tracker):
     the logger's pipe. When QUEUE_SIZE step rows are waiting (a logger stuck on a locked sqlite file, a slow
     server), further step rows are dropped: one warning per job, and the job's `finish` tells the logger how
     many (a job that ends normally sends all its rows again with it; see MlflowJobRun.finish). `wait` and
-    `close` give up after WAIT_TIMEOUT seconds, or as soon as the logger has read nothing of its input for
-    STALL_TIMEOUT seconds (START_TIMEOUT before its first read; stuck: :meth:`stalled_for`), with one warning,
-    and the process goes on without it.
+    `close` give up after WAIT_TIMEOUT seconds, or as soon as the logger is stuck (:meth:`stall_limit`), with
+    one warning, and the process goes on without it.
     `clock` (seconds, monotonic) is time.monotonic but in tests.
     """
 
@@ -455,9 +456,11 @@ class WorkerTracker(Tracker):
             return now - self._read_at
 
     def stall_limit(self) -> float:
-        """The stall after which the logger counts as stuck: START_TIMEOUT while it has read nothing at all (as
-        of the last look), else STALL_TIMEOUT."""
-        return STALL_TIMEOUT if self._taken else START_TIMEOUT
+        """The stall (:meth:`stalled_for`) after which the logger counts as stuck: START_TIMEOUT while it has read
+        nothing at all (as of the last look), STALL_TIMEOUT once step rows were dropped, else never (inf)."""
+        if not self._taken:
+            return START_TIMEOUT
+        return STALL_TIMEOUT if any(self.dropped.values()) else math.inf
 
     def _await(self, done) -> str | None:
         """Call `done(seconds)` (True once what is awaited happened, else after waiting at most `seconds`) until

@@ -515,7 +515,8 @@ for line in sys.stdin:
 
 def test_a_logger_that_reads_its_input_is_not_stuck(monkeypatch):
     """However long the (injected) clock runs, a logger that has read all it was sent is not stalled: a wait gets
-    the whole WAIT_TIMEOUT (the next step is a poll, not 0); having read, it is stuck only after STALL_TIMEOUT."""
+    the whole WAIT_TIMEOUT (the next step is a poll, not 0); having read, it counts as stuck only once rows were
+    dropped, after STALL_TIMEOUT without reading."""
     import alrun.tracking as tracking
 
     clock = FakeClock()
@@ -526,7 +527,9 @@ def test_a_logger_that_reads_its_input_is_not_stuck(monkeypatch):
         time.sleep(0.05)
     clock.now += 10 * tracking.STALL_TIMEOUT
     assert tracker.stalled_for() == 0
-    assert tracker.stall_limit() == tracking.STALL_TIMEOUT  # it has read: the longer limit from now on
+    assert tracker.stall_limit() == math.inf  # it has read, and nothing was dropped: never stuck
+    tracker.dropped[1] = 3
+    assert tracker.stall_limit() == tracking.STALL_TIMEOUT  # far behind: stuck after STALL_TIMEOUT without reading
     assert tracking.wait_step(0.0, tracker.stalled_for(), 30.0, tracking.STALL_TIMEOUT, 0.5) == 0.5
     tracker.proc.stdin.close()
     tracker.proc.wait()
