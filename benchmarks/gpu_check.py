@@ -336,8 +336,8 @@ def _run(args: argparse.Namespace) -> list[str]:
     if device.type == "cuda":
         x_lab, x_pool = x_lab.to(device), x_pool.to(device)  # as the loop holds the data on the GPU
     model = build_model(model_spec, (3, 32, 32), 10, 0, pixel_stats).to(device)
-    if device.type == "cuda":  # as the loop does: only where every weight and the input are 4-D
-        channels_last(model, x_lab.ndim)
+    # as the loop does on CUDA: only where every weight and the input are 4-D
+    layout = channels_last(model, x_lab.ndim) if device.type == "cuda" else False
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else "cpu"
@@ -350,7 +350,7 @@ def _run(args: argparse.Namespace) -> list[str]:
         f"{sizes.labelled} labels x {spec.train.epochs} epochs "
         f"({spec.train.optimizer}, batch {spec.train.batch_size}); "
         f"MC inference T = {spec.mc_samples} over {sizes.pool} items (batch {sizes.inference_batch}); "
-        f"BALD top-{sizes.query}",
+        f"BALD top-{sizes.query}; weights in {'channels_last' if layout else 'the default layout'}",
         precision_path(capability, device_name(device), args.fp16),
     ]
     # the path alrun's own code takes must be the one printed (a mismatch is a bug to see, not to hide)
