@@ -245,6 +245,9 @@ class ActiveLearningJob:
             row.update({"epochs_run": epochs_run, "train_loss": train_loss, "train_acc": train_acc,
                         "fit_flag": fit_flag(train_acc, kept_epoch, epochs_run, metrics.accuracy, bundle.n_classes,
                                              spec.label_noise)})
+            # the T this step's evaluation and acquisition used: mc_samples, or 1 where the probe found no dropout
+            # and the heuristic needs no MC samples (job.json keeps the configured value)
+            row["mc_samples_used"] = n_samples
             row.update({f"f1_{c}": float(v) for c, v in zip(self.class_columns, metrics.f1_per_class, strict=True)})
             counts = np.bincount(bundle.y_train[labelled], minlength=bundle.n_classes)
             row.update({f"count_{c}": int(v) for c, v in zip(self.class_columns, counts, strict=True)})
