@@ -26,6 +26,9 @@ ray = pytest.importorskip("ray", reason="the `ray` extra is not installed (pip i
 pytestmark = pytest.mark.ray
 
 JOB = "heuristic=bald,seed=0"
+# the README's commands (section "Ray"), port and temp folder aside
+HEAD_FLAGS = ["--head", "--node-ip-address=127.0.0.1", "--num-cpus=2"]
+SWEEP = ["scale=smoke", "heuristic=bald", "seed=0,1"]
 # Ray turns --node-ip-address=127.0.0.1 into the machine's routable address unless it is told the cluster is
 # this machine alone (the switch it uses on macOS and Windows): set for the head and for alrun, so that every
 # socket of the test cluster stays on loopback. Without it the same commands work, on the routable address.
@@ -57,10 +60,9 @@ def head():
                                                                                  os.environ.get("PYTHONPATH")]))}
     log = temp_dir / "head.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
-                                 "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2", "--num-gpus=2",
-                                 "--include-dashboard=false", "--object-store-memory=100000000",
-                                 f"--temp-dir={temp_dir}"],
+        proc = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", *HEAD_FLAGS, "--block",
+                                 f"--port={port}", "--num-gpus=2", "--include-dashboard=false",
+                                 "--object-store-memory=100000000", f"--temp-dir={temp_dir}"],
                                 env={**env, "PYTHONUNBUFFERED": "1"}, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     deadline = time.monotonic() + 180
@@ -96,8 +98,7 @@ def run_on_ray(head: Head, args: list[str], cwd: Path, check: bool = True) -> su
 def launched(head, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("ray")
     sweep = cwd / "sweep"
-    proc = run_on_ray(head, ["scale=smoke", "heuristic=bald", "seed=0,1", *ray_args(head), f"hydra.sweep.dir={sweep}"],
-                      cwd)
+    proc = run_on_ray(head, [*SWEEP, *ray_args(head), f"hydra.sweep.dir={sweep}"], cwd)
     return sweep, proc
 
 
@@ -119,6 +120,21 @@ def test_steps_and_table_equal_the_basic_launcher(launched, smoke_reference):
     table = pd.read_csv(sweep / "table.csv")
     pd.testing.assert_frame_equal(table, pd.read_csv(smoke_reference / "table.csv"))
     assert (table["n"] == 2).all()
+
+
+def test_the_readme_runs_what_these_tests_run():
+    """README "Ray": the head started as the module's head, the sweep as `launched` (the port aside), with the
+    variable that keeps Ray on loopback."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("### Ray\n"):]
+    block = section[section.index("```bash\n") + len("```bash\n"):]
+    lines = [line.split("#")[0].split() for line in block[:block.index("```")].splitlines()]
+    [start] = [w for w in lines if w[:2] == ["ray", "start"]]
+    [sweep] = [w for w in lines if w[:1] == ["alrun"]]
+    assert [w for w in start[2:] if not w.startswith("--port=")] == HEAD_FLAGS
+    port = next(w for w in start if w.startswith("--port=")).split("=")[1]
+    assert sweep[1:] == [*SWEEP, *ray_args(Head(f"127.0.0.1:{port}", Path(), None))]
+    assert ["export", *(f"{k}={v}" for k, v in RAY_ENV.items() if k != "RAY_USAGE_STATS_ENABLED")] in lines
 
 
 def worker_running_a_job() -> int | None:
