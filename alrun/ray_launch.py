@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -34,13 +35,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from alrun.checkpoint import atomic_write_text
 from alrun.errors import AlrunError, ConfigError
 
 log = logging.getLogger(__name__)
 
+CONNECT_TIMEOUT_S = 10  # for the head's port to answer, before Ray is asked to join
 FORWARDED_PREFIXES = ("ALRUN_", "MLFLOW_")  # the launching process's settings a job reads from its environment
 FORWARDED_NAMES = ("CUBLAS_WORKSPACE_CONFIG",)  # set by `alrun deterministic=true` before any job starts
 
@@ -105,13 +107,22 @@ def connect(ray: Any, address: str) -> None:
     """Join the running Ray cluster at ADDRESS (`auto`: the one `ray start` started on this machine)."""
     if ray.is_initialized():
         return
+    host, _, port = address.rpartition(":")
+    if host and port.isdigit():  # HOST:PORT: Ray itself would retry a closed port for minutes
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        except OSError as exc:
+            raise ConfigError(f"hydra/launcher=ray cannot join a Ray cluster at `{address}` "
+                              f"({exc.strerror or exc}): start one with `ray start --head`, or set "
+                              "hydra.launcher.address=HOST:PORT of a running head.") from None
     try:
         # the jobs' output reaches this terminal prefixed by their worker, as Ray prints it
         ray.init(address=address, log_to_driver=True)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"hydra/launcher=ray cannot join a Ray cluster at `{address}` ({first}): start one "
-                          "with `ray start --head`, or set hydra.launcher.address=HOST:PORT.") from None
+                          "with `ray start --head`, or set hydra.launcher.address=HOST:PORT of a running head."
+                          ) from None
 
 
 def job_folder(sweep_config: DictConfig) -> Path:
@@ -148,6 +159,11 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
         ray = import_ray()
         connect(ray, str(launcher.address))
     except AlrunError as exc:
+        from alrun.cli import end_tracked_sweep
+
+        # with tracker=mlflow the sweep's parent run, opened before the launcher, ends FAILED with the sentence
+        tracker = {"tracker": OmegaConf.to_container(config.tracker, resolve=True)} if "tracker" in config else None
+        end_tracked_sweep(tracker, config.hydra, Path(str(config.hydra.sweep.dir)), str(exc))
         print(f"alrun: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     num_cpus, num_gpus, retries = float(launcher.num_cpus), float(launcher.num_gpus), int(launcher.max_retries)

@@ -90,7 +90,7 @@ def ray_args(head: Head, *more: str) -> list[str]:
     return ["hydra/launcher=ray", f"hydra.launcher.address={head.address}", *more]
 
 
-def run_on_ray(head: Head, args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+def run_on_ray(head: Head | None, args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     return run_alrun(args, cwd, check=check, env={**THREADS, **RAY_ENV})
 
 
@@ -135,6 +135,27 @@ def test_the_readme_runs_what_these_tests_run():
     port = next(w for w in start if w.startswith("--port=")).split("=")[1]
     assert sweep[1:] == [*SWEEP, *ray_args(Head(f"127.0.0.1:{port}", Path(), None))]
     assert ["export", *(f"{k}={v}" for k, v in RAY_ENV.items() if k != "RAY_USAGE_STATS_ENABLED")] in lines
+
+
+def test_no_cluster_at_the_address_is_one_sentence_before_any_job(tmp_path):
+    """A port no Ray head listens on: one sentence, exit 2, at once (Ray itself would retry for minutes);
+    with tracker=mlflow the sweep's parent run ends FAILED with it."""
+    mlflow = pytest.importorskip("mlflow", reason="the `tracking` extra is not installed")
+    address = f"127.0.0.1:{free_port()}"
+    proc = run_on_ray(None, ["scale=smoke", "heuristic=bald", "seed=0,1", "tracker=mlflow", "hydra/launcher=ray",
+                             f"hydra.launcher.address={address}", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                      tmp_path, check=False)
+    assert proc.returncode == 2
+    [line] = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert line.startswith(f"alrun: error: hydra/launcher=ray cannot join a Ray cluster at `{address}` (")
+    assert line.endswith("start one with `ray start --head`, or set hydra.launcher.address=HOST:PORT of a "
+                         "running head.")
+    assert not list(tmp_path.rglob("job.json"))
+    from tests.test_tracking import store_of
+
+    client, known = store_of(tmp_path / "sweep")
+    assert client.get_run(known["run_id"]).info.status == "FAILED"
+    assert mlflow
 
 
 def worker_running_a_job() -> int | None:
