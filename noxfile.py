@@ -18,7 +18,7 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff on the package, tests, benchmarks and this file."""
     session.install("ruff")
-    session.run("ruff", "check", "alrun", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "alrun", "hydra_plugins", "tests", "benchmarks", "noxfile.py")
 
 
 @nox.session

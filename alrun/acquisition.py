@@ -9,8 +9,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from alrun import batch, heuristics
+from alrun import batch, components, heuristics
+from alrun.embeddings import INPUTS, embed
+from alrun.errors import HeuristicError
 from alrun.inference import InferenceBatch, mc_probs, streamed_scores
+
+# the built-in selectors that read the model's embeddings (alrun.diversity): no MC samples, one plain pass
+SELECTORS = components.names("heuristic", role="selector")
 
 
 @dataclass(frozen=True)
@@ -34,18 +39,27 @@ def acquire(
     batch_size: int | InferenceBatch = 512,
     amp: bool = False,
     heuristic_params: dict[str, Any] | None = None,
+    labelled: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> Acquisition:
     """Top-`query_size` candidates by `heuristic`, scored from `n_samples` MC-Dropout samples.
 
     x_candidates: [M, ...]. Model-free heuristics (random) skip inference entirely. Batch-aware
     heuristics (alrun.batch): `batchbald` holds the candidates' probabilities [M, C, T] drawn with
     consistent masks; the stochastic ones stream their base scores as the per-item heuristics do,
-    then draw the batch. `heuristic_params` are the heuristic's settings (beta, num_samples, ...).
+    then draw the batch. The selectors (coreset, badge, typiclust, probcover) read the embeddings
+    of one deterministic pass (alrun.embeddings) instead of MC samples. `heuristic_params` are the
+    heuristic's settings (beta, num_samples, ...). `labelled`: (inputs [L, ...], the oracle's labels
+    [L]) of the labelled set, read by the heuristics that ask for it (:func:`inputs_read`); None: empty.
     """
     params = dict(heuristic_params or {})
     if heuristic == "custom":
         return _acquire_custom(model, x_candidates, query_size, n_samples, params, mc_generator=mc_generator,
-                               acquisition_generator=acquisition_generator, batch_size=batch_size, amp=amp)
+                               acquisition_generator=acquisition_generator, batch_size=batch_size, amp=amp,
+                               labelled=labelled)
+    if heuristic in SELECTORS:
+        return _acquire_selector(model, x_candidates, heuristic, query_size, params,
+                                 acquisition_generator=acquisition_generator, batch_size=batch_size, amp=amp,
+                                 labelled=labelled)
     if heuristic == "batchbald":
         return _acquire_batchbald(model, x_candidates, query_size, n_samples, params, mc_generator=mc_generator,
                                   acquisition_generator=acquisition_generator, batch_size=batch_size, amp=amp)
@@ -116,15 +130,74 @@ def _acquire_batchbald(model: nn.Sequential, x_candidates: torch.Tensor, query_s
 def _acquire_custom(model: nn.Module, x_candidates: torch.Tensor, query_size: int, n_samples: int,
                     params: dict[str, Any], *, mc_generator: torch.Generator | None,
                     acquisition_generator: torch.Generator, batch_size: int | InferenceBatch,
-                    amp: bool) -> Acquisition:
+                    amp: bool, labelled: tuple[torch.Tensor, torch.Tensor] | None = None) -> Acquisition:
     """The user's heuristic (alrun.custom_heuristic) on the candidates' probabilities [M, C, T]: a scorer
-    gets independent masks, a batch selector (heuristic.batch=true) consistent ones, as BatchBALD."""
+    gets independent masks, a batch selector (heuristic.batch=true) consistent ones, as BatchBALD; and the
+    embeddings, labelled embeddings and labelled targets its signature names (one plain pass more)."""
     from alrun.custom_heuristic import run_custom
 
     tic = time.perf_counter()
     probs = mc_probs(model, x_candidates, n_samples, consistent=bool(params.get("batch", False)),
                      generator=mc_generator, batch_size=batch_size, amp=amp).cpu()
+    wanted = inputs_read("custom", params)
+    inputs = embedding_inputs(model, x_candidates, wanted, labelled, batch_size=batch_size, amp=amp)[0] \
+        if wanted else {}
     time_infer = time.perf_counter() - tic
     tic = time.perf_counter()
-    positions = run_custom(probs, query_size, params, acquisition_generator)
+    positions = run_custom(probs, query_size, params, acquisition_generator, inputs=inputs)
+    return Acquisition(positions, time_infer, time.perf_counter() - tic)
+
+
+def inputs_read(heuristic: str, heuristic_params: dict[str, Any] | None = None) -> frozenset[str]:
+    """Which of `embeddings`, `labelled_embeddings`, `labelled_targets` the heuristic reads, by the parameter
+    names of its function (a built-in selector's, or the user's `_target_`); empty for the others."""
+    if heuristic == "custom":
+        from alrun.custom_heuristic import inputs_read as custom_inputs
+
+        return custom_inputs(dict(heuristic_params or {}))
+    if heuristic in SELECTORS:
+        return frozenset({"embeddings"}) | frozenset(
+            components.accepted(components.builder("heuristic", heuristic), dict.fromkeys(INPUTS)))
+    return frozenset()
+
+
+def embedding_inputs(model: nn.Module, x_candidates: torch.Tensor, wanted: frozenset[str],
+                     labelled: tuple[torch.Tensor, torch.Tensor] | None, *, batch_size: int | InferenceBatch,
+                     amp: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """({name: tensor} for the `wanted` inputs, the candidates' deterministic probs [M, C]).
+
+    embeddings [M, D] and labelled_embeddings [L, D] (float32, CPU) come from one plain pass each
+    (alrun.embeddings.embed); labelled_targets [L] int64 are the oracle's labels of the labelled set.
+    """
+    x_labelled, y_labelled = labelled if labelled is not None else (x_candidates[:0], torch.empty(0, dtype=torch.long))
+    pool = embed(model, x_candidates, batch_size=batch_size, amp=amp)
+    out = {"embeddings": pool.embeddings}
+    if "labelled_embeddings" in wanted:
+        out["labelled_embeddings"] = embed(model, x_labelled, batch_size=batch_size, amp=amp).embeddings
+    if "labelled_targets" in wanted:
+        out["labelled_targets"] = torch.as_tensor(y_labelled).long().cpu()
+    return {k: v for k, v in out.items() if k in wanted}, pool.probs
+
+
+def _acquire_selector(model: nn.Module, x_candidates: torch.Tensor, heuristic: str, query_size: int,
+                      params: dict[str, Any], *, acquisition_generator: torch.Generator,
+                      batch_size: int | InferenceBatch, amp: bool,
+                      labelled: tuple[torch.Tensor, torch.Tensor] | None) -> Acquisition:
+    """A built-in selector (alrun.diversity) on the candidates' embeddings [M, D] (and BADGE on their
+    deterministic probs [M, C]), the labelled set's embeddings [L, D] where it takes them; no MC samples."""
+    tic = time.perf_counter()
+    select = components.builder("heuristic", heuristic)
+    inputs, probs = embedding_inputs(model, x_candidates, inputs_read(heuristic), labelled, batch_size=batch_size,
+                                     amp=amp)
+    time_infer = time.perf_counter() - tic
+    tic = time.perf_counter()
+    embeddings = inputs.pop("embeddings")
+    if "labelled_embeddings" in inputs and not len(inputs["labelled_embeddings"]):
+        inputs["labelled_embeddings"] = None  # an empty labelled set: the selectors' own default
+    offered = {**inputs, "probs": probs, "n_classes": probs.shape[1], "generator": acquisition_generator}
+    try:
+        chosen = select(embeddings, k=query_size, **components.accepted(select, offered), **params)
+    except ValueError as exc:  # the selectors check their inputs with one sentence each
+        raise HeuristicError(f"heuristic={heuristic}: {exc}") from None
+    positions = torch.as_tensor(chosen, dtype=torch.int64).cpu()
     return Acquisition(positions, time_infer, time.perf_counter() - tic)

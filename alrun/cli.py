@@ -54,9 +54,15 @@ def job_index(hydra_cfg: DictConfig) -> int:
     return int(OmegaConf.select(hydra_cfg, "job.num", default=0) or 0)
 
 
+# launchers that run each job in a process of its own, maybe on another host: submitit's, alrun's Ray launcher
+OWN_PROCESS_LAUNCHERS = ("submitit", "alrun_ray_launcher")
+
+
 def under_submitit(hydra_cfg: DictConfig) -> bool:
-    """Whether this job was started by a submitit launcher (its own process, maybe on another host)."""
-    return "submitit" in str(OmegaConf.select(hydra_cfg, "launcher._target_", default=""))
+    """Whether this job was started by a launcher that runs it in a process of its own, maybe on another host
+    (submitit, or `hydra/launcher=ray`): its exit would reach the launching process only as a traceback."""
+    target = str(OmegaConf.select(hydra_cfg, "launcher._target_", default=""))
+    return any(name in target for name in OWN_PROCESS_LAUNCHERS)
 
 
 def sweep_dir_of(hydra_cfg: DictConfig, out_dir: Path) -> Path:
@@ -208,8 +214,11 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
 
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
-    cpus = OmegaConf.select(hydra_cfg, "launcher.cpus_per_task", default=None)
-    if cpus:  # submitit: the job's share of the CPU (submitit_local starts every job at once on one machine)
+    # submitit's cpus_per_task, Ray's num_cpus: the job's share of the CPU (submitit_local and Ray start
+    # several jobs at once on one machine)
+    cpus = (OmegaConf.select(hydra_cfg, "launcher.cpus_per_task", default=None)
+            or OmegaConf.select(hydra_cfg, "launcher.num_cpus", default=None))
+    if cpus and float(cpus) >= 1:
         torch.set_num_threads(int(cpus))
     plain = OmegaConf.to_container(cfg, resolve=True)
     report_sizes = (plain.get("report") or {}).get("sizes")

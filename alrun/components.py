@@ -58,7 +58,9 @@ class Component:
     name: str
     target: str | None
     settings: Mapping[str, Setting] = field(default_factory=dict)
-    role: str = ""  # heuristics: scorer (probs -> scores), batch (BatchBALD), stochastic (a drawn batch)
+    # heuristics: scorer (probs -> scores), batch (BatchBALD), stochastic (a drawn batch), selector (embeddings ->
+    # a batch: CoreSet, BADGE, TypiClust, ProbCover), custom (the user's)
+    role: str = ""
     summary: str = ""
 
 
@@ -76,6 +78,8 @@ def register(kind: str, name: str, target: str | None, settings: Mapping[str, Se
 
 # ---------------------------------------------------------------- the built-ins: one line each
 _BETA = {"beta": Setting(lambda v: _is_number(v) and v >= 0, "a number of at least 0")}
+_MEMORY = {"max_memory_mb": Setting(lambda v: _is_number(v) and v > 0, "a positive number (MiB)")}
+_POSITIVE_INT = Setting(lambda v: _is_int(v) and v >= 1, "a positive integer")
 
 register("model", "auto", None, summary="an MLP for feature vectors, the Gal CNN for images")
 register("model", "mlp", "alrun.models:build_mlp", summary="two hidden layers with dropout")
@@ -101,13 +105,23 @@ register("heuristic", "least_confidence", "alrun.heuristics:least_confidence", r
 register("heuristic", "variation_ratios", "alrun.heuristics:variation_ratios", role="scorer")
 register("heuristic", "mean_std", "alrun.heuristics:mean_std", role="scorer")
 register("heuristic", "batchbald", "alrun.batch:batchbald", role="batch", settings={
-    "num_samples": Setting(lambda v: _is_int(v) and v >= 1, "a positive integer"),
-    "max_memory_mb": Setting(lambda v: _is_number(v) and v > 0, "a positive number (MiB)"),
+    "num_samples": _POSITIVE_INT, **_MEMORY,
 })
 register("heuristic", "power_bald", "alrun.batch:power_bald", _BETA, role="stochastic")
 register("heuristic", "power_entropy", "alrun.batch:power_entropy", _BETA, role="stochastic")
 register("heuristic", "softmax_bald", "alrun.batch:softmax_bald", _BETA, role="stochastic")
 register("heuristic", "softrank_bald", "alrun.batch:softrank_bald", _BETA, role="stochastic")
+# selectors read the model's embeddings (alrun.embeddings) from one pass with dropout off, not MC samples
+register("heuristic", "coreset", "alrun.diversity:coreset", _MEMORY, role="selector")
+register("heuristic", "badge", "alrun.diversity:badge", _MEMORY, role="selector")
+register("heuristic", "typiclust", "alrun.diversity:typiclust", role="selector", settings={
+    "n_neighbours": _POSITIVE_INT, "max_clusters": _POSITIVE_INT, **_MEMORY,
+})
+register("heuristic", "probcover", "alrun.diversity:probcover", role="selector", settings={
+    "radius": Setting(lambda v: v is None or (_is_number(v) and v > 0), "a number above 0, or null (chosen by purity)"),
+    "purity": Setting(lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    **_MEMORY,
+})
 register("heuristic", CUSTOM, None, role="custom", settings={
     "_target_": Setting(lambda v: isinstance(v, str) and v not in ("", MISSING),
                         "the dotted path of your scorer, e.g. heuristic._target_=mypkg.acq.score"),

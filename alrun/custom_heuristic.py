@@ -4,8 +4,12 @@ A scorer maps MC probabilities [N, C, T] to scores [N] (the highest are labelled
 `generator` when its signature takes it; with `heuristic.batch=true` a selector maps
 (probs [N, C, T], k, generator) to k distinct indices into the N candidates, and its samples are
 drawn with one dropout mask per sample shared by all items (as BatchBALD's). Extra keys
-(`++heuristic.key=value`) are passed to it. Scores and indices are checked (type, shape, dtype,
-NaN / inf, range, duplicates): a bad one stops the job with one sentence naming the heuristic.
+(`++heuristic.key=value`) are passed to it. Either kind may also name, as parameters, `embeddings`
+[N, D] (the candidates' input to the model's last nn.Linear, from one pass with dropout off; see
+alrun.embeddings), `labelled_embeddings` [L, D] and `labelled_targets` [L] (the labelled set's
+embeddings and the oracle's labels): alrun reads the signature and computes them only when named.
+Scores and indices are checked (type, shape, dtype, NaN / inf, range, duplicates): a bad one stops
+the job with one sentence naming the heuristic.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ import numpy as np
 import torch
 
 from alrun import components
+from alrun.embeddings import INPUTS
 from alrun.errors import HeuristicError
 
 KEY = "heuristic._target_"
+_PROBE_DIM, _PROBE_LABELLED = 16, 8  # the preflight's random embeddings: [k + 8, 16] and a labelled set [8, 16]
 
 
 def _as_tensor(value: Any, what: str, path: str) -> torch.Tensor:
@@ -82,7 +88,8 @@ def check_kind(fn: Any, path: str, batch: bool, extra: Mapping[str, Any]) -> Non
                                  "scores, but `heuristic.batch=true` calls a selector with (probs, k, generator): "
                                  "drop `heuristic.batch=true` to use it as a scorer.")
         return
-    missing = [p.name for p in positional[1:] if p.default is p.empty and p.name not in extra and p.name != "generator"]
+    missing = [p.name for p in positional[1:]
+               if p.default is p.empty and p.name not in extra and p.name not in ("generator", *INPUTS)]
     if missing:
         raise HeuristicError(f"`{KEY}={path}` needs the argument(s) {', '.join(missing)} besides probs, but it is "
                              "called as a scorer probs -> scores: a batch selector (probs, k, generator) -> k indices "
@@ -90,20 +97,31 @@ def check_kind(fn: Any, path: str, batch: bool, extra: Mapping[str, Any]) -> Non
                              "`++heuristic.NAME=VALUE`.")
 
 
+def inputs_read(params: Mapping[str, Any]) -> frozenset[str]:
+    """The inputs beside probs (`embeddings`, `labelled_embeddings`, `labelled_targets`) that the user's
+    heuristic names as parameters (a `**kwargs` catch-all names none)."""
+    path, extra, _ = components.heuristic_parts(components.CUSTOM, params)
+    fn = components.locate(KEY, path)
+    return frozenset(k for k in components.accepted(fn, dict.fromkeys(INPUTS)) if k not in extra)
+
+
 def run_custom(probs: torch.Tensor, k: int, params: Mapping[str, Any], generator: torch.Generator,
-               about: str = "") -> torch.Tensor:
+               about: str = "", inputs: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
     """The positions [k] the user's heuristic chooses from probs [N, C, T] (scorer: its top k, ties to the
-    lowest position; selector: its own k, in its order). about: what the N candidates are, for the sentences."""
+    lowest position; selector: its own k, in its order). about: what the N candidates are, for the sentences.
+    inputs: the embeddings and labelled set it reads (:func:`inputs_read`), passed by name."""
     from alrun.acquisition import top_positions
 
     path, extra, batch = components.heuristic_parts(components.CUSTOM, params)
     fn = components.locate(KEY, path)
     check_kind(fn, path, batch, extra)
     n = probs.shape[0]
+    inputs = dict(inputs or {})
     if batch:
-        out = components.call(KEY, path, fn, extra, {}, error=HeuristicError, positional=(probs, k, generator))
+        out = components.call(KEY, path, fn, extra, inputs, error=HeuristicError, positional=(probs, k, generator))
         return check_indices(out, k, n, path)
-    out = components.call(KEY, path, fn, extra, {"generator": generator}, error=HeuristicError, positional=(probs,))
+    out = components.call(KEY, path, fn, extra, {"generator": generator, **inputs}, error=HeuristicError,
+                          positional=(probs,))
     return top_positions(check_scores(out, n, path, about), k)
 
 
@@ -116,7 +134,13 @@ def preflight(params: Mapping[str, Any], n_classes: int, n_samples: int, k: int,
     gen = torch.Generator().manual_seed(0)
     n = k + 8
     probs = torch.rand(n, n_classes, n_samples, generator=gen).softmax(dim=1)
+    # the embeddings and labelled set it reads: random too, D = 16 and L = 8 (the run's are the model's)
+    wanted = inputs_read(params)
+    inputs = {"embeddings": torch.randn(n, _PROBE_DIM, generator=gen),
+              "labelled_embeddings": torch.randn(_PROBE_LABELLED, _PROBE_DIM, generator=gen),
+              "labelled_targets": torch.randint(n_classes, (_PROBE_LABELLED,), generator=gen)}
     pool = f"; in the run N is the candidates drawn from your pool of {pool_size} items" if pool_size else ""
     about = (f" (alrun's check before training, on random probabilities [{n}, {n_classes}, {n_samples}] "
              f"[N, C, T]{pool})")
-    run_custom(probs, k, params, torch.Generator().manual_seed(1), about)
+    run_custom(probs, k, params, torch.Generator().manual_seed(1), about,
+               inputs={key: v for key, v in inputs.items() if key in wanted})

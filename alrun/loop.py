@@ -21,13 +21,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from alrun.acquisition import acquire
+from alrun.acquisition import acquire, inputs_read
 from alrun.active_set import ActiveSet
 from alrun.checkpoint import atomic_write_text, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from alrun.config import RunSpec, check_against_data
 from alrun.data import DataBundle, load_dataset
 from alrun.data.pathologies import corrupt_labels, imbalance_indices
 from alrun.devices import channels_last, job_determinism, resolve_device
+from alrun.embeddings import last_linear
 from alrun.errors import ConfigError, TrainingDiverged
 from alrun.features import featurize
 from alrun.fit_guard import fit_flag
@@ -193,6 +194,11 @@ class ActiveLearningJob:
         inference_batch = InferenceBatch(spec.inference_batch_size)  # halved for the whole job on GPU out-of-memory
         validation = torch.as_tensor(data.validation)
         x_val, y_val = x_train[validation.to(x_train.device)], oracle[validation]
+        # a heuristic that reads the labelled set's embeddings or labels gets its inputs at every step
+        reads = inputs_read(spec.heuristic, spec.heuristic_params)
+        reads_labelled = bool(reads & {"labelled_embeddings", "labelled_targets"})
+        if reads & {"embeddings", "labelled_embeddings"}:
+            last_linear(model, spec.heuristic)  # a model without an nn.Linear layer stops here, before any training
         for row in rows:
             if on_step:
                 on_step(row, self.n_steps_total)
@@ -239,6 +245,9 @@ class ActiveLearningJob:
             row.update({"epochs_run": epochs_run, "train_loss": train_loss, "train_acc": train_acc,
                         "fit_flag": fit_flag(train_acc, kept_epoch, epochs_run, metrics.accuracy, bundle.n_classes,
                                              spec.label_noise)})
+            # the T this step's evaluation and acquisition used: mc_samples, or 1 where the probe found no dropout
+            # and the heuristic needs no MC samples (job.json keeps the configured value)
+            row["mc_samples_used"] = n_samples
             row.update({f"f1_{c}": float(v) for c, v in zip(self.class_columns, metrics.f1_per_class, strict=True)})
             counts = np.bincount(bundle.y_train[labelled], minlength=bundle.n_classes)
             row.update({f"count_{c}": int(v) for c, v in zip(self.class_columns, counts, strict=True)})
@@ -253,6 +262,7 @@ class ActiveLearningJob:
                     mc_generator=generator(spec.seed, f"mc/{step}", device),
                     acquisition_generator=generator(spec.seed, f"acquire/{step}"),
                     batch_size=inference_batch, amp=amp, heuristic_params=spec.heuristic_params,
+                    labelled=(x_train[idx.to(x_train.device)], oracle[idx]) if reads_labelled else None,
                 )
                 active.label(ActiveSet.positions_to_indices(candidates, chosen.positions))
                 time_infer, time_acquire = chosen.time_infer, chosen.time_select

@@ -17,7 +17,9 @@ runs in a logger process of its own (alrun.mlflow_logger, the only module that i
 process that tracks starts once and feeds with one JSON line per call: the training process only queues the
 line, and a writer thread writes it to a pipe (see WorkerTracker: a full queue drops step rows, never waits).
 A job process of a joblib or submitit sweep waits for its logger at the end of each job; the launching
-process (which runs the jobs of the basic launcher) once, after the report; each at most WAIT_TIMEOUT. If the
+process (which runs the jobs of the basic launcher) once, after the report; each at most WAIT_TIMEOUT, and no longer
+once the logger is stuck (it has read nothing at all for START_TIMEOUT, or, once step rows were dropped, nothing
+of what waits for it for STALL_TIMEOUT). If the
 process is killed, the logger still logs what it was sent and exits; the re-run waits for it (a lock in the
 job folder).
 
@@ -33,11 +35,14 @@ import contextlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import select
+import struct
 import subprocess
 import sys
 import threading
+import time
 import traceback
 import urllib.error
 import urllib.request
@@ -69,6 +74,15 @@ QUEUE_SIZE = 1000
 # how long a process waits for its logger to catch up (the end of a job, the end of a sweep) before it warns
 # and goes on without it
 WAIT_TIMEOUT = 30.0
+# a logger is stuck (a store that hangs, a sqlite file held locked) when it has read nothing at all since it
+# started for START_TIMEOUT (it reads its first lines a fraction of a second after it starts: its long pauses,
+# importing mlflow and opening the store, come after), or when step rows were dropped (it is far behind) and it
+# has read nothing of what waits in its pipe for STALL_TIMEOUT; a wait then stops at once instead of running to
+# WAIT_TIMEOUT. Any other logger, however slow (it reads its input some KB at a time, and one message may take
+# seconds on a busy machine), gets the whole WAIT_TIMEOUT to catch up.
+START_TIMEOUT = 5.0
+STALL_TIMEOUT = 10.0
+WAIT_POLL = 0.5  # how often a wait looks whether the logger still reads
 GAVE_UP = 3  # the logger's exit code when it gave up on its store (it warned, and ended its runs FAILED)
 
 
@@ -276,6 +290,27 @@ def network_mount(path: Path, mounts: str | None = None) -> tuple[str, str] | No
     return None
 
 
+def pipe_unread(fd: int) -> int | None:
+    """The bytes written into pipe `fd` (either end) that its reader has not read yet; None where the system
+    cannot tell (no FIONREAD)."""
+    try:
+        import fcntl
+        import termios
+
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+    except (ImportError, OSError, ValueError, AttributeError):
+        return None
+
+
+def wait_step(elapsed: float, stalled: float, timeout: float, stall: float, poll: float) -> float:
+    """How long a wait for the logger waits next, given the seconds it has waited (`elapsed`) and those the
+    logger has taken nothing of its input that waited for it (`stalled`): at most `poll`, never past
+    `timeout` nor past `stall` seconds of stall; 0 means stop waiting now."""
+    if elapsed >= timeout or stalled >= stall:
+        return 0.0
+    return min(poll, timeout - elapsed, stall - stalled)
+
+
 def _jsonable(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else str(value)
 
@@ -286,14 +321,17 @@ class WorkerTracker(Tracker):
     A call never waits for the logger: its line goes to a queue that a writer thread (a daemon) drains into
     the logger's pipe. When QUEUE_SIZE step rows are waiting (a logger stuck on a locked sqlite file, a slow
     server), further step rows are dropped: one warning per job, and the job's `finish` tells the logger how
-    many (a job that ends normally sends all its rows again with it; see MlflowJobRun.finish). `wait` gives
-    up after WAIT_TIMEOUT seconds, with one warning, and the process goes on without its logger.
+    many (a job that ends normally sends all its rows again with it; see MlflowJobRun.finish). `wait` and
+    `close` give up after WAIT_TIMEOUT seconds, or as soon as the logger is stuck (:meth:`stall_limit`), with
+    one warning, and the process goes on without it.
+    `clock` (seconds, monotonic) is time.monotonic but in tests.
     """
 
     enabled = True
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, clock=time.monotonic) -> None:
         self.uri = uri
+        self.clock = clock
         self.proc: subprocess.Popen | None = None
         self.lost = False
         self.keys = 0
@@ -306,6 +344,12 @@ class WorkerTracker(Tracker):
         self._writer: threading.Thread | None = None
         self.dropped: dict[int | None, int] = {}  # step rows dropped, per job key
         self._warned: set[int | None] = set()  # the jobs told that the logger is behind
+        # what the logger has read of its pipe: bytes written by the writer thread, bytes read at the last look,
+        # and when it was last seen reading (or with nothing to read)
+        self._looking = threading.Lock()
+        self._written = 0
+        self._taken = 0
+        self._read_at = clock()
 
     def _start(self) -> None:
         # the logger imports this same alrun, wherever it was imported from
@@ -338,13 +382,21 @@ class WorkerTracker(Tracker):
                 self._steps_queued -= step
             try:
                 if line is None:
-                    self.proc.stdin.close()
+                    with self._looking:  # not while stalled_for looks at it
+                        self.proc.stdin.close()
                     return
                 # unbuffered writes: a buffered file's lock, held by this thread in a blocked write, would
-                # stop the interpreter's shutdown when the process exits with the logger stuck
+                # stop the interpreter's shutdown when the process exits with the logger stuck; a page at a
+                # time (a write of at most PIPE_BUF is all or nothing) so that the bytes written are known
+                # while a write blocks, and so what the logger has read (stalled_for)
                 data = memoryview(line.encode())
+                fd = self.proc.stdin.fileno()
                 while data:
-                    data = data[os.write(self.proc.stdin.fileno(), data):]
+                    self.stalled_for()  # an empty pipe restarts the stall clock before this page goes in
+                    written = os.write(fd, data[: select.PIPE_BUF])
+                    with self._looking:
+                        self._written += written
+                    data = data[written:]
             except (OSError, ValueError) as exc:
                 self._lose(exc)
                 return
@@ -387,31 +439,78 @@ class WorkerTracker(Tracker):
                             "files are complete.", f"exit code {code}" if code is not None else exc)
         self.lost = True
 
+    def stalled_for(self) -> float:
+        """Seconds since the logger last read from its pipe while bytes waited there for it: 0 while it reads,
+        or has nothing to read, or where the system cannot tell (then a wait runs to WAIT_TIMEOUT)."""
+        with self._looking:
+            now = self.clock()
+            try:
+                unread = pipe_unread(self.proc.stdin.fileno())
+            except (AttributeError, ValueError, OSError):  # not started, or its input closed
+                unread = None
+            if unread is None:
+                return 0.0
+            taken = self._written - unread
+            if unread == 0 or taken > self._taken:
+                self._taken, self._read_at = taken, now
+            return now - self._read_at
+
+    def stall_limit(self) -> float:
+        """The stall (:meth:`stalled_for`) after which the logger counts as stuck: START_TIMEOUT while it has read
+        nothing at all (as of the last look), STALL_TIMEOUT once step rows were dropped, else never (inf)."""
+        if not self._taken:
+            return START_TIMEOUT
+        return STALL_TIMEOUT if any(self.dropped.values()) else math.inf
+
+    def _await(self, done) -> str | None:
+        """Call `done(seconds)` (True once what is awaited happened, else after waiting at most `seconds`) until
+        it is True: None; or the reason to give up, after WAIT_TIMEOUT seconds or once the logger is stuck
+        (:meth:`stalled_for` reaches :meth:`stall_limit`; at once when it already has)."""
+        start = self.clock()
+        while True:
+            elapsed, stalled = self.clock() - start, self.stalled_for()
+            limit = self.stall_limit()
+            step = wait_step(elapsed, stalled, WAIT_TIMEOUT, limit, WAIT_POLL)
+            if step <= 0:
+                if stalled >= limit:
+                    return f"it has read nothing sent to it for {stalled:.0f} s"
+                return f"it did not catch up within {WAIT_TIMEOUT:g} s"
+            if done(step):
+                return None
+
     def wait(self, key: int | None = None) -> None:
-        """Until the logger has handled every call sent so far, or WAIT_TIMEOUT seconds (then one warning, and
-        this process stops sending to its logger)."""
+        """Until the logger has handled every call sent so far, at most WAIT_TIMEOUT seconds and not at all once
+        it is stuck (see :meth:`_await`; then one warning, and this process stops sending to its logger)."""
         if not self._send({"op": "sync"}):
             return
-        answered = select.select([self.proc.stdout], [], [], WAIT_TIMEOUT)[0]
-        if not answered:
+        why = self._await(lambda seconds: bool(select.select([self.proc.stdout], [], [], seconds)[0]))
+        if why is not None:
             self.lost = True
             self._behind(key if key is not None else (self.keys or None),
-                         f"it did not catch up within {WAIT_TIMEOUT:g} s, and this process stops sending to it")
+                         f"{why}, and this process stops sending to it")
             return
         if self.proc.stdout.readline() != "ok\n":
             self._lose(None)
 
+    def _exited(self, seconds: float) -> bool:
+        try:
+            self.proc.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
     def close(self) -> None:
-        """Let the logger finish and exit (waiting at most WAIT_TIMEOUT seconds: a logger still busy then goes
-        on writing what it was sent, on its own, and exits at the end of its input)."""
+        """Let the logger finish and exit (waiting as :meth:`wait` does: a logger still busy then goes on
+        writing what it was sent, on its own, and exits at the end of its input)."""
+        if self.proc is not None and not self.lost:
+            self.wait()  # first its answer to all sent so far, while its pipe still shows whether it reads
         if self.proc is not None and not self.lost:
             self._enqueue(None, False)
-            try:
-                self.proc.wait(timeout=WAIT_TIMEOUT)
-            except subprocess.TimeoutExpired:
+            why = self._await(self._exited)
+            if why is not None:
                 self.lost = True
-                self._behind(self.keys or None, f"it did not finish within {WAIT_TIMEOUT:g} s; alrun returns and "
-                             f"the logger (pid {self.proc.pid}) goes on with what it was sent")
+                self._behind(self.keys or None, f"{why}; alrun returns and the logger (pid {self.proc.pid}) goes "
+                             "on with what it was sent")
         elif self.proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=0.1)  # reap a logger that has exited

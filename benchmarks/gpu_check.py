@@ -1,31 +1,37 @@
 """One paper-scale active-learning step on the device at hand, with AMP off and on.
 
-    python -m benchmarks.gpu_check                  # on the GPU when there is one: run it first on a GPU machine
+    python -m benchmarks.gpu_check --quick --record # first on a GPU machine: every CUDA path in about a minute
+    python -m benchmarks.gpu_check                  # on the GPU when there is one: the paper-scale figures
     python -m benchmarks.gpu_check --root DIR       # real CIFAR-10 (torchvision's format) instead of synthetic tensors
     python -m benchmarks.gpu_check --quick          # seconds, on the CPU when there is no GPU (tests, CI)
     python -m benchmarks.gpu_check --record         # also write the output into benchmarks/RESULTS.md
+    python -m benchmarks.gpu_check --fp16           # the float16 + GradScaler path (V100, T4) on any CUDA GPU
 
 The paper's setup as `+experiment=noise` (Table 1) composes it at `scale=paper`: VGG-16 on CIFAR-10-sized
 images (3x32x32, 10 classes), SGD for the configured epochs on 500 labels, MC-Dropout inference with
 T = 20 over a 10,000-item pool, BALD's top-100. Random initial weights unless `--weights FILE` (a VGG-16
 state dict) is given: the speed is the same, and the GPU machine may have no network.
 
-Printed for AMP off and on: training images/s, MC-inference items/s and its cost in deterministic
-passes, peak memory, the time of one AL step; then how far AMP's probabilities are from float32's
-(the same weights and masks) and whether BALD's top-100 picks agree; whether a run repeats bit for bit
-with `deterministic=true`; and the predicted wall time of Table 1 at `scale=paper` from the measured
-rates (the model is printed with it).
+Printed first: which precision `amp=true` takes on this device and why (the GPU's name and compute
+capability: bfloat16 from 8.0, else float16 with loss scaling). Then for AMP off and on: training images/s,
+MC-inference items/s and its cost in deterministic passes, peak memory, the time of one AL step; how far
+AMP's probabilities are from float32's (the same weights and masks) and whether BALD's top-100 picks agree;
+whether a run repeats bit for bit with `deterministic=true`, and the ops torch warned have no deterministic
+kernel; the predicted wall time of Table 1 at `scale=paper` from the measured rates (the model is printed
+with it). Progress goes to stderr as it runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import gc
 import os
 import re
 import sys
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -34,7 +40,7 @@ import torch
 
 from alrun.acquisition import acquire
 from alrun.config import ModelSpec, RunSpec, run_spec_from_dict
-from alrun.devices import job_determinism
+from alrun.devices import BF16_MIN_CAPABILITY, CUBLAS_DETERMINISTIC, amp_precision, channels_last, job_determinism
 from alrun.heuristics import MODEL_FREE, bald
 from alrun.inference import InferenceBatch, amp_dtype, autocast, grad_scaler, mc_probs, to_device
 from alrun.models import build_model, fold_for_inference, keep_mask
@@ -188,13 +194,18 @@ def agreement(model: torch.nn.Sequential, x_pool: torch.Tensor, spec: RunSpec, s
     }
 
 
+NONDETERMINISTIC = re.compile(r"^(\S+) does not have a deterministic implementation")
+
+
 def repeats_bit_for_bit(model: torch.nn.Sequential, initial: dict, x_lab: torch.Tensor, y_lab: torch.Tensor,
-                        x_pool: torch.Tensor, spec: RunSpec, sizes: Sizes) -> bool:
+                        x_pool: torch.Tensor, spec: RunSpec, sizes: Sizes) -> tuple[bool, list[str]]:
     """With `deterministic=true` (and AMP on, the default): one epoch of training and MC inference, twice from
-    the same weights and seeds; whether the weights and probabilities are bit-identical."""
+    the same weights and seeds; whether the weights and probabilities are bit-identical, and the ops torch
+    warned have no deterministic kernel (`warn_only`), which would explain a difference."""
     device = next(model.parameters()).device
     runs = []
-    with job_determinism(True):
+    with job_determinism(True), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         for _ in range(2):
             model.load_state_dict(initial)
             fit(model, x_lab, y_lab, replace(spec.train, epochs=1), generator(0, "train/0"),
@@ -203,7 +214,8 @@ def repeats_bit_for_bit(model: torch.nn.Sequential, initial: dict, x_lab: torch.
                              generator=generator(0, "mc/0", device), amp=True).cpu()
             runs.append(([v.detach().clone() for v in model.state_dict().values()], probs))
     same_weights = all(torch.equal(a, b) for a, b in zip(runs[0][0], runs[1][0], strict=True))
-    return same_weights and torch.equal(runs[0][1], runs[1][1])
+    ops = sorted({m.group(1) for w in caught if (m := NONDETERMINISTIC.match(str(w.message)))})
+    return same_weights and torch.equal(runs[0][1], runs[1][1]), ops
 
 
 def predicted_table1(spec: RunSpec, grid: dict[str, list[str]], figures: dict, n_pool: int, n_test: int) -> dict:
@@ -235,17 +247,69 @@ def hours(seconds: float) -> str:
     return f"{seconds / 3600:,.1f} h ({seconds / 86400:,.2f} days)"
 
 
+def precision_path(capability: tuple[int, int] | str, name: str, fp16: bool = False) -> str:
+    """What `amp=true` computes in on a device and why, in one line: `capability` is the GPU's (major, minor)
+    or "cpu"; `fp16` says that --fp16 forced the float16 path."""
+    if capability == "cpu":
+        return "amp=on computes in: float32 (alrun autocasts on CUDA only); loss scaling: off -- the CPU path"
+    dtype, scaled = (torch.float16, True) if fp16 else amp_precision(capability)
+    cc, bound = f"{capability[0]}.{capability[1]}", ".".join(map(str, BF16_MIN_CAPABILITY))
+    native = tuple(capability) >= BF16_MIN_CAPABILITY
+    why = (f"{name} has compute capability {cc} ({'>=' if native else '<'} {bound}: bfloat16 "
+           f"{'native' if native else 'only emulated'})")
+    if fp16:
+        why = f"forced by --fp16 ({why}, which alrun would use {'bfloat16' if native else 'float16'} on)"
+    path = "bfloat16 path" if dtype == torch.bfloat16 else "float16 + GradScaler path"
+    return (f"amp=on computes in: {str(dtype).removeprefix('torch.')}; "
+            f"loss scaling: {'on (GradScaler)' if scaled else 'off'} -- the {path}: {why}")
+
+
+@contextlib.contextmanager
+def forced_fp16(enabled: bool):
+    """--fp16: alrun's precision choice returns float16 with a GradScaler for every GPU for the block (the path
+    of capability < 8.0, V100 and T4, run on whatever GPU is here)."""
+    if not enabled:
+        yield
+        return
+    import alrun.inference
+
+    real = alrun.inference.amp_precision
+    alrun.inference.amp_precision = lambda capability: (None, False) if capability == "cpu" else (torch.float16, True)
+    try:
+        yield
+    finally:
+        alrun.inference.amp_precision = real
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU {cpu_model()} ({torch.get_num_threads()} torch threads)"
 
 
+def note(started: float, what: str) -> None:
+    """Progress on stderr (a run on a lent GPU shows how far it got even if its time runs out)."""
+    print(f"gpu_check: {time.monotonic() - started:6.1f} s  {what}", file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> list[str]:
     """Measure and return the printed lines."""
+    with forced_fp16(args.fp16):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> list[str]:
+    started = time.monotonic()
     # as `deterministic=true` sets it for a job; here before the first cuBLAS call, which reads it once
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit(f"--device {args.device}: torch sees no CUDA device here (torch {torch.__version__}).")
+        if device.index is None:  # one device for every figure, the one `cuda` means now
+            device = torch.device("cuda", torch.cuda.current_device())
+    if args.fp16 and device.type != "cuda":
+        raise SystemExit("--fp16 needs a CUDA device: on the CPU alrun computes in float32.")
     sizes = QUICK_SIZES if args.quick else PAPER_SIZES
     spec, grid = table1_config()
     model_spec: ModelSpec = replace(spec.model, pretrained=False, weights_path=args.weights)
@@ -272,11 +336,11 @@ def run(args: argparse.Namespace) -> list[str]:
     if device.type == "cuda":
         x_lab, x_pool = x_lab.to(device), x_pool.to(device)  # as the loop holds the data on the GPU
     model = build_model(model_spec, (3, 32, 32), 10, 0, pixel_stats).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    # as the loop does on CUDA: only where every weight and the input are 4-D
+    layout = channels_last(model, x_lab.ndim) if device.type == "cuda" else False
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-    dtype = amp_dtype(device, True)
+    capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else "cpu"
     lines = [
         f"gpu_check on {device_name(device)} ({device}), torch {torch.__version__}, "
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
@@ -286,17 +350,28 @@ def run(args: argparse.Namespace) -> list[str]:
         f"{sizes.labelled} labels x {spec.train.epochs} epochs "
         f"({spec.train.optimizer}, batch {spec.train.batch_size}); "
         f"MC inference T = {spec.mc_samples} over {sizes.pool} items (batch {sizes.inference_batch}); "
-        f"BALD top-{sizes.query}",
-        f"amp=on computes in: {dtype or 'float32 (alrun autocasts on CUDA only)'}; "
-        f"loss scaling: {'on' if grad_scaler(device, True).is_enabled() else 'off'}",
+        f"BALD top-{sizes.query}; weights in {'channels_last' if layout else 'the default layout'}",
+        precision_path(capability, device_name(device), args.fp16),
     ]
+    # the path alrun's own code takes must be the one printed (a mismatch is a bug to see, not to hide)
+    dtype, scaled = amp_dtype(device, True), grad_scaler(device, True).is_enabled()
+    if device.type == "cuda":
+        lines.append(f"{'torch.cuda.is_bf16_supported(including_emulation=False)':<48} "
+                     f"{torch.cuda.is_bf16_supported(including_emulation=False)} (torch's answer, for the "
+                     f"current device {torch.cuda.current_device()}; alrun decides by capability: {dtype}, "
+                     f"loss scaling {'on' if scaled else 'off'})")
+    note(started, lines[2])
     results = {}
     for amp in (False, True):
         results[amp] = {**one_mode(model, initial, x_lab, y_lab, x_pool, spec, sizes, amp), "pool_n": sizes.pool}
+        note(started, f"amp={'on' if amp else 'off'}: trained and acquired")
     model.load_state_dict(results[False].pop("trained"))  # the agreement is measured on the float32-trained model
     results[True].pop("trained")
     agree = agreement(model, x_pool, spec, sizes)
-    repeatable = repeats_bit_for_bit(model, initial, x_lab, y_lab, x_pool, spec, sizes)  # last: it sets global flags
+    note(started, "AMP against float32 compared")
+    # last: it sets global flags
+    repeatable, nondeterministic = repeats_bit_for_bit(model, initial, x_lab, y_lab, x_pool, spec, sizes)
+    note(started, "deterministic=true run twice")
     n_test = spec.dataset.max_test or 10_000
 
     def both(label: str, key: str, fmt: str) -> str:
@@ -319,6 +394,7 @@ def run(args: argparse.Namespace) -> list[str]:
         f"({agree['picks_shared']} of {sizes.query} shared)",
         f"{'deterministic=true: two runs bit-identical':<48} {repeatable} (amp=on; 1 epoch of training, then MC "
         "inference; same weights, seeds and device)",
+        f"{'  ops torch warned have no deterministic kernel':<48} {', '.join(nondeterministic) or 'none'}",
     ]
     for amp in (False, True):
         p = predicted_table1(spec, grid, results[amp], n_pool_paper, n_test)
@@ -333,6 +409,7 @@ def run(args: argparse.Namespace) -> list[str]:
         f"{spec.initial_labelled + spec.query_size}, ..., {spec.max_labelled}; per-step fixed costs left out"
         + ("; QUICK: 1 epoch measured, the prediction still uses it, so it is not the paper's" if args.quick else "")
     )
+    lines.append(f"gpu_check took {time.monotonic() - started:.0f} s, set-up and warm-ups included")
     return lines
 
 
@@ -347,7 +424,8 @@ def kept_section(path: Path) -> str:
 def record(lines: list[str], command: str, path: Path) -> None:
     """Put this run into RESULTS.md's gpu_check section, replacing an earlier entry for the same device and mode."""
     text = path.read_text() if path.exists() else "# Benchmark results\n"
-    head = f"### {lines[0].split(' on ', 1)[1].split(' (', 1)[0]}{' (--quick)' if '--quick' in command else ''}"
+    modes = [flag for flag in ("--quick", "--fp16") if flag in command.split()]
+    head = f"### {lines[0].split(' on ', 1)[1].split(' (', 1)[0]}{' (' + ', '.join(modes) + ')' if modes else ''}"
     entry = "\n".join([head, "", f"`{command}`:", "", "```", *lines, "```", ""])
     if MARK_START in text:
         before, rest = text.split(MARK_START, 1)
@@ -369,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", help="CIFAR-10 in torchvision's format (default: synthetic tensors)")
     parser.add_argument("--weights", help="a VGG-16 state-dict file (default: random initial weights)")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: the GPU when there is one)")
+    parser.add_argument("--fp16", action="store_true",
+                        help="the float16 + GradScaler path (capability < 8.0: V100, T4) on any CUDA GPU")
     parser.add_argument("--record", action="store_true", help="write the output into benchmarks/RESULTS.md")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md", help="the file --record writes")
     args = parser.parse_args(argv)

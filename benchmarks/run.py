@@ -20,16 +20,20 @@ from pathlib import Path
 import torch
 
 import benchmarks
+from benchmarks import bench_diversity
 from benchmarks.common import machine
 from benchmarks.gpu_check import kept_section
 
 HERE = Path(__file__).resolve().parent
 FIRST = ("bench_inference", "bench_scoring", "bench_step")  # the issue's order; the others follow by name
+# run on their own, with no peer, into their own section of RESULTS.md, which this run keeps
+STANDALONE = ("bench_diversity",)
 
 
 def discover() -> list[str]:
     """The names of the bench_* modules in this folder."""
-    names = sorted(m.name for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_"))
+    names = sorted(m.name for m in pkgutil.iter_modules(benchmarks.__path__)
+                   if m.name.startswith("bench_") and m.name not in STANDALONE)
     return [n for n in FIRST if n in names] + [n for n in names if n not in FIRST]
 
 
@@ -128,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     info["load average before the run (1, 5, 15 min)"] = info.pop("load average (1, 5, 15 min)")
     if skipped:
         failures += [f"{name}: skipped, it has no run(quick) function" for name in skipped]
-    kept = kept_section(args.out)  # benchmarks/gpu_check.py's entries are not this run's to drop
+    # benchmarks/gpu_check.py's and bench_diversity.py's sections are not this run's to drop
+    kept = kept_section(args.out) + bench_diversity.kept_section(args.out)
     args.out.write_text(markdown(rows, failures, info, command, started, time.perf_counter() - tic, load_after)
                         + ("\n" + kept if kept else ""))
     print(f"wrote {args.out}")

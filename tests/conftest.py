@@ -35,6 +35,37 @@ def steps_without_timings(path) -> pd.DataFrame:
     return frame.drop(columns=[c for c in frame.columns if c.startswith("time_")])
 
 
+# the longest any one GPU-path test may run (test_gpu_*.py, test_devices.py, test_oom.py): a bound on a hang, on a
+# CUDA host as here, not a measurement (pytest-timeout is not a dependency)
+TEST_DEADLINE_S = 900
+
+
+@pytest.fixture
+def test_deadline():
+    """A test that runs past TEST_DEADLINE_S fails there (SIGALRM raises in the test, as pytest-timeout's signal
+    method does: a wait on a lock, a select or a subprocess is interrupted), instead of hanging the run. Where
+    there is no SIGALRM the process stops with every thread's traceback (faulthandler)."""
+    import faulthandler
+    import signal
+
+    if not hasattr(signal, "SIGALRM"):
+        faulthandler.dump_traceback_later(TEST_DEADLINE_S, exit=True)
+        yield
+        faulthandler.cancel_dump_traceback_later()
+        return
+
+    def expired(signum, frame):
+        pytest.fail(f"the test ran past its {TEST_DEADLINE_S} s deadline (tests/conftest.py: TEST_DEADLINE_S)")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, TEST_DEADLINE_S)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 @pytest.fixture
 def alrun_runner():
     return run_alrun

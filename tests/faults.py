@@ -128,15 +128,17 @@ def arm(fault: str) -> None:
 
         alrun.loop.ActiveLearningJob.run = run
         alrun.loop.fit = fit
-    elif kind == "tracker-down":
-        # MLflow runs in alrun's logger process: start that process through this module, fault armed
+    elif kind in ("tracker-down", "tracker-flaky"):
+        # MLflow runs in alrun's logger process: start that process through this module, fault armed. It imports
+        # torch (this module) and mlflow (the fault) before it reads its first line, where alrun's own logger
+        # reads within a fraction of a second: not to be taken for a logger that never reads (START_TIMEOUT)
         alrun.tracking.WORKER_COMMAND = [sys.executable, "-m", "tests.faults", "--tracker-worker", fault]
-    elif kind == "tracker-flaky":
-        alrun.tracking.WORKER_COMMAND = [sys.executable, "-m", "tests.faults", "--tracker-worker", fault]
+        alrun.tracking.START_TIMEOUT = alrun.tracking.WAIT_TIMEOUT
     elif kind == "logger-stuck":
         alrun.tracking.WORKER_COMMAND = [sys.executable, "-c", STUCK_LOGGER]
         alrun.tracking.QUEUE_SIZE = 2
-        alrun.tracking.WAIT_TIMEOUT = 2.0
+        # no timeout to fall back on: only the stall rule (STALL_TIMEOUT, as shipped) ends the final wait
+        alrun.tracking.WAIT_TIMEOUT = 3600.0
     else:
         raise ValueError(f"unknown fault {fault!r}")
 

@@ -9,6 +9,8 @@ from alrun.cli import job_index
 from alrun.devices import choose_device
 from alrun.errors import ConfigError
 
+pytestmark = pytest.mark.usefixtures("test_deadline")  # no test here can hang a run (conftest)
+
 
 def test_auto_without_gpu_is_cpu():
     assert [choose_device("auto", k, device_count=0) for k in range(3)] == ["cpu"] * 3

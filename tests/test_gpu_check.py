@@ -9,9 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from alrun.config import RunSpec, TrainSpec
-from benchmarks.gpu_check import MARK_END, MARK_START, kept_section, predicted_table1, record
+from benchmarks.gpu_check import MARK_END, MARK_START, kept_section, precision_path, predicted_table1, record
+
+pytestmark = pytest.mark.usefixtures("test_deadline")  # no test here can hang a run (conftest)
 
 REPO = Path(__file__).resolve().parents[1]
 NUMBER = r"[0-9][0-9,]*(\.[0-9]+)?"
@@ -51,7 +54,26 @@ def test_quick_run_prints_every_figure_on_the_cpu(quick_run):
                          r"45 jobs x 196 steps", stdout)
     assert re.search(r"deterministic=true: two runs bit-identical\s+True ", stdout)
     assert "prediction model: step at L labels" in stdout
-    assert "amp=on computes in: float32" in stdout and "loss scaling: off" in stdout
+    assert "amp=on computes in: float32 (alrun autocasts on CUDA only); loss scaling: off -- the CPU path" in stdout
+    assert re.search(r"ops torch warned have no deterministic kernel\s+none$", stdout, re.MULTILINE)
+    assert re.search(r"(?m)^gpu_check took [0-9]+ s", stdout)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: the check's GPU path")
+def test_quick_run_on_the_gpu_says_its_precision_path_and_repeats_itself(tmp_path):
+    """On a CUDA host: the check's CUDA path end to end (--quick), the precision it names is the one the GPU's
+    capability gives, and deterministic=true repeats bit for bit on one GPU (AMP's picks may differ: not
+    asserted)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--quick", "--device", "cuda:0"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    name, capability = torch.cuda.get_device_name(0), torch.cuda.get_device_capability(0)
+    assert f"gpu_check on {name} (cuda:0)" in proc.stdout
+    assert precision_path(capability, name) in proc.stdout
+    assert re.search(rf"peak GPU memory allocated \(MiB\)\s+amp=off\s+{NUMBER}\s+amp=on\s+{NUMBER}$", proc.stdout,
+                     re.MULTILINE)
+    assert re.search(r"deterministic=true: two runs bit-identical\s+True ", proc.stdout), proc.stdout
 
 
 def test_quick_run_is_recorded_beside_the_benchmark_table(quick_run):
@@ -87,3 +109,32 @@ def test_table1_prediction_follows_its_stated_model():
     # random: (50 + 10) + (60 + 10) + (70 + 10) = 210; two seeds each
     got = predicted_table1(spec, grid, figures, n_pool=1000, n_test=100)
     assert got == {"jobs": 4, "steps": 3, "seconds": pytest.approx(2 * (300 + 210))}
+
+
+@pytest.mark.parametrize(("capability", "path", "why"), [
+    ((9, 0), "bfloat16; loss scaling: off -- the bfloat16 path", "compute capability 9.0 (>= 8.0: bfloat16 native)"),
+    ((8, 0), "bfloat16; loss scaling: off -- the bfloat16 path", "compute capability 8.0 (>= 8.0: bfloat16 native)"),
+    ((7, 5), "float16; loss scaling: on (GradScaler) -- the float16 + GradScaler path",
+     "compute capability 7.5 (< 8.0: bfloat16 only emulated)"),
+    ((7, 0), "float16; loss scaling: on (GradScaler) -- the float16 + GradScaler path",
+     "compute capability 7.0 (< 8.0: bfloat16 only emulated)"),
+])
+def test_the_precision_line_names_the_path_and_why(capability, path, why):
+    line = precision_path(capability, "GPU X")
+    assert line == f"amp=on computes in: {path}: GPU X has {why}"
+
+
+def test_the_precision_line_says_when_fp16_was_forced():
+    line = precision_path((9, 0), "NVIDIA H200", fp16=True)
+    assert line.startswith("amp=on computes in: float16; loss scaling: on (GradScaler) -- the float16 + GradScaler "
+                           "path: forced by --fp16 (NVIDIA H200 has compute capability 9.0")
+    assert "which alrun would use bfloat16 on" in line
+
+
+def test_record_keeps_the_fp16_mode_apart(tmp_path):
+    out = tmp_path / "RESULTS.md"
+    gpu = ["gpu_check on NVIDIA H200 (cuda:0), torch 2.14", "figure"]
+    record(gpu, "python -m benchmarks.gpu_check --quick --record", out)
+    record(gpu, "python -m benchmarks.gpu_check --quick --fp16 --record", out)
+    text = out.read_text()
+    assert "### NVIDIA H200 (--quick)\n" in text and "### NVIDIA H200 (--quick, --fp16)\n" in text

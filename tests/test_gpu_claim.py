@@ -22,6 +22,8 @@ from alrun.devices import CUBLAS_DETERMINISTIC, claimed_device, job_determinism
 from alrun.errors import ConfigError
 from alrun.loop import spec_fingerprint
 
+pytestmark = pytest.mark.usefixtures("test_deadline")  # no test here can hang a run (conftest)
+
 LIVENESS_S = 30  # only a bound on how long a broken test may hang; no assertion depends on time
 
 

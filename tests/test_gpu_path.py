@@ -23,6 +23,8 @@ from alrun.inference import amp_dtype, grad_scaler
 from alrun.models import VGG16_HIDDEN, InputAffine, build_model, split_at_first_dropout
 from alrun.training import MAX_NONFINITE_STEPS, _optimizer, fit
 
+pytestmark = pytest.mark.usefixtures("test_deadline")  # no test here can hang a run (conftest)
+
 # --- 1. loss scaling -------------------------------------------------------------------------------
 
 

@@ -363,6 +363,8 @@ def test_a_job_without_dropout_runs_entropy_and_random(user_pkg, tmp_path, caplo
         for heuristic in ("entropy", "random"):
             frame = job(tmp_path, "no_dropout", heuristic, heuristic).run()
             assert list(frame["labelled"]) == [20, 25, 30]
+            assert set(frame["mc_samples_used"]) == {1}  # steps.csv says the T that ran, not the configured 4
+    assert set(job(tmp_path, "SequenceNet", "bald", "mc").run()["mc_samples_used"]) == {4}
     assert sum("runs with T = 1 instead of mc_samples=4" in r.getMessage() for r in caplog.records) == 2
 
 

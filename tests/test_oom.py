@@ -19,6 +19,8 @@ from alrun.errors import ModelError
 from alrun.inference import InferenceBatch, mc_probs
 from alrun.models import SeededDropout
 
+pytestmark = pytest.mark.usefixtures("test_deadline")  # no test here can hang a run (conftest)
+
 
 class MemoryLimit(nn.Module):
     """Identity that raises CUDA's out-of-memory error above `max_rows` rows during inference."""

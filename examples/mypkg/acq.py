@@ -7,6 +7,9 @@ T samples).
   own heuristics (`alrun --config-dir examples/mypkg/conf heuristic=mymargin,bald,random`).
 * `balanced_top` is a batch selector (`heuristic.batch=true`): (probs, k, generator) -> k distinct
   indices; its samples share one dropout mask per sample t across all items, as BatchBALD's.
+* `coreset` is a batch selector that reads the model's embeddings (it names `embeddings` and
+  `labelled_embeddings`, so alrun computes them): k-center greedy, through conf/heuristic/mycoreset.yaml
+  (`alrun --config-dir examples/mypkg/conf heuristic=mycoreset,coreset,random`).
 """
 
 from __future__ import annotations
@@ -39,3 +42,17 @@ def margin(probs: torch.Tensor) -> torch.Tensor:
     """1 minus the gap between the two most probable classes of the mean predictive: [N, C, T] -> [N]."""
     top2 = probs.mean(dim=2).topk(2, dim=1).values
     return 1.0 - (top2[:, 0] - top2[:, 1])
+
+
+def coreset(probs: torch.Tensor, k: int, generator: torch.Generator, embeddings: torch.Tensor,
+            labelled_embeddings: torch.Tensor) -> torch.Tensor:
+    """k-center greedy (Sener & Savarese 2018): each pick is the candidate farthest from the labelled set and the
+    picks so far. embeddings [N, D], labelled_embeddings [L, D] -> k indices."""
+    dist = torch.cdist(embeddings, labelled_embeddings).min(dim=1).values if len(labelled_embeddings) \
+        else torch.full((len(embeddings),), float("inf"))
+    chosen = []
+    for _ in range(k):
+        i = int(dist.argmax())
+        chosen.append(i)
+        dist = torch.minimum(dist, torch.cdist(embeddings, embeddings[i : i + 1]).squeeze(1))
+    return torch.tensor(chosen, dtype=torch.long)
