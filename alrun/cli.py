@@ -54,8 +54,9 @@ def job_index(hydra_cfg: DictConfig) -> int:
     return int(OmegaConf.select(hydra_cfg, "job.num", default=0) or 0)
 
 
-# launchers that run each job in a process of its own, maybe on another host: submitit's, alrun's Ray launcher
-OWN_PROCESS_LAUNCHERS = ("submitit", "alrun_ray_launcher")
+# launchers that run each job in a process of its own, maybe on another host: submitit's, alrun's SLURM launcher on
+# it (hydra/launcher=slurm), alrun's Ray launcher
+OWN_PROCESS_LAUNCHERS = ("submitit", "alrun_slurm_launcher", "alrun_ray_launcher")
 
 
 def under_submitit(hydra_cfg: DictConfig) -> bool:
@@ -358,12 +359,6 @@ def main() -> None:
         fail(message)
     if asks_for_determinism(sys.argv[1:]):  # before any CUDA call of the process: cuBLAS reads it once
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # devices.CUBLAS_DETERMINISTIC
-    try:  # `hydra/launcher=slurm` is alrun's launcher on hydra-submitit-launcher's (the `cluster` extra)
-        from alrun.launchers import register
-    except ImportError:
-        pass
-    else:
-        register()
     hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(task)()
 
 

@@ -1,4 +1,5 @@
 """alrun's SLURM launcher (`hydra/launcher=slurm`): hydra-submitit-launcher's, made safe to re-run and to lose jobs.
+Hydra finds it as hydra_plugins/alrun_slurm_launcher (Hydra instantiates launchers only from that namespace).
 
 On top of the plugin's launcher:
 
@@ -34,10 +35,6 @@ from omegaconf import OmegaConf
 from alrun.checkpoint import atomic_write_text
 
 log = logging.getLogger(__name__)
-
-# the name `hydra/launcher=slurm` gives as `_target_`: Hydra instantiates launchers only under `hydra_plugins.`,
-# so `register` files this class under that name in Hydra's plugin registry (alrun ships no hydra_plugins package)
-PLUGIN_NAME = "hydra_plugins.alrun_launcher.SlurmLauncher"
 
 JOBS_FILE = "slurm_jobs.json"  # in the submitit folder's parent: job folder name -> SLURM job id, per launch
 STATE_POLL_S = 10.0  # how often the launching process asks sacct for the states of the jobs it waits for
@@ -180,9 +177,3 @@ def _lost(job: Any, state: str, folder: Path) -> JobReturn:
     log.error(message.strip())
     return JobReturn(status=JobStatus.COMPLETED, _return_value={"status": "failed", "dir": str(folder)})
 
-
-def register() -> None:
-    """Make `hydra/launcher=slurm` find this launcher (call before Hydra instantiates the launcher)."""
-    from hydra.core.plugins import Plugins
-
-    Plugins.instance().class_name_to_class[PLUGIN_NAME] = SlurmLauncher

@@ -86,17 +86,18 @@ def test_slurm_launcher_config_makes_the_sbatch_script(tmp_path, monkeypatch):
 
 def test_slurm_launcher_is_alruns_on_the_plugins():
     """`hydra/launcher=slurm` names alrun's launcher (skips finished jobs, adopts running ones, reports a
-    cancelled one), filed in Hydra's plugin registry under the name the config gives."""
+    cancelled one), which Hydra finds among its plugins."""
     pytest.importorskip("submitit", reason="the `cluster` extra is not installed")
     from hydra.core.plugins import Plugins
     from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as PluginLauncher
     from omegaconf import OmegaConf
 
-    from alrun.cli import config_dir
-    from alrun.launchers import PLUGIN_NAME, SlurmLauncher, register
+    from alrun.cli import config_dir, under_submitit
+    from alrun.launchers import SlurmLauncher as AlrunLauncher
 
-    register()
-    assert Plugins.instance().class_name_to_class[PLUGIN_NAME] is SlurmLauncher
-    assert issubclass(SlurmLauncher, PluginLauncher)
-    config = OmegaConf.load(f"{config_dir()}/hydra/launcher/slurm.yaml")
-    assert config["_target_"] == PLUGIN_NAME
+    target = OmegaConf.load(f"{config_dir()}/hydra/launcher/slurm.yaml")["_target_"]
+    assert target == "hydra_plugins.alrun_slurm_launcher.slurm_launcher.SlurmLauncher"
+    found = Plugins.instance().class_name_to_class[target]
+    assert issubclass(found, AlrunLauncher) and issubclass(found, PluginLauncher)
+    # its jobs run in processes of their own: a job's fatal sentence goes to its error.txt, not a bare exit
+    assert under_submitit(OmegaConf.create({"launcher": {"_target_": target}}))

@@ -35,6 +35,7 @@ def test_wheel_ships_configs_and_runs(wheel_site, tmp_path):
     # hydra/launcher=ray: its config, and the launcher class in Hydra's plugin namespace (no __init__.py there)
     assert (Path(where[1]) / "hydra" / "launcher" / "ray.yaml").is_file()
     assert (wheel_site / "hydra_plugins" / "alrun_ray_launcher" / "ray_launcher.py").is_file()
+    assert (wheel_site / "hydra_plugins" / "alrun_slurm_launcher" / "slurm_launcher.py").is_file()
     assert not (wheel_site / "hydra_plugins" / "__init__.py").exists()
     proc = subprocess.run([sys.executable, "-m", "alrun", "scale=smoke", "heuristic=random", "seed=0",
                            f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path, env=env,
