@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 JOBS_FILE = "slurm_jobs.json"  # in the submitit folder's parent: job folder name -> SLURM job id, per launch
 STATE_POLL_S = 10.0  # how often the launching process asks sacct for the states of the jobs it waits for
 RESULT_POLL_S = 1.0  # how often it looks for a job's result file (a file check, no SLURM call)
+# a job SLURM says is over (but not cancelled) whose result file is not seen yet: how long to keep looking before
+# calling it lost (a shared filesystem may show the launching host a file written on a node up to a minute late)
+LOST_GRACE_S = 60.0
 
 
 def _ended_without_result(job: Any) -> str | None:
@@ -125,6 +128,7 @@ class SlurmLauncher(PluginSlurmLauncher):
         """Wait for every job of `waiting` (job number -> submitit job); a job lost to SLURM is marked failed."""
         returns: dict[int, JobReturn] = {}
         pending = dict(waiting)
+        over_since: dict[int, float] = {}
         last_poll = time.monotonic()
         while pending:
             if time.monotonic() - last_poll >= STATE_POLL_S:  # one sacct call for every job of the sweep
@@ -136,7 +140,11 @@ class SlurmLauncher(PluginSlurmLauncher):
                     del pending[idx]
                     continue
                 state = _ended_without_result(job)
-                if state is not None:
+                if state is None:  # queued or running (again, after a requeue)
+                    over_since.pop(idx, None)
+                    continue
+                since = over_since.setdefault(idx, time.monotonic())
+                if state.startswith("CANCELLED") or time.monotonic() - since >= LOST_GRACE_S:
                     returns[idx] = _lost(job, state, folders[idx])
                     del pending[idx]
             if pending:
