@@ -254,6 +254,7 @@ def test_block_shape_stays_within_the_budget():
 
 
 def test_distance_blocks_stay_within_a_tiny_budget_and_give_the_same_picks(monkeypatch):
+    monkeypatch.setattr(dv, "BF16_SCREEN", False)  # every ProbCover block through sq_distances too
     pool, labelled, probs = random_problem(n=500, n_lab=100)
     budget_mb = 0.02  # 1,310 entries a block; the full pool x (pool + labelled) matrix takes 500 * 600 * 16 B = 4.6 MiB
     expected = run_all(pool, labelled, probs, 12, seed=2)
