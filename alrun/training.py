@@ -135,8 +135,12 @@ class EarlyStopping:
         """Mean NLL of the validation labels under `model` in eval mode (the model's mode is kept)."""
         return self.validation_scores(model, amp)[0]
 
-    def after_epoch(self, model: nn.Module, epoch: int, amp: bool = False) -> bool:
-        """Score epoch `epoch` (1-based); True when training should stop."""
+    def after_epoch(self, model: nn.Module, epoch: int, amp: bool = False, eligible: bool = True) -> bool:
+        """Score epoch `epoch` (1-based); True when training should stop. An epoch that is not `eligible`
+        (before `train.min_updates` gradient steps) is counted but never kept."""
+        if not eligible:
+            self.epochs_run = epoch
+            return False
         if self.stop_on == "accuracy":
             nll, accuracy = self.validation_scores(model, amp)
             score = -accuracy
@@ -257,8 +261,9 @@ def fit(
     n = x.shape[0]
     x_dev, y_dev = to_device(x, device), to_device(y, device)
     last = float("nan")
-    # early stopping waits for `min_updates` gradient steps: at 20 labels an epoch is one step, and the
-    # validation NLL of a fresh network first rises for a few steps before it falls
+    # early stopping waits for `min_updates` gradient steps, and keeps no weights from before them: at 20 labels
+    # an epoch is one step, and the validation NLL of a barely trained network can stay the best (over-confident
+    # later networks score worse), so the weights of step 3 were kept with a training accuracy of 0.35
     min_epochs = math.ceil(spec.min_updates / steps_per_epoch(spec, n)) if n else 0
     # with `eval_every`, early stopping scores every that many gradient steps (check k is its "epoch" k)
     every = spec.eval_every if early_stopping is not None else None
@@ -282,14 +287,14 @@ def fit(
             updates += 1
             if every and updates % every == 0:
                 _check_finite(tally, limit, epoch, spec)
-                stop = early_stopping.after_epoch(model, updates // every, amp) and updates >= spec.min_updates
+                stop = early_stopping.after_epoch(model, updates // every, amp, updates >= spec.min_updates)
                 if stop:
                     break
         last = _check_finite(tally, limit, epoch, spec)
         if stop:
             break
-        if early_stopping is not None and not every and early_stopping.after_epoch(model, epoch, amp) \
-                and epoch >= min_epochs:
+        if early_stopping is not None and not every and early_stopping.after_epoch(model, epoch, amp,
+                                                                                  epoch >= min_epochs):
             break
     if early_stopping is not None:
         early_stopping.restore(model)

@@ -152,10 +152,12 @@ def test_validation_nll_is_the_deterministic_networks():
     assert model.training  # the model is left in the mode it was in
 
 
-def test_early_stopping_waits_for_min_updates():
-    # 40 items in batches of 32: 2 steps an epoch, so 16 steps are 8 epochs; the best epoch stays the first
+def test_early_stopping_waits_for_min_updates_and_keeps_nothing_before():
+    # 40 items in batches of 32: 2 steps an epoch, so 16 steps are 8 epochs. Epochs 1-7 are not scored and
+    # never kept (a barely trained network's validation NLL can stay the best); epoch 8 is the first scored,
+    # the best, and 3 epochs later training stops
     assert epochs_for(TrainSpec(epochs=5, schedule="early_stopping", validation_size=1, min_updates=16), 40) == 8
     stopper = ScriptedStopping([1.0] + [2.0] * 30, patience=3)
-    model = _fit_toy(stopper, epochs=20, min_updates=16)  # patience alone would stop after epoch 4
-    assert len(stopper.snapshots) == 8 and stopper.best_epoch == 1
+    model = _fit_toy(stopper, epochs=20, min_updates=16)
+    assert len(stopper.snapshots) == 4 and stopper.best_epoch == 8 and stopper.epochs_run == 11
     assert all(torch.equal(model.state_dict()[k], v) for k, v in stopper.snapshots[0].items())
