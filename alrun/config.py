@@ -84,7 +84,8 @@ class TrainSpec:
     min_updates: int = 0
     # early_stopping: at most `epochs` epochs (or enough for `min_updates` steps), stopped `patience` epochs
     # after the best validation score but not before `min_updates` steps; the best epoch's weights are kept (never
-    # those of an epoch before `min_updates` steps); the validation set (`validation_size` labels, drawn once per seed) is never acquired
+    # those of an epoch before `min_updates` steps); the validation set (`validation_size` labels, drawn once
+    # per seed) is never acquired
     validation_size: int = 0
     patience: int = 10
     # early_stopping: the validation score watched, "nll" (lower is better) or "accuracy" (the BatchBALD code's)
