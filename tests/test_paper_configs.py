@@ -79,7 +79,7 @@ def test_bare_alrun_fits_by_early_stopping_and_studies_keep_fixed_epochs():
 
 
 def test_mnist_batchbald_composes_the_batchbald_codes_protocol():
-    """The settings the BatchBALD code's MNIST runs record, in alrun's terms (configs/experiment/mnist_batchbald.yaml)."""
+    """The settings the BatchBALD code's MNIST runs record, in alrun's terms (experiment/mnist_batchbald.yaml)."""
     spec, params, cfg = composed("mnist_batchbald")
     assert (spec.dataset.name, spec.model.name) == ("mnist", "gal_cnn")
     assert (spec.initial_labelled, spec.initial_balanced, spec.query_size, spec.max_labelled) == (20, True, 10, 300)
