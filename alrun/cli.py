@@ -211,7 +211,7 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
     from alrun.devices import choose_device
     from alrun.loop import ActiveLearningJob, column_name
     from alrun.progress import job_progress
-    from alrun.report import target_accuracy_of
+    from alrun.report import target_accuracies_of, target_record
 
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
@@ -224,7 +224,7 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
     plain = OmegaConf.to_container(cfg, resolve=True)
     report_sizes = (plain.get("report") or {}).get("sizes")
     try:
-        target_accuracy = target_accuracy_of((plain.get("report") or {}).get("target_accuracy"))
+        target_accuracy = target_record(target_accuracies_of((plain.get("report") or {}).get("target_accuracy")))
         spec = run_spec_from_dict(plain)
         # jobs sharing a machine with several GPUs each hold a free one (see `task`)
         spec = replace(spec, device=claimed or choose_device(spec.device, job_index(hydra_cfg)))

@@ -27,6 +27,7 @@ DATASETS = components.names("dataset")
 MISSING_VALUE = components.MISSING
 OPTIMIZERS = ("adam", "sgd")
 EPOCH_SCHEDULES = ("fixed", "min_updates", "early_stopping")
+STOP_ON = ("nll", "accuracy")
 # heuristics that score the disagreement between MC-Dropout samples: with one sample, or no dropout, every
 # candidate scores the same (0), and the "acquisition" is a tie-break
 NEEDS_MC_SAMPLES = ("bald", "variation_ratios", "mean_std", "batchbald", "power_bald", "softmax_bald",
@@ -82,10 +83,13 @@ class TrainSpec:
     schedule: str = "fixed"  # fixed: `epochs` epochs; min_updates: at least `min_updates` gradient steps
     min_updates: int = 0
     # early_stopping: at most `epochs` epochs (or enough for `min_updates` steps), stopped `patience` epochs
-    # after the best validation NLL but not before `min_updates` steps; the best epoch's weights are kept;
-    # the validation set (`validation_size` labels, drawn once per seed) is never acquired
+    # after the best validation score but not before `min_updates` steps; the best epoch's weights are kept (never
+    # those of an epoch before `min_updates` steps); the validation set (`validation_size` labels, drawn once
+    # per seed) is never acquired
     validation_size: int = 0
     patience: int = 10
+    # early_stopping: the validation score watched, "nll" (lower is better) or "accuracy" (the BatchBALD code's)
+    stop_on: str = "nll"
     # the length of an epoch: null, one pass over the labelled set (its size in samples); N, N samples drawn
     # with replacement from the labelled set, so that `epochs`, `min_updates` and `patience` mean the same
     # amount of training at 20 labels as at 20,000 (the BatchBALD code's 5,056)
@@ -223,6 +227,7 @@ def validate(spec: RunSpec) -> None:
            "train.schedule=early_stopping needs a validation set of at least 1 label")
     _check(_is_int(t.patience) and t.patience >= 1, "train.patience", t.patience,
            "it must be an integer of at least 1 (epochs)")
+    _check(t.stop_on in STOP_ON, "train.stop_on", t.stop_on, f"choose one of {', '.join(STOP_ON)}")
     _check(t.epoch_samples is None or (_is_int(t.epoch_samples) and t.epoch_samples >= 1), "train.epoch_samples",
            t.epoch_samples, "it must be a positive integer (samples drawn per epoch) or null (one pass over the "
            "labelled set)")

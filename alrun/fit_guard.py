@@ -13,6 +13,10 @@ import math
 # noise lambda the bar is (1 - lambda) * FIT_ACCURACY: a model that learns the classes and not the noise gets
 # about the share 1 - lambda of the noisy labels right
 FIT_ACCURACY = 0.9
+# a first epoch of at least this many gradient steps is a training of its own (the BatchBALD code's epochs of
+# 5,056 samples are 79 steps): its weights being the best says that later epochs over-fitted the validation
+# score, not that training collapsed; a shorter first epoch kept is flagged
+EARLY_UPDATES = 50
 # fit_flag's words, in the order they are tried (the first that applies is recorded), and what each means
 FIT_FLAGS = {
     "chance": "ended at or below chance test accuracy",
@@ -28,17 +32,18 @@ def fit_threshold(label_noise: float = 0.0) -> float:
 
 
 def fit_flag(train_acc: float, kept_epoch: int, epochs_run: int, test_acc: float, n_classes: int,
-             label_noise: float = 0.0) -> str:
+             label_noise: float = 0.0, kept_updates: int | None = None) -> str:
     """Why a step's fitted model is not to be trusted, as one word ("" when it is fine):
 
     - chance: test accuracy at or below chance (1 / n_classes);
     - early_weights: the weights kept are those of the first epoch while more epochs ran (early stopping
-      found nothing better after it: training diverged or collapsed);
+      found nothing better after it: training diverged or collapsed), unless that epoch held at least
+      EARLY_UPDATES gradient steps (`kept_updates`, the steps before the weights kept; None: unknown);
     - underfit: training accuracy on the labelled set below :func:`fit_threshold`.
     """
     if n_classes >= 2 and not math.isnan(test_acc) and test_acc <= 1.0 / n_classes:
         return "chance"
-    if kept_epoch <= 1 < epochs_run:
+    if kept_epoch <= 1 < epochs_run and (kept_updates is None or kept_updates < EARLY_UPDATES):
         return "early_weights"
     if math.isnan(train_acc) or train_acc < fit_threshold(label_noise):
         return "underfit"

@@ -37,7 +37,7 @@ from alrun.labelled_sets import initial_positions, validation_split
 from alrun.mc_probe import probe_job_model
 from alrun.models import build_model
 from alrun.seeding import generator, seed_global
-from alrun.training import EarlyStopping, epochs_for, evaluate, fit, training_fit
+from alrun.training import EarlyStopping, epochs_for, evaluate, fit, steps_per_epoch, training_fit
 
 log = logging.getLogger("alrun")
 
@@ -55,7 +55,7 @@ def column_name(class_name: str) -> str:
 # their defaults: left out of the fingerprint at those defaults, so that those jobs still resume
 _LATER_SETTINGS: dict[str, dict[str, Any]] = {
     "": {"initial_balanced": False},
-    "train": {"validation_size": 0, "patience": 10, "epoch_samples": None, "eval_every": None},
+    "train": {"validation_size": 0, "patience": 10, "epoch_samples": None, "eval_every": None, "stop_on": "nll"},
     "dataset": {"target": None, "args": {}},
     "model": {"target": None, "args": {}, "trunk": None, "head": None},
 }
@@ -210,7 +210,8 @@ class ActiveLearningJob:
             model.load_state_dict(initial_weights)
             tic = time.perf_counter()
             idx = torch.as_tensor(labelled)
-            stopper = (EarlyStopping(x_val, y_val, spec.train.patience, spec.inference_batch_size)
+            stopper = (EarlyStopping(x_val, y_val, spec.train.patience, spec.inference_batch_size,
+                                     spec.train.stop_on)
                        if spec.train.schedule == "early_stopping" else None)
             seed_global(spec.seed, f"train/{step}")  # randomness of a user's model that alrun does not own
             try:
@@ -238,13 +239,16 @@ class ActiveLearningJob:
             }
             # labels spent beside the acquired ones, and the epoch whose weights were evaluated
             epochs_run = stopper.epochs_run if stopper else epochs_for(spec.train, len(labelled))
+            # gradient steps per epoch (per validation check with train.eval_every): how long the kept weights trained
+            per_check = (spec.train.eval_every if stopper and spec.train.eval_every
+                         else steps_per_epoch(spec.train, len(labelled)))
             kept_epoch = stopper.best_epoch if stopper else epochs_run
             row.update({"validation_labels": len(data.validation), "epochs_trained": kept_epoch})
             # epochs_trained is the epoch whose weights were kept; epochs_run those that ran (more under early
             # stopping); fit_flag: "" or why the step's model is not to be trusted (alrun.training.fit_flag)
             row.update({"epochs_run": epochs_run, "train_loss": train_loss, "train_acc": train_acc,
                         "fit_flag": fit_flag(train_acc, kept_epoch, epochs_run, metrics.accuracy, bundle.n_classes,
-                                             spec.label_noise)})
+                                             spec.label_noise, kept_epoch * per_check)})
             # the T this step's evaluation and acquisition used: mc_samples, or 1 where the probe found no dropout
             # and the heuristic needs no MC samples (job.json keeps the configured value)
             row["mc_samples_used"] = n_samples

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,17 +39,36 @@ PAIRED_METRICS = ("test_nll", "test_acc")
 REFERENCE = "random"
 
 
-def target_accuracy_of(value: object) -> float | None:
-    """`report.target_accuracy` checked: None, or a share in (0, 1]."""
-    if value is None:
+def target_accuracies_of(value: object) -> tuple[float, ...]:
+    """`report.target_accuracy` checked: None (no target), one test accuracy in (0, 1], or a list of them
+    (also as the JSON text summary.csv keeps a list in), in the order given, repeats dropped."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ()
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            pass
+    items = list(value) if isinstance(value, list | tuple) or type(value).__name__ == "ListConfig" else [value]
+    targets: list[float] = []
+    for item in items:
+        try:
+            target = float(item)
+        except (TypeError, ValueError):
+            target = float("nan")
+        if isinstance(item, bool) or not 0 < target <= 1:
+            raise ConfigError(f"report.target_accuracy={value} is not allowed: give a test accuracy in (0, 1], a "
+                              "list of them such as [0.9,0.95], or null.")
+        if target not in targets:
+            targets.append(target)
+    return tuple(targets)
+
+
+def target_record(targets: tuple[float, ...]) -> float | str | None:
+    """The targets as job.json and summary.csv keep them: None, the one number, or a JSON list."""
+    if not targets:
         return None
-    try:
-        target = float(value)
-    except (TypeError, ValueError):
-        target = float("nan")
-    if not 0 < target <= 1:
-        raise ConfigError(f"report.target_accuracy={value} is not allowed: give a test accuracy in (0, 1], or null.")
-    return target
+    return targets[0] if len(targets) == 1 else json.dumps(list(targets))
 
 
 @dataclass
@@ -62,7 +82,7 @@ class Report:
     markdown: str
     failed_jobs: list[str]
     extra: list[tuple[str, pd.DataFrame]]  # AUBC, paired against Random, penalty matrices, the study's own tables
-    target_accuracy: float | None = None
+    target_accuracy: tuple[float, ...] = ()  # the test accuracies the labels needed are reported for
     compact: pd.DataFrame = field(default_factory=pd.DataFrame)  # the terminal's one table: see compact_table
     verdict: pd.DataFrame = field(default_factory=pd.DataFrame)  # alrun.verdict.Verdict.rows
     verdict_lines: list[str] = field(default_factory=list)  # the verdict's sentences, one per heuristic
@@ -384,12 +404,12 @@ def plot_curves(summary: pd.DataFrame, groups: list[str], path: Path, metrics=("
     tmp.replace(path)
 
 
-def job_curves(summary: pd.DataFrame, groups: list[str], target_accuracy: float | None = None) -> pd.DataFrame:
-    """One row per job with its AUBC per metric (and labels to the target accuracy), for the jobs that
-    ran the whole budget of their setting (an interrupted job's shorter curve is not comparable)."""
+def job_curves(summary: pd.DataFrame, groups: list[str], targets: tuple[float, ...] = ()) -> pd.DataFrame:
+    """One row per job with its AUBC per metric (and the labels it needed to reach each target accuracy), for
+    the jobs that ran the whole budget of their setting (an interrupted job's shorter curve is not comparable)."""
     others = [g for g in groups if g != "heuristic"]
     keys = [*groups, "seed"] if "seed" in summary.columns else groups
-    curves = stats.per_job_curves(summary, keys, CURVE_METRICS, target_accuracy)
+    curves = stats.per_job_curves(summary, keys, CURVE_METRICS, targets)
     if curves.empty:
         return curves
     full = curves.groupby(others, dropna=False)["last_labelled"].transform("max") if others \
@@ -397,9 +417,11 @@ def job_curves(summary: pd.DataFrame, groups: list[str], target_accuracy: float 
     return curves[curves["last_labelled"] == full].reset_index(drop=True)
 
 
-def curve_table(curves: pd.DataFrame, groups: list[str], target_accuracy: float | None) -> pd.DataFrame:
-    """Long rows per group: metric aubc_<metric> (mean, std, n over seeds), and labels_to_target (mean and
-    std over the seeds that reached it, n of them, n_jobs in all) when a target is set."""
+def curve_table(curves: pd.DataFrame, groups: list[str], targets: tuple[float, ...]) -> pd.DataFrame:
+    """Long rows per group: metric aubc_<metric> (mean, std, n over seeds), and per target accuracy a row of
+    metric labels_to_target (its `target`; mean and std over the seeds that reached it, n of them, n_jobs in
+    all; median, min and max over all seeds, a seed that never reached it counting as more than its budget:
+    NaN where that decides them)."""
     parts = []
     grouped = curves.groupby(groups, dropna=False)
     for metric in CURVE_METRICS:
@@ -411,35 +433,51 @@ def curve_table(curves: pd.DataFrame, groups: list[str], target_accuracy: float 
         agg["read_from"] = grouped["first_labelled"].min().to_numpy()
         agg["read_at"] = grouped["last_labelled"].max().to_numpy()
         parts.append(agg)
-    if target_accuracy is not None and "labels_to_target" in curves.columns:
-        agg = grouped["labels_to_target"].agg(["mean", "std", "count", "size"]).reset_index()
+    for target in targets:
+        column = stats.target_column(target)
+        if column not in curves.columns:
+            continue
+        agg = grouped[column].agg(["mean", "std", "count", "size"]).reset_index()
         agg = agg.rename(columns={"count": "n", "size": "n_jobs"})
+        spread = grouped[column].agg(lambda v: stats.median_and_range(v.to_numpy()))
+        for i, name in enumerate(("median", "min", "max")):
+            agg[name] = [x[i] if math.isfinite(x[i]) else float("nan") for x in spread.to_numpy()]
         agg["metric"] = "labels_to_target"
-        agg["target"] = target_accuracy
+        agg["target"] = target
         agg["read_at"] = grouped["last_labelled"].max().to_numpy()
         parts.append(agg)
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def format_target(mean: float, std: float, n: int, n_jobs: int, last: float) -> str:
-    """'1250 +- 250 (3)' when every seed reached the target; '> 3000 (1 of 3 reached)' when some did not."""
-    if n == n_jobs:
-        spread = "" if n < 2 or pd.isna(std) else f" +- {std:.0f}"
-        return f"{mean:.0f}{spread} ({n})"
-    return f"> {int(last)} ({n} of {n_jobs} reached)"
+def format_target(median: float, low: float, high: float, n: int, n_jobs: int, last: float) -> str:
+    """Labels to a target over seeds as 'median [min, max] (seeds)': '150 [120, 190] (3)' when every seed
+    reached it; '190 [150, > 300] (2 of 3 reached)' when some did not (NaN: more than the budget `last`);
+    '> 300 (0 of 3 reached)' when none did. One seed: '150 (1)'."""
+    if n == 0:
+        return f"> {int(last)} (0 of {n_jobs} reached)"
+
+    def labels(value: float) -> str:
+        return f"> {int(last)}" if pd.isna(value) else f"{value:.0f}"
+
+    seeds = f"({n})" if n == n_jobs else f"({n} of {n_jobs} reached)"
+    if n_jobs == 1:
+        return f"{labels(median)} {seeds}"
+    return f"{labels(median)} [{labels(low)}, {labels(high)}] {seeds}"
 
 
 def curve_wide(table: pd.DataFrame, groups: list[str]) -> pd.DataFrame:
-    """Rows = groups; columns = AUBC of each metric (and labels to the target), formatted cells."""
+    """Rows = groups; columns = AUBC of each metric (and labels to each target), formatted cells."""
     if table.empty:
         return pd.DataFrame()
     out = None
-    for metric, part in table.groupby("metric", sort=False):
+    target = table["target"] if "target" in table.columns else pd.Series(float("nan"), index=table.index)
+    for (metric, _), part in table.groupby([table["metric"], target], sort=False, dropna=False):
         part = part.copy()
         if metric == "labels_to_target":
             title = f"labels to accuracy {part['target'].iloc[0]:g}"
-            part[title] = [format_target(m, s, int(n), int(j), last) for m, s, n, j, last in
-                           zip(part["mean"], part["std"], part["n"], part["n_jobs"], part["read_at"], strict=True)]
+            part[title] = [format_target(m, lo, hi, int(n), int(j), last) for m, lo, hi, n, j, last in
+                           zip(part["median"], part["min"], part["max"], part["n"], part["n_jobs"], part["read_at"],
+                               strict=True)]
         else:
             title = f"AUBC {METRIC_TITLES[metric[len('aubc_'):]].removeprefix('test ')}"
             part[title] = [format_cell(m, s, int(n)) for m, s, n in zip(part["mean"], part["std"], part["n"],
@@ -634,30 +672,30 @@ def _integers(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _target_of(summary: pd.DataFrame, target_accuracy: float | None) -> float | None:
+def _targets_of(summary: pd.DataFrame, target_accuracy: object) -> tuple[float, ...]:
     if target_accuracy is not None:
-        return target_accuracy_of(target_accuracy)
+        return target_accuracies_of(target_accuracy)
     if "report_target_accuracy" in summary.columns:
         recorded = summary["report_target_accuracy"].dropna()
         if len(recorded):
-            return target_accuracy_of(recorded.iloc[0])
-    return None
+            return target_accuracies_of(recorded.iloc[0])
+    return ()
 
 
-def evaluation_sections(summary: pd.DataFrame, groups: list[str], sizes: list[int], target_accuracy: float | None
+def evaluation_sections(summary: pd.DataFrame, groups: list[str], sizes: list[int], targets: tuple[float, ...]
                         ) -> tuple[list[tuple[str, pd.DataFrame]], pd.DataFrame, pd.DataFrame]:
     """The whole-curve table, the paired comparisons against Random and the penalty matrices: (titled
     tables for table.md and the terminal, their long rows for table.csv, the paired rows alone)."""
-    curves = job_curves(summary, groups, target_accuracy)
+    curves = job_curves(summary, groups, targets)
     sections: list[tuple[str, pd.DataFrame]] = []
     longs = []
     if not curves.empty:
-        table = curve_table(curves, groups, target_accuracy)
+        table = curve_table(curves, groups, targets)
         longs.append(table)
         span = f"{int(curves['first_labelled'].min())} to {int(curves['last_labelled'].max())}"
-        target = "" if target_accuracy is None else (
-            f"; labels to accuracy {target_accuracy:g}: the first labelled size at which a job reached it, "
-            "mean over seeds, '> N' when some seed never did within its budget N")
+        target = "" if not targets else (
+            f"; labels to accuracy {' and '.join(f'{t:g}' for t in targets)}: the first labelled size at which a "
+            "job reached it, median [min, max] over seeds (seeds), '> N' where seeds never did within the budget N")
         sections.append((f"Whole learning curve: AUBC (area under the curve over labelled {span}, trapezoid, "
                          f"divided by the budget range: the curve's mean), mean +- std over seeds (n){target}",
                          curve_wide(table, groups)))
@@ -735,12 +773,12 @@ def fit_note(summary: pd.DataFrame) -> str | None:
 
 
 def write_report(sweep_dir: Path, sizes: list[int] | None = None,
-                 target_accuracy: float | None = None) -> Report | None:
+                 target_accuracy: float | list[float] | None = None) -> Report | None:
     """Aggregate every job under `sweep_dir` and write the summary, tables and plot there.
 
-    A folder holding only a summary.csv (no job folders) is rebuilt from it. `target_accuracy` (else the
-    jobs' `report.target_accuracy`) adds the labels each job needed to reach it. Returns None when no job
-    has finished a step yet.
+    A folder holding only a summary.csv (no job folders) is rebuilt from it. `target_accuracy`, one test
+    accuracy or a list (else the jobs' `report.target_accuracy`), adds the labels each job needed to reach
+    it. Returns None when no job has finished a step yet.
     """
     sweep_dir = Path(sweep_dir)
     summary, failed = collect(sweep_dir)
@@ -748,7 +786,7 @@ def write_report(sweep_dir: Path, sizes: list[int] | None = None,
         return None
     if sizes is None and "report_sizes" in summary.columns:
         sizes = json.loads(summary["report_sizes"].iloc[0]) or None
-    target = _target_of(summary, target_accuracy)
+    targets = _targets_of(summary, target_accuracy)
     groups = group_columns_of(summary) or ["job"]  # jobs that recorded no settings: one row each
     summary = label_heuristics(summary, setting_keys_of(summary))
     check_one_job_per_seed(summary, groups)
@@ -756,8 +794,8 @@ def write_report(sweep_dir: Path, sizes: list[int] | None = None,
     table = long_table(summary, groups, chosen)
     # the sizes and the target travel in summary.csv, so a folder holding only it rebuilds the same tables
     summary["report_sizes"] = json.dumps(chosen)
-    summary["report_target_accuracy"] = target
-    evaluation, evaluation_long, paired = evaluation_sections(summary, groups, chosen, target)
+    summary["report_target_accuracy"] = target_record(targets)
+    evaluation, evaluation_long, paired = evaluation_sections(summary, groups, chosen, targets)
     found = make_verdict(summary, paired, groups)
     notes = [n for n in (sizes_note, validation_note(summary), fit_note(summary)) if n]
     notes += [f"No random run at {where}: its heuristics have no paired comparison." for where in
@@ -798,7 +836,7 @@ def write_report(sweep_dir: Path, sizes: list[int] | None = None,
     atomic_write_text(sweep_dir / "table.md", markdown)
     plot_curves(summary, groups, sweep_dir / "curves.png")
     compact = compact_table(full_table, groups, chosen[-1])
-    return Report(summary, full_table, groups, chosen, markdown, failed, extra, target, compact, found.rows,
+    return Report(summary, full_table, groups, chosen, markdown, failed, extra, targets, compact, found.rows,
                   found.lines, notes, unfinished)
 
 
@@ -807,8 +845,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m alrun.report", description=main.__doc__)
     parser.add_argument("folder", type=Path)
     parser.add_argument("--sizes", type=int, nargs="*", default=None, help="labelled sizes to read the table at")
-    parser.add_argument("--target-accuracy", type=float, default=None,
-                        help="report the labels each job needed to reach this test accuracy")
+    parser.add_argument("--target-accuracy", type=float, nargs="+", default=None,
+                        help="report the labels each job needed to reach this test accuracy (or these)")
     parser.add_argument("--full", action="store_true",
                         help="print every table of table.md, not only the verdict and the compact table")
     args = parser.parse_args(argv)
@@ -816,7 +854,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"alrun: error: {args.folder} is not a folder.", file=sys.stderr)
         return 2
     try:
-        report = write_report(args.folder, args.sizes, args.target_accuracy)
+        targets = args.target_accuracy
+        report = write_report(args.folder, args.sizes, targets[0] if targets and len(targets) == 1 else targets)
     except AlrunError as exc:
         print(f"alrun: error: {exc}", file=sys.stderr)
         return 2

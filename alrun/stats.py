@@ -13,7 +13,9 @@ Conventions (Lüth et al. 2023; Werner et al. 2024):
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,10 +60,15 @@ def labels_to_target(labelled: np.ndarray, accuracy: np.ndarray, target: float) 
     return float(reached.min()) if reached.size else float("nan")
 
 
+def target_column(target: float) -> str:
+    """The per-job column of the labels needed to reach test accuracy `target`: labels_to_target_0.9."""
+    return f"labels_to_target_{target:g}"
+
+
 def per_job_curves(summary: pd.DataFrame, keys: list[str], metrics: tuple[str, ...],
-                   target_accuracy: float | None = None) -> pd.DataFrame:
+                   targets: Sequence[float] = ()) -> pd.DataFrame:
     """One row per job: `keys` (constant within a job), `last_labelled`, `aubc_<metric>` for each metric
-    the summary has, and `labels_to_target` when a target accuracy is given (NaN: never reached).
+    the summary has, and for each target accuracy :func:`target_column` (NaN: never reached).
 
     summary: one row per step, with columns job, labelled, the keys and the metrics.
     """
@@ -72,11 +79,24 @@ def per_job_curves(summary: pd.DataFrame, keys: list[str], metrics: tuple[str, .
         for metric in metrics:
             if metric in steps.columns:
                 row[f"aubc_{metric}"] = aubc(steps["labelled"].to_numpy(), steps[metric].to_numpy())
-        if target_accuracy is not None and "test_acc" in steps.columns:
-            row["labels_to_target"] = labels_to_target(steps["labelled"].to_numpy(), steps["test_acc"].to_numpy(),
-                                                       target_accuracy)
+        if "test_acc" in steps.columns:
+            for target in targets:
+                row[target_column(target)] = labels_to_target(steps["labelled"].to_numpy(),
+                                                              steps["test_acc"].to_numpy(), target)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def median_and_range(labels: np.ndarray) -> tuple[float, float, float]:
+    """(median, min, max) over seeds of the labels each needed to reach a target, [S] with NaN for a seed
+    that never did: such a seed counts as more than any budget (inf), so the median is inf when half or more
+    of the seeds never reached it, and the max is inf when any did not. All NaN: (inf, inf, inf)."""
+    values = np.sort(np.where(np.isnan(np.asarray(labels, dtype=np.float64)), np.inf, labels))
+    if values.size == 0:
+        return math.inf, math.inf, math.inf
+    mid = values.size // 2
+    median = values[mid] if values.size % 2 else (values[mid - 1] + values[mid]) / 2
+    return float(median), float(values[0]), float(values[-1])
 
 
 @dataclass(frozen=True)

@@ -93,43 +93,62 @@ def _optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
 class EarlyStopping:
     """Early stopping on a labelled validation set: x_val [V, ...], y_val [V].
 
-    After every epoch :func:`fit` calls :meth:`after_epoch`, which scores the validation NLL of the
-    deterministic network (dropout off: the weight-scaling approximation of the MC predictive, one
-    pass instead of T) and keeps a copy of the best epoch's weights; training stops `patience`
-    epochs after the best, and :meth:`restore` puts the best weights back.
+    After every epoch :func:`fit` calls :meth:`after_epoch`, which scores the deterministic network on the
+    validation set (dropout off: the weight-scaling approximation of the MC predictive, one pass instead of
+    T) and keeps a copy of the best epoch's weights; training stops `patience` epochs after the best, and
+    :meth:`restore` puts the best weights back. `stop_on`: "nll", the validation NLL (lower is better), or
+    "accuracy", the validation accuracy (higher is better; the BatchBALD code's choice). Only a strict
+    improvement counts, so among equal scores the earliest epoch is kept.
     """
 
-    def __init__(self, x_val: torch.Tensor, y_val: torch.Tensor, patience: int, batch_size: int = 512) -> None:
+    def __init__(self, x_val: torch.Tensor, y_val: torch.Tensor, patience: int, batch_size: int = 512,
+                 stop_on: str = "nll") -> None:
         self.x_val, self.y_val = x_val, y_val
         self.patience = patience
         self.batch_size = batch_size
-        self.best_nll = math.inf
+        self.stop_on = stop_on
+        self.best_nll = math.inf  # the validation NLL of the best epoch (by `stop_on`)
+        self.best_score = math.inf  # the score compared: the NLL, or minus the accuracy
         self.best_epoch = 0  # 1-based; 0: no epoch has been scored yet
         self.epochs_run = 0  # epochs scored so far
         self._best_state: dict[str, torch.Tensor] | None = None
 
     @torch.no_grad()
-    def validation_nll(self, model: nn.Module, amp: bool = False) -> float:
-        """Mean NLL of the validation labels under `model` in eval mode (the model's mode is kept)."""
+    def validation_scores(self, model: nn.Module, amp: bool = False) -> tuple[float, float]:
+        """(mean NLL, accuracy) of the validation labels under `model` in eval mode (the model's mode is kept)."""
         device = next(model.parameters()).device
         was_training = model.training
         model.eval()
-        total = 0.0
+        total, right = 0.0, 0
         for start in range(0, self.x_val.shape[0], self.batch_size):
             x = to_device(self.x_val[start : start + self.batch_size], device)
             y = to_device(self.y_val[start : start + self.batch_size], device)
             with autocast(device, amp):
                 logits = model(x)
             total += float(nn.functional.cross_entropy(logits.float(), y, reduction="sum"))
+            right += int((logits.argmax(dim=1) == y).sum())
         model.train(was_training)
-        return total / max(self.x_val.shape[0], 1)
+        n = max(self.x_val.shape[0], 1)
+        return total / n, right / n
 
-    def after_epoch(self, model: nn.Module, epoch: int, amp: bool = False) -> bool:
-        """Score epoch `epoch` (1-based); True when training should stop."""
-        nll = self.validation_nll(model, amp)
+    def validation_nll(self, model: nn.Module, amp: bool = False) -> float:
+        """Mean NLL of the validation labels under `model` in eval mode (the model's mode is kept)."""
+        return self.validation_scores(model, amp)[0]
+
+    def after_epoch(self, model: nn.Module, epoch: int, amp: bool = False, eligible: bool = True) -> bool:
+        """Score epoch `epoch` (1-based); True when training should stop. An epoch that is not `eligible`
+        (before `train.min_updates` gradient steps) is counted but never kept."""
+        if not eligible:
+            self.epochs_run = epoch
+            return False
+        if self.stop_on == "accuracy":
+            nll, accuracy = self.validation_scores(model, amp)
+            score = -accuracy
+        else:
+            nll = score = self.validation_nll(model, amp)
         self.epochs_run = epoch
-        if nll < self.best_nll:  # NaN never counts as better
-            self.best_nll, self.best_epoch = nll, epoch
+        if score < self.best_score:  # NaN never counts as better
+            self.best_score, self.best_nll, self.best_epoch = score, nll, epoch
             if self._best_state is None:
                 self._best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:  # copied into the same buffers: no new allocation per improvement (a VGG-16 is 0.5 GB)
@@ -242,8 +261,9 @@ def fit(
     n = x.shape[0]
     x_dev, y_dev = to_device(x, device), to_device(y, device)
     last = float("nan")
-    # early stopping waits for `min_updates` gradient steps: at 20 labels an epoch is one step, and the
-    # validation NLL of a fresh network first rises for a few steps before it falls
+    # early stopping waits for `min_updates` gradient steps, and keeps no weights from before them: at 20 labels
+    # an epoch is one step, and the validation NLL of a barely trained network can stay the best (over-confident
+    # later networks score worse), so the weights of step 3 were kept with a training accuracy of 0.35
     min_epochs = math.ceil(spec.min_updates / steps_per_epoch(spec, n)) if n else 0
     # with `eval_every`, early stopping scores every that many gradient steps (check k is its "epoch" k)
     every = spec.eval_every if early_stopping is not None else None
@@ -267,14 +287,14 @@ def fit(
             updates += 1
             if every and updates % every == 0:
                 _check_finite(tally, limit, epoch, spec)
-                stop = early_stopping.after_epoch(model, updates // every, amp) and updates >= spec.min_updates
+                stop = early_stopping.after_epoch(model, updates // every, amp, updates >= spec.min_updates)
                 if stop:
                     break
         last = _check_finite(tally, limit, epoch, spec)
         if stop:
             break
-        if early_stopping is not None and not every and early_stopping.after_epoch(model, epoch, amp) \
-                and epoch >= min_epochs:
+        if early_stopping is not None and not every and early_stopping.after_epoch(model, epoch, amp,
+                                                                                  epoch >= min_epochs):
             break
     if early_stopping is not None:
         early_stopping.restore(model)

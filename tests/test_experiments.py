@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import run_alrun
-from tests.fixtures_data import write_cifar10, write_cifar100, write_miotcd
+from tests.fixtures_data import write_cifar10, write_cifar100, write_miotcd, write_mnist
 
 
 @pytest.fixture(scope="module")
@@ -15,6 +15,7 @@ def data_dir(tmp_path_factory):
     write_cifar10(root / "cifar10", n_per_class=12, n_test_per_class=4)
     write_cifar100(root / "cifar100", n_per_class=3, n_test_per_class=1)
     write_miotcd(root / "miotcd", n_per_class=8)
+    write_mnist(root / "mnist", n_per_class=12, n_test_per_class=3)
     return root
 
 
@@ -77,3 +78,21 @@ def test_miotcd_study_per_class_f1(data_dir, tmp_path):
     assert (summary["dataset"] == "miotcd").all()
     md = (sweep / "table.md").read_text()
     assert "Per-class F1" in md and "| heuristic |" in md and "car" in md and "articulated_truck" in md
+
+
+def test_mnist_batchbald_study_on_idx_files(data_dir, tmp_path):
+    """The BatchBALD code's MNIST protocol (its epochs, T and validation set shrunk to the fixture): a balanced
+    start of 2 per class, steps of 10, early stopping on accuracy over fixed-length epochs, BALD, BatchBALD
+    and Random, and the labels each needed to reach 90% and 95% test accuracy."""
+    _, sweep, summary = run_study("mnist_batchbald", data_dir, tmp_path, "seed=0", "mc_samples=4", "epochs=3",
+                                  "train.validation_size=20", "train.epoch_samples=96", "max_labelled=40",
+                                  "report.sizes=[20,30,40]")
+    assert set(summary["heuristic"]) == {"bald", "batchbald", "random"} and (summary["dataset"] == "mnist").all()
+    assert (summary["model"] == "gal_cnn").all() and (summary["validation_labels"] == 20).all()
+    first = summary[summary["labelled"] == 20]
+    assert (first[[f"count_{c}" for c in range(10)]] == 2).all().all()  # 2 labels per class to start
+    assert sorted(set(summary["labelled"])) == [20, 30, 40] and "fit_flag" in summary.columns
+    md = (sweep / "table.md").read_text()
+    assert "labels to accuracy 0.9" in md and "labels to accuracy 0.95" in md
+    table = pd.read_csv(sweep / "table.csv")
+    assert set(table.loc[table["metric"] == "labels_to_target", "target"]) == {0.9, 0.95}

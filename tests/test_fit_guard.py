@@ -173,9 +173,11 @@ def test_eval_every_checks_every_k_gradient_steps(n):
                      eval_every=3)
     assert _counted_fit(n, spec, stopper) == 15
     assert stopper.best_epoch == 2 and stopper.epochs_run == 5
-    # not before min_updates steps
+    # with min_updates 30: checks 1-9 (3 to 27 steps) are neither scored nor kept; check 10 is the first scored,
+    # 11 the best, stopped at 14
     stopper = ScriptedStopping([2.0, 1.0] + [1.5] * 30, patience=3)
-    assert _counted_fit(n, TrainSpec(**{**spec.__dict__, "min_updates": 30}), stopper) == 30
+    assert _counted_fit(n, TrainSpec(**{**spec.__dict__, "min_updates": 30, "epochs": 30}), stopper) == 42
+    assert stopper.best_epoch == 11 and stopper.epochs_run == 14
 
 
 @pytest.mark.parametrize("value", [0, -1, 2.5])

@@ -76,3 +76,18 @@ def test_bare_alrun_fits_by_early_stopping_and_studies_keep_fixed_epochs():
     assert not bare.initial_balanced
     # the convergence study varies the epochs, so even at the laptop scale it trains them all and holds nothing out
     assert convergence.train.schedule == "fixed" and convergence.train.n_validation == 0
+
+
+def test_mnist_batchbald_composes_the_batchbald_codes_protocol():
+    """The settings the BatchBALD code's MNIST runs record, in alrun's terms (experiment/mnist_batchbald.yaml)."""
+    spec, params, cfg = composed("mnist_batchbald")
+    assert (spec.dataset.name, spec.model.name) == ("mnist", "gal_cnn")
+    assert (spec.initial_labelled, spec.initial_balanced, spec.query_size, spec.max_labelled) == (20, True, 10, 300)
+    assert spec.mc_samples == 100 and spec.pool_fraction == 1.0 and spec.train.epochs == 30
+    train = spec.train
+    assert (train.schedule, train.validation_size, train.patience, train.stop_on) == ("early_stopping", 1024, 3,
+                                                                                      "accuracy")
+    assert (train.epoch_samples, train.batch_size, train.optimizer, train.lr, train.min_updates) == (
+        5056, 64, "adam", 0.001, 0)
+    assert set(params) == {"heuristic", "seed"} and str(params["heuristic"]) == "bald,batchbald,random"
+    assert list(cfg.report.target_accuracy) == [0.9, 0.95]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from alrun.errors import ConfigError
 from alrun.report import choose_sizes, write_report
 
 
@@ -95,8 +96,11 @@ def test_labels_to_target_and_the_penalty_matrix(tmp_path):
     assert target.loc["bald", "mean"] == pytest.approx(70 / 3) and target.loc["bald", "n"] == 3
     assert target.loc["entropy", "n"] == 1 and target.loc["random", "n"] == 0
     assert "labels to accuracy 0.8" in md
-    assert f"| {70 / 3:.0f} +- {pd.Series([20, 30, 20]).std():.0f} (3) |" in md
-    assert "| > 30 (1 of 3 reached) |" in md and "| > 30 (0 of 3 reached) |" in md
+    # cells: median [min, max] over seeds; a seed that never reached it counts as more than the budget
+    assert "| 20 [20, 30] (3) |" in md
+    assert "| > 30 [30, > 30] (1 of 3 reached) |" in md and "| > 30 (0 of 3 reached) |" in md
+    assert target.loc["bald", "median"] == 20 and target.loc["bald", "max"] == 30
+    assert pd.isna(target.loc["entropy", "median"]) and target.loc["entropy", "min"] == 30
     # three heuristics: the penalty matrices count the budget points after the shared start, 20 and 30
     # labelled (at 10 all share one model). bald beats random at 20 (gains .25 .2 .25) and 30 (.3 .25 .23)
     acc = next(frame for title, frame in report.extra if title.startswith("Penalty matrix, test accuracy"))
@@ -108,6 +112,28 @@ def test_labels_to_target_and_the_penalty_matrix(tmp_path):
     # the same matrix, long, in table.csv
     long = report.table[report.table["metric"] == "penalty_test_acc"]
     assert long.set_index(["heuristic", "versus"]).loc[("bald", "random"), "mean"] == 2
+
+
+def test_labels_to_several_targets_survive_a_rebuild_from_summary(tmp_path):
+    """report.target_accuracy=[0.7,0.8]: a column per target in table.md, rows per target in table.csv, and
+    summary.csv keeps both, so a folder holding only it rebuilds the same tables."""
+    for (heuristic, seed), acc in {("bald", 0): [0.5, 0.8, 0.9], ("bald", 1): [0.5, 0.7, 0.8],
+                                   ("random", 0): [0.5, 0.6, 0.7], ("random", 1): [0.5, 0.55, 0.6]}.items():
+        write_job(tmp_path / "sweep", heuristic, seed, [2.0 - a for a in acc], acc=acc)
+    first = write_report(tmp_path / "sweep", target_accuracy=[0.7, 0.8])
+    assert first.target_accuracy == (0.7, 0.8)
+    rows = first.table[first.table["metric"] == "labels_to_target"].set_index(["heuristic", "target"])
+    # bald reaches 0.7 at 20 and 20 labels, 0.8 at 20 and 30; random 0.7 at 30 on seed 0 only
+    assert rows.loc[("bald", 0.7), "median"] == 20 and rows.loc[("bald", 0.8), "median"] == 25
+    assert rows.loc[("random", 0.7), "n"] == 1 and pd.isna(rows.loc[("random", 0.7), "median"])
+    assert "labels to accuracy 0.7" in first.markdown and "labels to accuracy 0.8" in first.markdown
+    assert "| 25 [20, 30] (2) |" in first.markdown and "| > 30 [30, > 30] (1 of 2 reached) |" in first.markdown
+    reference = tmp_path / "reference" / "sweep"
+    reference.mkdir(parents=True)
+    (reference / "summary.csv").write_text((tmp_path / "sweep" / "summary.csv").read_text())
+    assert write_report(reference).markdown == first.markdown
+    with pytest.raises(ConfigError, match=r"report.target_accuracy=\[0.9, 80\]"):
+        write_report(reference, target_accuracy=[0.9, 80])
 
 
 def test_interrupted_job_has_no_aubc_but_its_cells_count(tmp_path):

@@ -12,6 +12,7 @@ from alrun.stats import (
     aubc,
     holm,
     labels_to_target,
+    median_and_range,
     paired_against,
     paired_test,
     penalty_matrix,
@@ -115,11 +116,20 @@ def test_per_job_curves_aubc_and_target():
         "labelled": [10, 20, 30] * 2, "test_acc": [0.5, 0.7, 0.9, 0.4, 0.5, 0.6],
         "test_nll": [2.0, 1.0, 1.0, 2.0, 2.0, 2.0],
     })
-    out = per_job_curves(summary, ["heuristic", "seed"], ("test_acc", "test_nll"), target_accuracy=0.7)
+    out = per_job_curves(summary, ["heuristic", "seed"], ("test_acc", "test_nll"), targets=(0.7, 0.9))
     j1, j2 = out.set_index("job").loc["j1"], out.set_index("job").loc["j2"]
     assert j1["aubc_test_acc"] == pytest.approx(0.7) and j1["aubc_test_nll"] == pytest.approx(1.25)
-    assert j1["labels_to_target"] == 20 and math.isnan(j2["labels_to_target"])
+    assert j1["labels_to_target_0.7"] == 20 and math.isnan(j2["labels_to_target_0.7"])
+    assert j1["labels_to_target_0.9"] == 30 and math.isnan(j2["labels_to_target_0.9"])
     assert (j1["first_labelled"], j1["last_labelled"]) == (10, 30)
+
+
+def test_median_and_range_count_a_seed_that_never_reached_as_beyond_the_budget():
+    assert median_and_range(np.array([30.0, 10.0, 20.0])) == (20.0, 10.0, 30.0)
+    assert median_and_range(np.array([10.0, 20.0])) == (15.0, 10.0, 20.0)
+    assert median_and_range(np.array([10.0, np.nan, 20.0])) == (20.0, 10.0, math.inf)
+    assert median_and_range(np.array([10.0, np.nan])) == (math.inf, 10.0, math.inf)
+    assert median_and_range(np.array([np.nan])) == (math.inf, math.inf, math.inf)
 
 
 def test_zero_spread_is_not_testable_and_never_a_win():

@@ -103,6 +103,42 @@ def test_early_stopping_runs_at_most_epochs_and_ignores_nan():
     assert all(torch.equal(model.state_dict()[k], v) for k, v in stopper.snapshots[7].items())
 
 
+class ScriptedScores(EarlyStopping):
+    """Early stopping whose validation (NLL, accuracy) follow `script`, watching `stop_on`."""
+
+    def __init__(self, script: list[tuple[float, float]], patience: int, stop_on: str) -> None:
+        super().__init__(torch.zeros(1, 4), torch.zeros(1, dtype=torch.long), patience, stop_on=stop_on)
+        self.script, self.snapshots = script, []
+
+    def validation_scores(self, model, amp=False):
+        self.snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return self.script[len(self.snapshots) - 1]
+
+
+def test_early_stopping_on_accuracy_keeps_the_first_best_accuracy():
+    # the NLL is best at epoch 2 (an over-confident network's NLL rises while its accuracy still improves);
+    # the accuracy is best at epoch 4 and equalled at 5: the first of equals is kept, 3 epochs later it stops
+    script = [(2.0, 0.3), (1.0, 0.5), (1.5, 0.6), (1.8, 0.8), (1.9, 0.8), (2.0, 0.7), (2.1, 0.79), (2.2, 0.9)]
+    stopper = ScriptedScores(script, patience=3, stop_on="accuracy")
+    model = _fit_toy(stopper)
+    assert len(stopper.snapshots) == 7 and stopper.best_epoch == 4 and stopper.best_nll == 1.8
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in stopper.snapshots[3].items())
+    on_nll = ScriptedScores(script, patience=3, stop_on="nll")
+    on_nll.validation_nll = lambda model, amp=False: on_nll.validation_scores(model, amp)[0]
+    _fit_toy(on_nll)
+    assert on_nll.best_epoch == 2 and len(on_nll.snapshots) == 5
+
+
+def test_validation_accuracy_is_the_deterministic_networks():
+    torch.manual_seed(0)
+    model = mlp(4, 3, 8, 0.5).train()
+    x, y = torch.randn(30, 4), torch.arange(30) % 3
+    nll, accuracy = EarlyStopping(x, y, patience=1, batch_size=7).validation_scores(model)
+    model.eval()
+    assert accuracy == pytest.approx(float((model(x).argmax(dim=1) == y).float().mean()))
+    assert nll == pytest.approx(float(torch.nn.functional.cross_entropy(model(x), y).detach()), rel=1e-5)
+
+
 def test_validation_nll_is_the_deterministic_networks():
     torch.manual_seed(0)
     model = mlp(4, 3, 8, 0.5).train()
@@ -116,10 +152,12 @@ def test_validation_nll_is_the_deterministic_networks():
     assert model.training  # the model is left in the mode it was in
 
 
-def test_early_stopping_waits_for_min_updates():
-    # 40 items in batches of 32: 2 steps an epoch, so 16 steps are 8 epochs; the best epoch stays the first
+def test_early_stopping_waits_for_min_updates_and_keeps_nothing_before():
+    # 40 items in batches of 32: 2 steps an epoch, so 16 steps are 8 epochs. Epochs 1-7 are not scored and
+    # never kept (a barely trained network's validation NLL can stay the best); epoch 8 is the first scored,
+    # the best, and 3 epochs later training stops
     assert epochs_for(TrainSpec(epochs=5, schedule="early_stopping", validation_size=1, min_updates=16), 40) == 8
     stopper = ScriptedStopping([1.0] + [2.0] * 30, patience=3)
-    model = _fit_toy(stopper, epochs=20, min_updates=16)  # patience alone would stop after epoch 4
-    assert len(stopper.snapshots) == 8 and stopper.best_epoch == 1
+    model = _fit_toy(stopper, epochs=20, min_updates=16)
+    assert len(stopper.snapshots) == 4 and stopper.best_epoch == 8 and stopper.epochs_run == 11
     assert all(torch.equal(model.state_dict()[k], v) for k, v in stopper.snapshots[0].items())

