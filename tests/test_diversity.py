@@ -190,6 +190,52 @@ def test_probcover_each_pick_has_the_largest_marginal_coverage():
         covered |= ball[i]
 
 
+def eager_probcover(pool: torch.Tensor, labelled: torch.Tensor, radius: float, k: int) -> list[int]:
+    """The greedy straight from the full float32 distance matrix, while some ball still gains."""
+    pts = torch.nn.functional.normalize(torch.cat([pool, labelled]), dim=1)
+    sq = dv._sq_norms(pts)
+    ball = dv.sq_distances(pts, pts, sq, sq) < radius**2  # [M, M]
+    n = pool.shape[0]
+    covered = ball[n:].any(dim=0)
+    picks: list[int] = []
+    for _ in range(k):
+        gains = (ball[:n] & ~covered).sum(dim=1)
+        gains[picks] = -1
+        if int(gains.max()) <= 0:
+            break
+        picks.append(int(gains.argmax()))  # the first of equal ones
+        covered |= ball[picks[-1]]
+    return picks
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (5, 7), (1024, 4096)])
+@pytest.mark.parametrize("edge_bytes", [dv.EDGE_BYTES, 10**12, "overflow"])
+@pytest.mark.parametrize("screen", [False, True])
+def test_probcover_graph_or_none_any_blocks_pick_as_the_eager_greedy(monkeypatch, shape, edge_bytes, screen):
+    # blocks of rows and columns of every shape, with the edge list kept, never kept (each pick finds its
+    # neighbours again), or dropped in the middle of the pass: the eager greedy's picks every time
+    pool, labelled, _ = random_problem(n=300, n_lab=20, d=6)
+    monkeypatch.setattr(dv, "BF16_SCREEN", screen)
+    monkeypatch.setattr(dv, "PAIR_BLOCK_ROWS", shape[0])
+    monkeypatch.setattr(dv, "PAIR_BLOCK_COLS", shape[1])
+    if edge_bytes == "overflow":  # room for about 500 pairs of the roughly 4,000 inside a ball
+        edge_bytes = int(2**20 / 500)
+    monkeypatch.setattr(dv, "EDGE_BYTES", edge_bytes)
+    expected = eager_probcover(pool, labelled, 0.8, 40)
+    assert len(expected) > 10
+    picks = dv.probcover(pool, 40, generator=gen(), labelled_embeddings=labelled, radius=0.8, max_memory_mb=1.0)
+    assert picks.tolist()[: len(expected)] == expected
+
+
+def test_probcover_purity_rule_visits_clusters_in_order_and_still_picks_as_the_eager_greedy():
+    pool, labelled, _ = random_problem(n=400, n_lab=10, d=5)
+    pts = torch.nn.functional.normalize(torch.cat([pool, labelled]), dim=1)
+    radius = dv.purity_radius(pts, 4, 0.9, generator=gen(3))  # the same draws as probcover's own
+    expected = eager_probcover(pool, labelled, radius, 30)
+    picks = dv.probcover(pool, 30, generator=gen(3), labelled_embeddings=labelled, n_classes=4, purity=0.9)
+    assert len(expected) > 5 and picks.tolist()[: len(expected)] == expected
+
+
 def test_purity_radius_is_the_largest_delta_with_enough_pure_balls():
     a, b = [0.0, 0.1, 0.2], [1.0, 1.1, 1.3]
     pts = on_circle(a + b)
