@@ -9,7 +9,7 @@ runs once. The machine may be shared: beside the wall time, the process's CPU ti
 is printed, which other processes' load inflates much less; with 2 busy threads the wall time of
 a quiet machine is about half of it.
 
-    nice -n 10 python -m benchmarks.bench_diversity [--record]   # --record: into benchmarks/RESULTS.md
+    nice -n 10 python -m benchmarks.bench_diversity [--record] [--note TEXT]   # --record: into benchmarks/RESULTS.md
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -54,8 +55,10 @@ def run_all(n: int, n_lab: int, d: int, c: int, q: int) -> list[tuple[str, float
         "coreset": "k-center greedy: one [N] distance update per pick",
         "badge": "k-means++ on gradient embeddings in closed form: O(N (C + D)) per pick",
         "typiclust": f"min(L + Q, 500) = {min(n_lab + q, 500)} clusters by MiniBatchKMeans (batches of 5,000)",
-        "probcover (radius by purity, n_classes=10)": "KMeans(10) and purity on 2,000 centres, then one pass "
-                                                      "over half the N + L pairs (bfloat16 screening where fast)",
+        "probcover (radius by purity, n_classes=10)": "KMeans(10) fitted on 15,000 points, purity on 2,000 centres, "
+                                                      "then one pass over half the N + L pairs in cache-sized "
+                                                      "bfloat16 blocks (float32 near the radius), greedy on the "
+                                                      "edge list",
     }
     out = []
     for name, call in calls.items():
@@ -70,7 +73,7 @@ def run_all(n: int, n_lab: int, d: int, c: int, q: int) -> list[tuple[str, float
 
 
 def section(rows: list[tuple[str, float, float, str]], command: str, n: int, n_lab: int, d: int, q: int, threads: int,
-            load_before: str, load_after: str) -> str:
+            load_before: str, load_after: str, note: str = "") -> str:
     from benchmarks.common import cpu_model
 
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
@@ -81,7 +84,7 @@ def section(rows: list[tuple[str, float, float, str]], command: str, n: int, n_l
         f"Written by `{command}` on {when} (UTC); do not edit by hand. Q = {q} picks from a pool of {n:,} x {d:,} "
         f"(float32, 10 Gaussian classes, seeded) beside {n_lab:,} labelled points, {threads} threads, one run each, "
         f"on {cpu_model()} ({os.cpu_count()} cores), torch {torch.__version__}; load average (1, 5, 15 min) "
-        f"before: {load_before}, after: {load_after}. Goal: under {GOAL_S:.0f} s each.",
+        f"before: {load_before}, after: {load_after}{'; ' + note if note else ''}. Goal: under {GOAL_S:.0f} s each.",
         "",
         "| heuristic | wall (s) | CPU, all threads (s) | under the goal (wall) | what dominates |",
         "|---|---:|---:|---|---|",
@@ -120,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--q", type=int, default=500, help="picks")
     parser.add_argument("--threads", type=int, default=2, help="torch and scikit-learn threads")
     parser.add_argument("--record", action="store_true", help="write the table into benchmarks/RESULTS.md")
+    parser.add_argument("--note", default="", help="how the machine was while it ran, written beside the load")
     args = parser.parse_args(argv)
     from threadpoolctl import threadpool_limits
 
@@ -127,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     with threadpool_limits(limits=args.threads):
         rows = run_all(args.n, args.labelled, args.dim, 10, args.q)
-    command = "python -m benchmarks.bench_diversity" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
+    command = " ".join(["python -m benchmarks.bench_diversity", shlex.join(argv or sys.argv[1:])]).rstrip()
     block = section(rows, command, args.n, args.labelled, args.dim, args.q, args.threads, load,
-                    ", ".join(f"{v:.2f}" for v in os.getloadavg()))
+                    ", ".join(f"{v:.2f}" for v in os.getloadavg()), args.note)
     print(block)
     if args.record:
         record(block, HERE / "RESULTS.md")
