@@ -43,8 +43,9 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_text(path: Path, text: str, keep_previous: Path | None = None) -> None:
-    """Write `text` to `path` through a temporary file and a rename: a kill never leaves half a file.
+def atomic_write_text(path: Path, text: str | bytes, keep_previous: Path | None = None) -> None:
+    """Write `text` (or bytes, as they are) to `path` through a temporary file and a rename: a kill never
+    leaves half a file.
 
     With `keep_previous`, an existing `path` is first renamed to that name. A write that fails
     (full disk, read-only folder) raises AlrunError with one sentence and leaves every
@@ -55,7 +56,7 @@ def atomic_write_text(path: Path, text: str, keep_previous: Path | None = None) 
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
-            with os.fdopen(fd, "w") as f:
+            with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
                 f.write(text)
                 f.flush()
                 os.fsync(f.fileno())

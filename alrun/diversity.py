@@ -287,6 +287,8 @@ def _most_typical(x: Tensor, n_neighbours: int, max_memory_mb: float) -> int:
     """Position in x [m, D] of the highest typicality: 1 / (mean distance to its K nearest others + 1e-5).
 
     K = min(n_neighbours, m // 2), as the authors' implementation (half the points of a small cluster).
+    Whole rows of the [m, m] distances when one fits in max_memory_mb; else blocks of fewer columns,
+    keeping a running top-K of each row's smallest distances across them (the same K values).
     """
     m = x.shape[0]
     kk = min(n_neighbours, m // 2)
@@ -294,11 +296,29 @@ def _most_typical(x: Tensor, n_neighbours: int, max_memory_mb: float) -> int:
         return 0
     x_sq = _sq_norms(x)
     mean_dist = torch.empty(m, dtype=x.dtype, device=x.device)
-    rows, _ = block_shape(m, m, max_memory_mb)
+    rows, cols = block_shape(m, m, max_memory_mb)
+    if cols < m:
+        # a row does not fit: the running top-K [rows, K] and a block [rows, c] are concatenated before each
+        # top-K, so c leaves room for the K (at least 1 column: a budget under K + 1 entries is not met)
+        cols = max(1, cols - kk)
+        rows = max(1, min(m, int(max_memory_mb * 2**20) // (BYTES_PER_ENTRY * (cols + kk))))
     for i in range(0, m, rows):
-        d2 = sq_distances(x[i : i + rows], x, x_sq[i : i + rows], x_sq)
-        d2[torch.arange(d2.shape[0]), torch.arange(i, i + d2.shape[0])] = math.inf  # not its own neighbour
-        mean_dist[i : i + rows] = d2.topk(kk, dim=1, largest=False).values.sqrt_().mean(dim=1)
+        r = min(rows, m - i)
+        own = torch.arange(i, i + r)  # the column of each row's own point: not its own neighbour
+        if cols >= m:  # whole rows: one top-K per block of rows
+            d2 = sq_distances(x[i : i + r], x, x_sq[i : i + r], x_sq)  # [r, m]
+            d2[torch.arange(r), own] = math.inf
+            nearest = d2.topk(kk, dim=1, largest=False).values  # [r, K], ascending
+        else:
+            nearest = torch.full((r, kk), math.inf, dtype=x.dtype, device=x.device)  # running K smallest
+            for j in range(0, m, cols):
+                c = min(cols, m - j)
+                d2 = sq_distances(x[i : i + r], x[j : j + c], x_sq[i : i + r], x_sq[j : j + c])  # [r, c]
+                inside = (own >= j) & (own < j + c)  # rows whose own point is in this block
+                d2[inside.nonzero().squeeze(1), own[inside] - j] = math.inf
+                # the K smallest of (the K smallest so far, this block): the K smallest of the row so far
+                nearest = torch.cat([nearest, d2], dim=1).topk(kk, dim=1, largest=False).values
+        mean_dist[i : i + r] = nearest.sqrt_().mean(dim=1)
     typicality = 1.0 / (mean_dist + _TYPICALITY_EPS)
     return int(typicality.argmax())
 

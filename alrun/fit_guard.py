@@ -13,14 +13,19 @@ import math
 # noise lambda the bar is (1 - lambda) * FIT_ACCURACY: a model that learns the classes and not the noise gets
 # about the share 1 - lambda of the noisy labels right
 FIT_ACCURACY = 0.9
-# a first epoch of at least this many gradient steps is a training of its own (the BatchBALD code's epochs of
-# 5,056 samples are 79 steps): its weights being the best says that later epochs over-fitted the validation
-# score, not that training collapsed; a shorter first epoch kept is flagged
-EARLY_UPDATES = 50
+# weights kept by early stopping after at most this many passes over the labelled set (labelled samples seen
+# before them / the labelled set's size) are flagged when training went on after them: in at most one pass each
+# labelled item has been trained on about once, too little for a freshly initialised network to fit its own
+# labels, so later weights being no better says training diverged or collapsed. Counted in passes, not epochs or
+# gradient steps: a fixed-length epoch (train.epoch_samples, e.g. 1,264 samples over 20-250 labels in the
+# mnist_batchbald reference, training accuracy 1.0) is already many passes, while an epoch of one pass over a
+# large labelled set is many gradient steps and still only one sighting of each item
+EARLY_PASSES = 1.0
 # fit_flag's words, in the order they are tried (the first that applies is recorded), and what each means
 FIT_FLAGS = {
     "chance": "ended at or below chance test accuracy",
-    "early_weights": "kept the weights of the first epoch (training diverged or collapsed after it)",
+    "early_weights": "kept weights that had seen the labelled set at most once (training diverged or collapsed "
+                     "after them)",
     "underfit": "did not fit their labelled set",
 }
 
@@ -32,18 +37,20 @@ def fit_threshold(label_noise: float = 0.0) -> float:
 
 
 def fit_flag(train_acc: float, kept_epoch: int, epochs_run: int, test_acc: float, n_classes: int,
-             label_noise: float = 0.0, kept_updates: int | None = None) -> str:
+             label_noise: float = 0.0, kept_passes: float | None = None) -> str:
     """Why a step's fitted model is not to be trusted, as one word ("" when it is fine):
 
     - chance: test accuracy at or below chance (1 / n_classes);
-    - early_weights: the weights kept are those of the first epoch while more epochs ran (early stopping
-      found nothing better after it: training diverged or collapsed), unless that epoch held at least
-      EARLY_UPDATES gradient steps (`kept_updates`, the steps before the weights kept; None: unknown);
+    - early_weights: the weights kept had seen at most EARLY_PASSES passes over the labelled set (`kept_passes`:
+      labelled samples seen before them / the labelled set's size; None: `kept_epoch`, epochs of one pass)
+      while more epochs (or validation checks) ran after them: early stopping found nothing better later,
+      so training diverged or collapsed;
     - underfit: training accuracy on the labelled set below :func:`fit_threshold`.
     """
     if n_classes >= 2 and not math.isnan(test_acc) and test_acc <= 1.0 / n_classes:
         return "chance"
-    if kept_epoch <= 1 < epochs_run and (kept_updates is None or kept_updates < EARLY_UPDATES):
+    passes = float(kept_epoch) if kept_passes is None else kept_passes
+    if kept_epoch < epochs_run and passes <= EARLY_PASSES:
         return "early_weights"
     if math.isnan(train_acc) or train_acc < fit_threshold(label_noise):
         return "underfit"

@@ -37,7 +37,7 @@ from alrun.labelled_sets import initial_positions, validation_split
 from alrun.mc_probe import probe_job_model
 from alrun.models import build_model
 from alrun.seeding import generator, seed_global
-from alrun.training import EarlyStopping, epochs_for, evaluate, fit, steps_per_epoch, training_fit
+from alrun.training import EarlyStopping, epochs_for, evaluate, fit, passes_before, steps_per_epoch, training_fit
 
 log = logging.getLogger("alrun")
 
@@ -239,7 +239,8 @@ class ActiveLearningJob:
             }
             # labels spent beside the acquired ones, and the epoch whose weights were evaluated
             epochs_run = stopper.epochs_run if stopper else epochs_for(spec.train, len(labelled))
-            # gradient steps per epoch (per validation check with train.eval_every): how long the kept weights trained
+            # gradient steps per epoch (per validation check with train.eval_every), and the passes over the labelled
+            # set the kept weights were trained for (the guard's measure of how long they trained)
             per_check = (spec.train.eval_every if stopper and spec.train.eval_every
                          else steps_per_epoch(spec.train, len(labelled)))
             kept_epoch = stopper.best_epoch if stopper else epochs_run
@@ -248,7 +249,8 @@ class ActiveLearningJob:
             # stopping); fit_flag: "" or why the step's model is not to be trusted (alrun.training.fit_flag)
             row.update({"epochs_run": epochs_run, "train_loss": train_loss, "train_acc": train_acc,
                         "fit_flag": fit_flag(train_acc, kept_epoch, epochs_run, metrics.accuracy, bundle.n_classes,
-                                             spec.label_noise, kept_epoch * per_check)})
+                                             spec.label_noise,
+                                             passes_before(spec.train, len(labelled), kept_epoch * per_check))})
             # the T this step's evaluation and acquisition used: mc_samples, or 1 where the probe found no dropout
             # and the heuristic needs no MC samples (job.json keeps the configured value)
             row["mc_samples_used"] = n_samples

@@ -98,7 +98,8 @@ def print_report(report: Report, folder: Path, full: bool = False) -> None:
         for job in report.unfinished:
             out.print(f"  {job}", markup=False, highlight=False)
     more = "" if full else " (every table: table.md, or python -m alrun.report FOLDER --full)"
-    out.print(f"Results in [bold]{folder}[/bold]: summary.csv, table.md, table.csv, curves.png{more}")
+    summary = "summary.csv.gz" if (Path(folder) / "summary.csv.gz").is_file() else "summary.csv"
+    out.print(f"Results in [bold]{folder}[/bold]: {summary}, table.md, table.csv, curves.png{more}")
 
 
 def print_failures(failed: list[str], folder: Path, out: Console | None = None) -> None:

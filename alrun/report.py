@@ -4,13 +4,15 @@ The Hydra callback at the end of a sweep and ``python -m alrun.report FOLDER`` c
 :func:`write_report`, so a sweep whose jobs ran on many machines can be aggregated at any time.
 
 Files written at the top of the folder: ``summary.csv`` (every step of every job, the job's
-settings as columns), ``table.csv`` (long: group, labelled size, metric, mean, std, n),
-``table.md`` (the paper's layout: mean +- std over seeds, the seed count shown) and ``curves.png``.
+settings as columns; ``summary.csv.gz`` when asked, see :func:`write_summary`), ``table.csv`` (long: group,
+labelled size, metric, mean, std, n), ``table.md`` (the paper's layout: mean +- std over seeds, the seed count
+shown) and ``curves.png``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import math
 import sys
@@ -37,6 +39,9 @@ METRIC_TITLES = {"test_nll": "test NLL", "test_acc": "test accuracy", "test_bala
 CURVE_METRICS = ("test_nll", "test_acc", "test_balanced_acc")
 PAIRED_METRICS = ("test_nll", "test_acc")
 REFERENCE = "random"
+# the summary's file: plain text, or gzip-compressed when asked (a sweep's settings repeat on every step row,
+# so it compresses about tenfold); a folder holds one of them
+SUMMARY, SUMMARY_GZ = "summary.csv", "summary.csv.gz"
 
 
 def target_accuracies_of(value: object) -> tuple[float, ...]:
@@ -161,9 +166,34 @@ def failure_reason(job_dir: Path) -> str:
     return lines[-1].strip() if lines else "empty error.txt"
 
 
+def summary_file(folder: Path) -> Path | None:
+    """The summary `folder` holds: its summary.csv, else its summary.csv.gz; None when it holds neither."""
+    for name in (SUMMARY, SUMMARY_GZ):
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    return None
+
+
+def write_summary(folder: Path, summary: pd.DataFrame, compress: bool | None = None) -> Path:
+    """Write `summary` as folder/summary.csv, or gzip-compressed as folder/summary.csv.gz (`compress`; None:
+    as the folder holds it now, plain text when it holds none), removing the other one; returns the path.
+
+    The compressed file holds the same text (read back by pandas, or by `gzip -dc`), with no time stamp, so
+    the same summary gives the same bytes."""
+    folder = Path(folder)
+    if compress is None:
+        compress = summary_file(folder) == folder / SUMMARY_GZ
+    text = summary.to_csv(index=False)
+    path, other = (folder / SUMMARY_GZ, folder / SUMMARY) if compress else (folder / SUMMARY, folder / SUMMARY_GZ)
+    atomic_write_text(path, gzip.compress(text.encode(), mtime=0) if compress else text)
+    other.unlink(missing_ok=True)
+    return path
+
+
 def read_summary(path: Path) -> pd.DataFrame:
-    """A summary.csv written earlier (a reference folder without its job folders), path settings dropped."""
-    summary = pd.read_csv(path)
+    """A summary.csv (or summary.csv.gz) written earlier (a reference folder without its job folders), path
+    settings dropped."""
+    summary = pd.read_csv(path)  # pandas decompresses a .gz by its name
     drop = [c for c in summary.columns if is_path_setting(c, None)]
     summary = summary.drop(columns=drop)
     if "report_sizes" not in summary.columns:
@@ -175,8 +205,8 @@ def read_summary(path: Path) -> pd.DataFrame:
 def collect(sweep_dir: Path) -> tuple[pd.DataFrame, list[str]]:
     """(every step of every job under `sweep_dir`, names of job folders that failed).
 
-    Reads the jobs' steps.csv; a folder with none but a summary.csv (a reference folder copied without
-    its job folders) is read from that summary.
+    Reads the jobs' steps.csv; a folder with none but a summary.csv or summary.csv.gz (a reference folder
+    copied without its job folders) is read from that summary.
     """
     sweep_dir = Path(sweep_dir)
     frames = []
@@ -186,8 +216,8 @@ def collect(sweep_dir: Path) -> tuple[pd.DataFrame, list[str]]:
             frames.append(frame)
     failed = failed_jobs(sweep_dir)
     if not frames:
-        if (sweep_dir / "summary.csv").is_file():
-            return read_summary(sweep_dir / "summary.csv"), failed
+        if summary_file(sweep_dir) is not None:
+            return read_summary(summary_file(sweep_dir)), failed
         return pd.DataFrame(), failed
     return pd.concat(frames, ignore_index=True, sort=False), failed
 
@@ -773,12 +803,13 @@ def fit_note(summary: pd.DataFrame) -> str | None:
 
 
 def write_report(sweep_dir: Path, sizes: list[int] | None = None,
-                 target_accuracy: float | list[float] | None = None) -> Report | None:
+                 target_accuracy: float | list[float] | None = None, compress: bool | None = None) -> Report | None:
     """Aggregate every job under `sweep_dir` and write the summary, tables and plot there.
 
-    A folder holding only a summary.csv (no job folders) is rebuilt from it. `target_accuracy`, one test
-    accuracy or a list (else the jobs' `report.target_accuracy`), adds the labels each job needed to reach
-    it. Returns None when no job has finished a step yet.
+    A folder holding only a summary.csv or summary.csv.gz (no job folders) is rebuilt from it. `target_accuracy`,
+    one test accuracy or a list (else the jobs' `report.target_accuracy`), adds the labels each job needed to
+    reach it. `compress`: write the summary gzip-compressed (True), as text (False), or as the folder holds it
+    (None, see :func:`write_summary`). Returns None when no job has finished a step yet.
     """
     sweep_dir = Path(sweep_dir)
     summary, failed = collect(sweep_dir)
@@ -800,7 +831,7 @@ def write_report(sweep_dir: Path, sizes: list[int] | None = None,
     notes = [n for n in (sizes_note, validation_note(summary), fit_note(summary)) if n]
     notes += [f"No random run at {where}: its heuristics have no paired comparison." for where in
               missing_reference(summary, groups)]
-    atomic_write_text(sweep_dir / "summary.csv", summary.to_csv(index=False))
+    write_summary(sweep_dir, summary, compress)
     verdict_long = found.rows.assign(metric="verdict_" + found.rows["metric"]) if not found.rows.empty else found.rows
     full_table = pd.concat([f for f in (table, evaluation_long, verdict_long) if not f.empty], ignore_index=True)
     atomic_write_text(sweep_dir / "table.csv", _integers(full_table).to_csv(index=False))
@@ -849,13 +880,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="report the labels each job needed to reach this test accuracy (or these)")
     parser.add_argument("--full", action="store_true",
                         help="print every table of table.md, not only the verdict and the compact table")
+    parser.add_argument("--gzip", action="store_true",
+                        help="write the summary as summary.csv.gz (a folder that holds one keeps it without this)")
     args = parser.parse_args(argv)
     if not args.folder.is_dir():
         print(f"alrun: error: {args.folder} is not a folder.", file=sys.stderr)
         return 2
     try:
         targets = args.target_accuracy
-        report = write_report(args.folder, args.sizes, targets[0] if targets and len(targets) == 1 else targets)
+        report = write_report(args.folder, args.sizes, targets[0] if targets and len(targets) == 1 else targets,
+                              compress=True if args.gzip else None)
     except AlrunError as exc:
         print(f"alrun: error: {exc}", file=sys.stderr)
         return 2

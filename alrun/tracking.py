@@ -65,7 +65,7 @@ TRACKERS = ("none", "mlflow")
 SWEEP_FILE = "mlflow_sweep.json"
 JOB_FILE = "mlflow_run.json"
 INSTALL = "pip install 'alrun[tracking]' (or pip install mlflow)"
-REPORT_FILES = ("table.md", "table.csv", "curves.png", "summary.csv")
+REPORT_FILES = ("table.md", "table.csv", "curves.png", "summary.csv", "summary.csv.gz")
 # the logger process (tests swap it for one with faults armed)
 WORKER_COMMAND = [sys.executable, "-m", "alrun.mlflow_logger"]
 # step rows waiting for the writer thread: beyond this many (the logger is slow or stuck) a step's row is

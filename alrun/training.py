@@ -27,6 +27,17 @@ def steps_per_epoch(spec: TrainSpec, n_labelled: int) -> int:
     return math.ceil(epoch_length(spec, n_labelled) / spec.batch_size)
 
 
+def passes_before(spec: TrainSpec, n_labelled: int, updates: int) -> float:
+    """Passes over the labelled set made by the first `updates` gradient steps: the labelled samples they drew
+    / `n_labelled` (an epoch of `epoch_length` samples in batches of `batch_size`, its last batch possibly
+    smaller; NaN for an empty labelled set)."""
+    if n_labelled <= 0:
+        return float("nan")
+    length, per_epoch = epoch_length(spec, n_labelled), steps_per_epoch(spec, n_labelled)
+    whole, rest = divmod(updates, per_epoch)
+    return (whole * length + min(rest * spec.batch_size, length)) / n_labelled
+
+
 def epoch_order(spec: TrainSpec, n_labelled: int, generator: torch.Generator) -> torch.Tensor:
     """The positions in the labelled set of one epoch's samples, in training order: [epoch_length].
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from alrun import stats
-from alrun.report import read_summary, rows_at_size
+from alrun.report import read_summary, rows_at_size, summary_file
 
 HERE = Path(__file__).resolve().parent
 PAPER_SIZES, CPU = "`scale=cpu_paper_sizes`", "`scale=cpu`"
@@ -30,7 +30,7 @@ NAMES = {"bald": "BALD", "entropy": "Entropy", "random": "Random", "batchbald": 
 
 
 def load(name: str) -> pd.DataFrame:
-    return read_summary(HERE / "reference" / name / "summary.csv")
+    return read_summary(summary_file(HERE / "reference" / name))
 
 
 def paper_table(number: int) -> pd.DataFrame:

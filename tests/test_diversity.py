@@ -318,6 +318,47 @@ def test_distance_blocks_stay_within_a_tiny_budget_and_give_the_same_picks(monke
     assert len(shapes) > 100  # many blocks, not one
 
 
+@pytest.mark.parametrize("n, k, budget_mb", [
+    (600, 3, 0.001),  # 3 clusters of about 200 points; 65 entries a block: a row of a cluster does not fit
+    (90, 1, 0.0002),  # one cluster of 90; 13 entries a block, fewer than K = 20: blocks of one column
+])
+def test_typiclust_blocks_stay_within_a_tiny_budget_and_give_the_same_picks(monkeypatch, n, k, budget_mb):
+    pool = torch.randn(n, 8, generator=gen(5))
+    expected = dv.typiclust(pool, k, generator=gen(1))
+    shapes: list[tuple[int, int]] = []  # the distance blocks of the typicality (k-means++ takes [N, 1] columns)
+    real, real_typical, typical = dv.sq_distances, dv._most_typical, []
+
+    def recording(a, b, a_sq, b_sq):
+        if typical:
+            shapes.append((a.shape[0], b.shape[0]))
+        return real(a, b, a_sq, b_sq)
+
+    def most_typical(*args):
+        typical.append(True)
+        try:
+            return real_typical(*args)
+        finally:
+            typical.pop()
+
+    monkeypatch.setattr(dv, "sq_distances", recording)
+    monkeypatch.setattr(dv, "_most_typical", most_typical)
+    assert dv.typiclust(pool, k, generator=gen(1), max_memory_mb=budget_mb).tolist() == expected.tolist()
+    assert len(shapes) > 100  # many blocks, not one
+    assert max(r * c for r, c in shapes) * dv.BYTES_PER_ENTRY <= budget_mb * 2**20
+    assert max(c for _, c in shapes) < n // (2 * k)  # column blocks narrower than any cluster
+
+
+def test_the_most_typical_point_is_the_same_at_any_budget():
+    # clusters of many sizes, blocks from 1 column to whole rows: a wrong running top-K, or a point counted as
+    # its own neighbour, moves the typicality
+    g = gen(9)
+    for m in (7, 12, 41, 90, 150):
+        for n_neighbours in (1, 3, 20):
+            x = dv._normalised(torch.randn(m, 5, generator=g))
+            whole = dv._most_typical(x, n_neighbours, 512.0)
+            assert [dv._most_typical(x, n_neighbours, mb) for mb in (0.0002, 0.0006, 0.002)] == [whole] * 3, m
+
+
 @pytest.mark.parametrize("call, words", [
     (lambda: dv.coreset(torch.randn(5, 2), 6, generator=gen()), "k must be"),
     (lambda: dv.coreset(torch.randn(5, 2), -1, generator=gen()), "k must be"),

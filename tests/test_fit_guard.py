@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 import torch
 
-from alrun.config import TrainSpec, run_spec_from_dict
+from alrun import loop
+from alrun.config import DatasetSpec, RunSpec, TrainSpec, run_spec_from_dict
 from alrun.errors import ConfigError
-from alrun.fit_guard import FIT_ACCURACY, fit_flag, fit_threshold, flag_sentence
+from alrun.fit_guard import EARLY_PASSES, FIT_ACCURACY, fit_flag, fit_threshold, flag_sentence
 from alrun.models import mlp
 from alrun.report import write_report
-from alrun.training import epoch_order, epochs_for, fit, steps_per_epoch, training_fit
+from alrun.training import EarlyStopping, epoch_order, epochs_for, fit, passes_before, steps_per_epoch, training_fit
 from tests.conftest import run_alrun
 from tests.test_training_metrics import ScriptedStopping
 from tests.test_verdict import write_job
@@ -86,6 +87,7 @@ def test_fit_flag_reasons():
     assert fit_flag(0.5, 10, 10, 0.8, 10) == "underfit"
     assert fit_flag(0.95, 1, 12, 0.8, 10) == "early_weights"
     assert fit_flag(0.95, 1, 1, 0.8, 10) == ""  # one epoch ran and was kept: not a collapse
+    assert fit_flag(0.95, 2, 12, 0.8, 10) == ""  # epochs of one pass (kept_passes unset): two passes are not early
     assert fit_flag(0.95, 10, 10, 0.1, 10) == "chance" and fit_flag(0.2, 1, 5, 0.05, 10) == "chance"
     # with label noise lambda the bar is (1 - lambda) * 0.9
     assert fit_threshold(0.0) == FIT_ACCURACY == 0.9 and fit_threshold(0.2) == pytest.approx(0.72)
@@ -95,6 +97,62 @@ def test_fit_flag_reasons():
     assert flag_sentence(["underfit", "", "chance"], 0.0).startswith(
         "1 of 3 steps ended at or below chance test accuracy; 1 of 3 steps did not fit their labelled set "
         "(training accuracy below 0.9)")
+
+
+def test_passes_before_counts_labelled_samples_drawn_over_the_labelled_size():
+    # one pass per epoch when epoch_samples is unset: 20 labels in batches of 32 is one step, 1,000 are 32 steps
+    assert passes_before(TrainSpec(batch_size=32), 20, 1) == passes_before(TrainSpec(batch_size=32), 1000, 32) == 1.0
+    assert passes_before(TrainSpec(batch_size=32), 1000, 3) == pytest.approx(96 / 1000)
+    assert passes_before(TrainSpec(batch_size=32), 1000, 33) == pytest.approx(1032 / 1000)  # last batch is 8 short
+    # fixed-length epochs (mnist_batchbald's reference: 1,264 samples in batches of 64, 20 steps): many passes
+    spec = TrainSpec(epoch_samples=1264, batch_size=64)
+    assert passes_before(spec, 20, 20) == pytest.approx(63.2) and passes_before(spec, 250, 20) == pytest.approx(5.056)
+    assert passes_before(spec, 20, 21) == pytest.approx((1264 + 64) / 20)
+    assert math.isnan(passes_before(spec, 0, 0))
+
+
+def test_early_weights_counts_passes_over_the_labelled_set_not_epochs_or_steps():
+    spec = TrainSpec(epoch_samples=1264, batch_size=64)
+    # long fixed-length epochs: the first epoch (20 steps) kept, with training accuracy 1.0, is 5 to 63 passes
+    for n in (20, 250):
+        assert fit_flag(1.0, 1, 4, 0.9, 10, kept_passes=passes_before(spec, n, 20)) == ""
+    # genuinely early: the first one-pass epoch kept while more ran, at 20 labels (1 step) and at 5,000 (157 steps)
+    for n in (20, 5000):
+        passes = passes_before(TrainSpec(batch_size=32), n, steps_per_epoch(TrainSpec(batch_size=32), n))
+        assert passes == EARLY_PASSES and fit_flag(1.0, 1, 4, 0.9, 10, kept_passes=passes) == "early_weights"
+    # checked every 3 steps (train.eval_every): the first check is a tenth of a pass over 1,000 labels
+    assert fit_flag(0.95, 1, 4, 0.9, 10, kept_passes=passes_before(TrainSpec(), 1000, 3)) == "early_weights"
+    # nothing ran after the kept weights (no early stopping, or the last check kept): not flagged
+    assert fit_flag(0.95, 4, 4, 0.9, 10, kept_passes=0.5) == ""
+    assert flag_sentence(["early_weights", ""]).startswith(
+        "1 of 2 steps kept weights that had seen the labelled set at most once (training diverged or collapsed")
+
+
+class _FirstEpochBest(EarlyStopping):
+    """Early stopping whose validation NLL only gets worse: the first scored epoch is always the one kept."""
+
+    def validation_scores(self, model, amp=False):
+        self.calls = getattr(self, "calls", 0) + 1
+        return float(self.calls), 0.0
+
+
+@pytest.mark.parametrize("epoch_samples,flag", [(2048, ""), (None, "early_weights")])
+def test_a_job_flags_a_kept_first_epoch_only_when_it_is_a_pass_or_less(tmp_path, monkeypatch, epoch_samples, flag):
+    # the first epoch kept, 3 more run: epochs of 2,048 samples (32 steps, 68 to 102 passes over 20-30 labels) fit
+    # their labels and are not flagged; epochs of one pass are
+    monkeypatch.setattr(loop, "EarlyStopping", _FirstEpochBest)
+    train = TrainSpec(epochs=30, schedule="early_stopping", validation_size=40, patience=3, epoch_samples=epoch_samples,
+                      batch_size=64, lr=1e-2)
+    spec = RunSpec(heuristic="random", seed=0, initial_labelled=20, query_size=10, max_labelled=30, mc_samples=2,
+                   dataset=DatasetSpec(name="digits", max_train=300, max_test=100), train=train, device="cpu")
+    rows = loop.ActiveLearningJob(spec, tmp_path / "job").run()
+    assert (rows["epochs_trained"] == 1).all() and (rows["epochs_run"] == 4).all()
+    shown = rows[["labelled", "train_acc", "test_acc", "fit_flag"]].to_string()
+    if flag == "":
+        assert (rows["fit_flag"] == "").all() and (rows["train_acc"] >= FIT_ACCURACY).all(), shown
+    else:  # "chance" is tried first: a step at or below chance test accuracy says that instead
+        assert ((rows["fit_flag"] == flag) | (rows["test_acc"] <= 0.1)).all(), shown
+        assert flag in rows["fit_flag"].tolist(), shown
 
 
 @pytest.mark.parametrize("value", [0, -5, 1.5, "many", True])

@@ -7,6 +7,7 @@ absolute paths, and the README's second command, `python -m pytest`, must pass a
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import re
 import shutil
@@ -16,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from alrun.report import write_report
+from alrun.report import SUMMARY, SUMMARY_GZ, summary_file, write_report
 from tests.conftest import run_alrun
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,18 +56,19 @@ def committed_results(repo: Path) -> list[Path]:
 
 
 def reference_folders(repo: Path) -> list[Path]:
-    """The committed reference folders: those of results/reference/ with a committed summary.csv."""
+    """The committed reference folders: those of results/reference/ with a committed summary.csv (or .csv.gz)."""
     reference = repo / "results" / "reference"
     return sorted({p.parent for p in committed_results(repo)
-                   if p.name == "summary.csv" and p.parent.parent == reference})
+                   if p.name in (SUMMARY, SUMMARY_GZ) and p.parent.parent == reference})
 
 
 def machine_paths(repo: Path) -> dict[str, list[str]]:
     """Each committed result file that names an absolute path, with the first few it names."""
     found = {}
     for path in committed_results(repo):
-        if path.suffix in SCANNED:
-            hits = ABSOLUTE.findall(path.read_text())
+        if path.suffix in SCANNED or path.suffixes[-2:] == [".csv", ".gz"]:
+            text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+            hits = ABSOLUTE.findall(text)
             if hits:
                 found[str(path.relative_to(repo / "results"))] = hits[:3]
     return found
@@ -85,9 +87,12 @@ def test_every_reference_study_is_there():
 def test_reference_tables_rebuild_from_summary_alone(folder, tmp_path):
     copy = tmp_path / folder.name
     copy.mkdir()
-    shutil.copy(folder / "summary.csv", copy / "summary.csv")
+    summary = summary_file(folder)
+    shutil.copy(summary, copy / summary.name)
     report = write_report(copy)
     assert report is not None
+    assert [p.name for p in copy.glob("summary.csv*")] == [summary.name]  # the folder keeps its summary's form
+    assert (copy / summary.name).read_bytes() == summary.read_bytes()
     # the committed tables are what the report makes of the committed summary today
     assert (copy / "table.md").read_text() == (folder / "table.md").read_text()
     pd.testing.assert_frame_equal(pd.read_csv(copy / "table.csv"), pd.read_csv(folder / "table.csv"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import subprocess
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 
 from alrun.errors import ConfigError
-from alrun.report import choose_sizes, write_report
+from alrun.report import choose_sizes, read_summary, summary_file, write_report
 
 
 def write_job(sweep: Path, heuristic: str, seed: int, nll: list[float], extra: dict | None = None,
@@ -170,6 +171,45 @@ def test_report_rebuilds_a_folder_holding_only_its_summary(tmp_path):
     old.drop(columns=["report_sizes"]).to_csv(reference / "summary.csv", index=False)
     assert write_report(reference, sizes=[20, 30]) is not None
     assert machine_path not in (reference / "summary.csv").read_text()
+
+
+def test_a_gzipped_summary_reads_back_to_the_same_frame_and_tables(tmp_path):
+    """`python -m alrun.report FOLDER --gzip` writes summary.csv.gz in place of summary.csv: the same text
+    compressed (the same bytes for the same summary), read back to the same frame, the same tables, and kept
+    by later reports of that folder, from its job folders or (a reference folder) from the summary alone."""
+    sweep = tmp_path / "sweep"
+    for heuristic, seed, nll in (("bald", 0, [2.0, 1.0, 0.5]), ("bald", 1, [2.0, 1.2, 0.7]),
+                                 ("random", 0, [2.0, 1.5, 0.6]), ("random", 1, [2.0, 1.3, 0.9])):
+        write_job(sweep, heuristic, seed, nll)
+    plain = write_report(sweep, sizes=[20, 30], target_accuracy=0.5)
+    text, markdown, table = (sweep / "summary.csv").read_text(), plain.markdown, (sweep / "table.csv").read_text()
+    assert summary_file(sweep) == sweep / "summary.csv"
+    reference = tmp_path / "reference" / "sweep"
+    reference.mkdir(parents=True)
+    (reference / "summary.csv").write_text(text)
+    proc = subprocess.run([sys.executable, "-m", "alrun.report", str(reference), "--gzip"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "summary.csv.gz, table.md" in proc.stdout
+    packed = reference / "summary.csv.gz"
+    assert sorted(p.name for p in reference.iterdir()) == ["curves.png", "summary.csv.gz", "table.csv", "table.md"]
+    assert summary_file(reference) == packed and gzip.decompress(packed.read_bytes()).decode() == text
+    pd.testing.assert_frame_equal(read_summary(packed), read_summary(sweep / "summary.csv"))
+    assert (reference / "table.md").read_text() == markdown and (reference / "table.csv").read_text() == table
+    # rebuilt from the compressed summary alone: kept compressed, the same bytes and tables
+    first = packed.read_bytes()
+    again = write_report(reference)
+    assert again.markdown == markdown and (reference / "table.csv").read_text() == table
+    assert packed.read_bytes() == first and not (reference / "summary.csv").exists()
+    pd.testing.assert_frame_equal(again.summary, plain.summary)
+    # a sweep folder asked once keeps the compressed form when its jobs are reported again; asked for text, back
+    write_report(sweep, sizes=[20, 30], target_accuracy=0.5, compress=True)
+    assert not (sweep / "summary.csv").exists() and (sweep / "summary.csv.gz").read_bytes() == first
+    assert write_report(sweep, sizes=[20, 30], target_accuracy=0.5).markdown == markdown
+    assert summary_file(sweep) == sweep / "summary.csv.gz"
+    write_report(sweep, sizes=[20, 30], target_accuracy=0.5, compress=False)
+    assert summary_file(sweep) == sweep / "summary.csv" and not (sweep / "summary.csv.gz").exists()
+    assert (sweep / "summary.csv").read_text() == text
 
 
 def test_validation_labels_are_shown_as_labels_spent(tmp_path):
