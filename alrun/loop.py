@@ -246,7 +246,7 @@ class ActiveLearningJob:
             kept_epoch = stopper.best_epoch if stopper else epochs_run
             row.update({"validation_labels": len(data.validation), "epochs_trained": kept_epoch})
             # epochs_trained is the epoch whose weights were kept; epochs_run those that ran (more under early
-            # stopping); fit_flag: "" or why the step's model is not to be trusted (alrun.training.fit_flag)
+            # stopping); fit_flag: "" or why the step's model is not to be trusted (alrun.fit_guard.fit_flag)
             row.update({"epochs_run": epochs_run, "train_loss": train_loss, "train_acc": train_acc,
                         "fit_flag": fit_flag(train_acc, kept_epoch, epochs_run, metrics.accuracy, bundle.n_classes,
                                              spec.label_noise,
