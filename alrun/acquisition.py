@@ -163,17 +163,25 @@ def inputs_read(heuristic: str, heuristic_params: dict[str, Any] | None = None) 
 
 def embedding_inputs(model: nn.Module, x_candidates: torch.Tensor, wanted: frozenset[str],
                      labelled: tuple[torch.Tensor, torch.Tensor] | None, *, batch_size: int | InferenceBatch,
-                     amp: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+                     amp: bool, source: str = "head") -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """({name: tensor} for the `wanted` inputs, the candidates' deterministic probs [M, C]).
 
     embeddings [M, D] and labelled_embeddings [L, D] (float32, CPU) come from one plain pass each
-    (alrun.embeddings.embed); labelled_targets [L] int64 are the oracle's labels of the labelled set.
+    (alrun.embeddings.embed), or with source="input" are the inputs themselves, flattened (on a frozen
+    backbone the pretrained features, which the labels never moved: what TypiClust and ProbCover assume
+    of their self-supervised features); labelled_targets [L] int64 are the oracle's labels of the labelled set.
     """
     x_labelled, y_labelled = labelled if labelled is not None else (x_candidates[:0], torch.empty(0, dtype=torch.long))
     pool = embed(model, x_candidates, batch_size=batch_size, amp=amp)
-    out = {"embeddings": pool.embeddings}
+
+    def embedding_of(x: torch.Tensor) -> torch.Tensor:
+        if source == "input":
+            return x.reshape(x.shape[0], -1).float().cpu()
+        return embed(model, x, batch_size=batch_size, amp=amp).embeddings
+
+    out = {"embeddings": embedding_of(x_candidates) if source == "input" else pool.embeddings}
     if "labelled_embeddings" in wanted:
-        out["labelled_embeddings"] = embed(model, x_labelled, batch_size=batch_size, amp=amp).embeddings
+        out["labelled_embeddings"] = embedding_of(x_labelled)
     if "labelled_targets" in wanted:
         out["labelled_targets"] = torch.as_tensor(y_labelled).long().cpu()
     return {k: v for k, v in out.items() if k in wanted}, pool.probs
@@ -184,11 +192,14 @@ def _acquire_selector(model: nn.Module, x_candidates: torch.Tensor, heuristic: s
                       batch_size: int | InferenceBatch, amp: bool,
                       labelled: tuple[torch.Tensor, torch.Tensor] | None) -> Acquisition:
     """A built-in selector (alrun.diversity) on the candidates' embeddings [M, D] (and BADGE on their
-    deterministic probs [M, C]), the labelled set's embeddings [L, D] where it takes them; no MC samples."""
+    deterministic probs [M, C]), the labelled set's embeddings [L, D] where it takes them; no MC samples.
+    params["embedding"]: "head" (default: the last nn.Linear layer's input) or "input" (the inputs, flattened)."""
     tic = time.perf_counter()
     select = components.builder("heuristic", heuristic)
+    params = dict(params)
+    source = params.pop("embedding", "head")
     inputs, probs = embedding_inputs(model, x_candidates, inputs_read(heuristic), labelled, batch_size=batch_size,
-                                     amp=amp)
+                                     amp=amp, source=source)
     time_infer = time.perf_counter() - tic
     tic = time.perf_counter()
     embeddings = inputs.pop("embeddings")

@@ -80,6 +80,11 @@ def register(kind: str, name: str, target: str | None, settings: Mapping[str, Se
 _BETA = {"beta": Setting(lambda v: _is_number(v) and v >= 0, "a number of at least 0")}
 _MEMORY = {"max_memory_mb": Setting(lambda v: _is_number(v) and v > 0, "a positive number (MiB)")}
 _POSITIVE_INT = Setting(lambda v: _is_int(v) and v >= 1, "a positive integer")
+# what a selector measures distances on (alrun.acquisition.EMBEDDING_SOURCES)
+_SELECTOR = {**_MEMORY, "embedding": Setting(
+    lambda v: v in ("head", "input"),
+    "head (the input of the model's last nn.Linear layer: what it learned) or input (the model's own input, "
+    "flattened: on a frozen backbone its pretrained features)")}
 
 register("model", "auto", None, summary="an MLP for feature vectors, the Gal CNN for images")
 register("model", "mlp", "alrun.models:build_mlp", summary="two hidden layers with dropout")
@@ -112,15 +117,15 @@ register("heuristic", "power_entropy", "alrun.batch:power_entropy", _BETA, role=
 register("heuristic", "softmax_bald", "alrun.batch:softmax_bald", _BETA, role="stochastic")
 register("heuristic", "softrank_bald", "alrun.batch:softrank_bald", _BETA, role="stochastic")
 # selectors read the model's embeddings (alrun.embeddings) from one pass with dropout off, not MC samples
-register("heuristic", "coreset", "alrun.diversity:coreset", _MEMORY, role="selector")
-register("heuristic", "badge", "alrun.diversity:badge", _MEMORY, role="selector")
+register("heuristic", "coreset", "alrun.diversity:coreset", _SELECTOR, role="selector")
+register("heuristic", "badge", "alrun.diversity:badge", _SELECTOR, role="selector")
 register("heuristic", "typiclust", "alrun.diversity:typiclust", role="selector", settings={
-    "n_neighbours": _POSITIVE_INT, "max_clusters": _POSITIVE_INT, **_MEMORY,
+    "n_neighbours": _POSITIVE_INT, "max_clusters": _POSITIVE_INT, **_SELECTOR,
 })
 register("heuristic", "probcover", "alrun.diversity:probcover", role="selector", settings={
     "radius": Setting(lambda v: v is None or (_is_number(v) and v > 0), "a number above 0, or null (chosen by purity)"),
     "purity": Setting(lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
-    **_MEMORY,
+    **_SELECTOR,
 })
 register("heuristic", CUSTOM, None, role="custom", settings={
     "_target_": Setting(lambda v: isinstance(v, str) and v not in ("", MISSING),

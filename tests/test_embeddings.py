@@ -165,10 +165,32 @@ def test_the_selectors_skip_mc_inference_and_read_the_labelled_set(name, monkeyp
     assert "embeddings" in reads and ("labelled_embeddings" in reads) == (name != "badge")
 
 
+@pytest.mark.parametrize("name", ["coreset", "typiclust", "probcover"])
+def test_embedding_input_measures_the_selectors_distances_on_the_inputs_themselves(name):
+    # the model's hidden layer is some random map; with embedding=input the picks are those of the
+    # selector run directly on the inputs (flattened), the labelled inputs included
+    from alrun import diversity
+
+    model = build_model(ModelSpec(name="mlp", hidden=8), (2, 3), 3, seed=0)
+    x = torch.randn(60, 2, 3, generator=torch.Generator().manual_seed(0))
+    x_lab = torch.randn(6, 2, 3, generator=torch.Generator().manual_seed(1))
+    labelled = (x_lab, torch.tensor([0, 1, 2, 0, 1, 2]))
+    extra = {"n_classes": 3} if name == "probcover" else {}
+    picks = {}
+    for source in ("input", "head"):
+        picks[source] = acquisition.acquire(model, x, name, 5, 20, mc_generator=None,
+                                            acquisition_generator=torch.Generator().manual_seed(3), labelled=labelled,
+                                            heuristic_params={"embedding": source}).positions
+    direct = getattr(diversity, name)(x.reshape(60, 6), 5, generator=torch.Generator().manual_seed(3),
+                                      labelled_embeddings=x_lab.reshape(6, 6), **extra)
+    assert torch.equal(picks["input"], direct)
+    assert not torch.equal(picks["head"], direct)  # the default reads the hidden layer, which differs here
+
+
 @pytest.mark.parametrize("name, key, value", [
     ("typiclust", "n_neighbours", 0), ("typiclust", "max_clusters", 1.5), ("probcover", "radius", 0),
     ("probcover", "purity", 0), ("probcover", "purity", 1.5), ("coreset", "max_memory_mb", -1),
-    ("badge", "radius", 1.0),
+    ("badge", "radius", 1.0), ("typiclust", "embedding", "pixels"),
 ])
 def test_the_selectors_settings_are_validated(name, key, value):
     with pytest.raises(ConfigError, match=f"heuristic.{key}"):
