@@ -230,6 +230,7 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
         spec = replace(spec, device=claimed or choose_device(spec.device, job_index(hydra_cfg)))
         components = job_components(spec)  # imports the user's components: a wrong `_target_` stops here
         job = ActiveLearningJob(spec, out_dir)
+        job.check_folder()  # another config's finished job there: refused before job.json is written
         if spec.heuristic == "custom":  # its signature and return value, before any training
             from alrun.custom_heuristic import preflight
 
@@ -352,8 +353,56 @@ def asks_for_determinism(argv: list[str]) -> bool:
     return False
 
 
+def as_multirun(argv: list[str]) -> list[str]:
+    """argv with Hydra's `--multirun` added when it names no Hydra command of its own (`-m`, `--run`, `--cfg`,
+    `--info`, `--help`, ...) and does not set hydra.mode: alrun's config runs every command line as a sweep, but
+    Hydra learns that from a first composition, which fails on a sweep of a group beside one of its keys
+    (`heuristic=typiclust,probcover heuristic.embedding=input`), and it then says "Ambiguous value"."""
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        args, _ = get_args_parser().parse_known_args(argv)
+    except BaseException:  # noqa: BLE001 - argparse exits on a bad flag; Hydra itself says what is wrong
+        return argv
+    commands = (args.multirun, args.run, args.cfg, args.info, args.shell_completion, args.help, args.hydra_help,
+                args.experimental_rerun)
+    if any(commands) or any(o.lstrip("+~").startswith("hydra.mode=") for o in args.overrides or []):
+        return argv
+    return ["--multirun", *argv]
+
+
+def settings_of_swept_groups(argv: list[str]) -> list[str]:
+    """argv with `G.key=value` written `++G.key=value` where the group G is swept (`G=a,b`), `_target_` aside.
+
+    Hydra applies `G.key=value` to the sweep's first composition, made with G's default option, and stops
+    there when that option lacks the key (`heuristic=typiclust,probcover heuristic.embedding=input` with the
+    default bald); `++` sets it in each job's own option instead, and alrun then says in one sentence which
+    option of the sweep does not take it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    parser = OverridesParser.create()
+    parsed = []
+    for arg in argv:
+        try:
+            parsed.append(parser.parse_override(arg) if "=" in arg and not arg.startswith("-") else None)
+        except BaseException:  # noqa: BLE001 - Hydra itself says what is wrong with it
+            parsed.append(None)
+    swept = {o.key_or_group for o in parsed if o is not None and o.package is None and o.is_sweep_override()
+             and "." not in o.key_or_group}
+    out = []
+    for arg, o in zip(argv, parsed, strict=True):
+        group, _, key = (o.key_or_group.partition(".") if o is not None else ("", "", ""))
+        if (o is not None and o.type == OverrideType.CHANGE and group in swept and key and key != "_target_"
+                and not arg.startswith(("+", "~"))):
+            arg = "++" + arg
+        out.append(arg)
+    return out
+
+
 def main() -> None:
     """Console script `alrun`."""
+    sys.argv[1:] = settings_of_swept_groups(as_multirun(sys.argv[1:]))
     message = target_spelling_error(sys.argv[1:])
     if message:
         fail(message)

@@ -10,7 +10,9 @@ keeps a readable prefix and ends in a hash of the whole name.
 
 Resume: an existing folder of the same job in the sweep folder is used as it is, whether it bears this
 name, the name older alrun versions gave (the full `override_dirname`), or another name whose
-`job.json` records the same overrides (a sweep re-run with a different set of varying keys).
+`job.json` records the same overrides (a sweep re-run with a different set of varying keys). A name
+taken by another job (a sweep extended with a setting its earlier jobs lack, e.g. the same heuristics
+and seeds again with `heuristic.embedding=input`) gives this job a name of all its settings instead.
 """
 
 from __future__ import annotations
@@ -114,17 +116,35 @@ def _comparable(overrides: dict[str, str], excluded: set[str]) -> dict[str, str]
     return {k.lstrip("+~"): v for k, v in overrides.items() if k.lstrip("+~") not in excluded}
 
 
+def _recorded_overrides(folder: Path) -> dict[str, str] | None:
+    """The overrides FOLDER's `job.json` records, or None when it has none readable (a job not started yet)."""
+    try:
+        recorded = json.loads((folder / "job.json").read_text()).get("overrides", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
 def same_job_folder(sweep_dir: Path, job_overrides: list[str], excluded: set[str]) -> str | None:
     """The folder in SWEEP_DIR whose `job.json` records the overrides JOB_OVERRIDES (EXCLUDED aside)."""
     wanted = _comparable(dict(o.split("=", 1) for o in job_overrides if "=" in o), excluded)
     for meta in sorted(sweep_dir.glob("*/job.json")):
-        try:
-            recorded = json.loads(meta.read_text()).get("overrides", {})
-        except (OSError, ValueError):
-            continue
-        if isinstance(recorded, dict) and _comparable(recorded, excluded) == wanted:
+        recorded = _recorded_overrides(meta.parent)
+        if recorded is not None and _comparable(recorded, excluded) == wanted:
             return meta.parent.name
     return None
+
+
+def differing_keys(folder: Path, job_overrides: list[str], excluded: set[str]) -> set[str]:
+    """The keys whose overrides FOLDER's `job.json` records otherwise than JOB_OVERRIDES (EXCLUDED aside; empty
+    without a job.json): when not empty the name is taken, e.g. by a job of an earlier sweep in this folder
+    without a setting this one adds."""
+    recorded = _recorded_overrides(folder)
+    if recorded is None:
+        return set()
+    theirs = _comparable(recorded, excluded)
+    wanted = _comparable(dict(o.split("=", 1) for o in job_overrides if "=" in o), excluded)
+    return {k for k in theirs.keys() | wanted.keys() if theirs.get(k) != wanted.get(k)}
 
 
 def _is_folder(path: Path) -> bool:
@@ -149,12 +169,21 @@ def job_folder(*, _root_: DictConfig) -> str:
     else:
         full = job_name(job_overrides, varying, excluded, str(dirname_cfg.item_sep), str(dirname_cfg.kv_sep))
     name = shortened(full or old_name) or str(hydra_cfg.job.num)
-    if _is_folder(sweep_dir / name):
+    differ = differing_keys(sweep_dir / name, job_overrides, excluded) if _is_folder(sweep_dir / name) else set()
+    if _is_folder(sweep_dir / name) and not differ:
         return name
-    if old_name and _is_folder(sweep_dir / old_name):  # a sweep started before folders were named this way
-        return old_name
+    if old_name and _is_folder(sweep_dir / old_name) and not differing_keys(sweep_dir / old_name, job_overrides,
+                                                                            excluded):
+        return old_name  # a sweep started before folders were named this way
     if sweep_dir.is_dir():
-        return same_job_folder(sweep_dir, job_overrides, excluded) or name
+        found = same_job_folder(sweep_dir, job_overrides, excluded)
+        if found:
+            return found
+    if differ:  # a sweep extended by a setting its earlier jobs lack: the name holds it too
+        lines = job_name(job_overrides, (varying or set()) | differ, excluded, str(dirname_cfg.item_sep),
+                         str(dirname_cfg.kv_sep))
+        return shortened(str(dirname_cfg.item_sep).join(part.lstrip("+~")
+                                                         for part in lines.split(str(dirname_cfg.item_sep))))
     return name
 
 

@@ -58,6 +58,7 @@ _LATER_SETTINGS: dict[str, dict[str, Any]] = {
     "train": {"validation_size": 0, "patience": 10, "epoch_samples": None, "eval_every": None, "stop_on": "nll"},
     "dataset": {"target": None, "args": {}},
     "model": {"target": None, "args": {}, "trunk": None, "head": None},
+    "heuristic_params": {"embedding": "head"},
 }
 
 
@@ -131,18 +132,21 @@ class ActiveLearningJob:
         reachable = min(s.max_labelled, len(self.data.eligible))
         return 1 + max(0, -(-(reachable - s.initial_labelled) // s.query_size))
 
+    def check_folder(self) -> dict[str, Any] | None:
+        """The folder's checkpoint (None when there is none), or one ConfigError sentence when it is another
+        config's: called before anything is written there, so a refused job changes nothing of a finished one."""
+        state = load_checkpoint(self.checkpoint_path)
+        if state is not None and state.get("fingerprint") != spec_fingerprint(self.spec):
+            raise ConfigError(f"The folder {self.out_dir} holds a job with a different config; "
+                              "run in a new folder (hydra.sweep.dir=...) or delete that one.")
+        return state
+
     def _initial_state(self) -> tuple[ActiveSet, list[dict[str, Any]], bool]:
         """(labelled set, rows so far, whether the last step was the final one) from the newest good
         checkpoint, or the seeded initial labels."""
         active = ActiveSet(self.data.eligible, len(self.data.bundle.y_train))
-        state = load_checkpoint(self.checkpoint_path)
-        fingerprint = spec_fingerprint(self.spec)
+        state = self.check_folder()
         if state is not None:
-            if state.get("fingerprint") != fingerprint:
-                raise ConfigError(
-                    f"The folder {self.out_dir} holds a job with a different config; "
-                    "run in a new folder (hydra.sweep.dir=...) or delete that one."
-                )
             active.label(np.asarray(state["labelled"], dtype=np.int64))
             log.info("resuming %s after %d finished steps", self.out_dir, len(state["rows"]))
             return active, list(state["rows"]), bool(state.get("finished", False))

@@ -352,3 +352,17 @@ def test_the_readme_embedding_heuristic_commands_run_as_written(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     [table] = (tmp_path / "results").glob("*/*/summary.csv")
     assert set(pd.read_csv(table)["heuristic"]) == {"mycoreset", "coreset", "random"}
+
+
+def test_jobs_from_before_the_embedding_setting_resume_at_its_default():
+    from dataclasses import replace
+
+    from alrun.loop import spec_fingerprint
+
+    spec = run_spec_from_dict({"heuristic": {"name": "coreset", "max_memory_mb": 512}})
+    older = replace(spec, heuristic_params={k: v for k, v in spec.heuristic_params.items() if k != "embedding"})
+    assert spec.heuristic_params.get("embedding", "head") == "head"
+    assert spec_fingerprint(older) == spec_fingerprint(replace(spec, heuristic_params={**older.heuristic_params,
+                                                                                       "embedding": "head"}))
+    assert spec_fingerprint(older) != spec_fingerprint(replace(spec, heuristic_params={**older.heuristic_params,
+                                                                                       "embedding": "input"}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from alrun.checkpoint import read_checkpoint, save_checkpoint
 from alrun.job_folders import MAX_NAME_BYTES, job_name, shortened, varying_keys
 from tests.conftest import LAUNCHERS, THREADS, run_alrun
 
@@ -93,3 +94,36 @@ def test_a_folder_named_the_old_way_is_resumed(tmp_path):
     (sweep / old).rename(sweep / "renamed")
     proc = run_alrun(args, tmp_path, env=THREADS)
     assert folders(sweep) == ["renamed"] and f"resuming {sweep / 'renamed'} after" in proc.stdout + proc.stderr
+
+
+def test_a_sweep_extended_by_a_setting_its_jobs_lack_gets_folders_of_its_own(tmp_path):
+    # the same heuristics and seed again with a heuristic setting swept beside them on the command line
+    # (Hydra alone stops at the default heuristic, which lacks the key): new folders, the finished jobs
+    # untouched, and the report tells the two settings apart
+    sweep = tmp_path / "sweep"
+    base = ["scale=smoke", "seed=0", "max_labelled=30", f"hydra.sweep.dir={sweep}"]
+    run_alrun([*base, "heuristic=typiclust,random"], tmp_path, env=THREADS)
+    before = {p.relative_to(sweep): p.read_bytes() for p in sweep.glob("heuristic=typiclust,seed=0/*") if p.is_file()}
+    run_alrun([*base, "heuristic=typiclust,coreset", "heuristic.embedding=input"], tmp_path, env=THREADS)
+    # a name no earlier job holds stays as short as ever; a taken one gains the setting that differs
+    assert folders(sweep) == ["heuristic.embedding=input,heuristic=typiclust,seed=0", "heuristic=coreset,seed=0",
+                              "heuristic=random,seed=0", "heuristic=typiclust,seed=0"]
+    assert {p: (sweep / p).read_bytes() for p in before} == before
+    new = json.loads((sweep / "heuristic.embedding=input,heuristic=typiclust,seed=0" / "job.json").read_text())
+    assert new["overrides"]["heuristic.embedding"] == "input"
+    table = (sweep / "table.md").read_text()
+    assert "typiclust(embedding=input)" in table and "typiclust(embedding=head)" in table
+
+
+def test_a_folder_holding_another_config_is_refused_before_anything_is_written(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["scale=smoke", "heuristic=bald", "seed=0", "max_labelled=30", f"hydra.sweep.dir={sweep}"]
+    run_alrun(args, tmp_path, env=THREADS)
+    job = sweep / "heuristic=bald,seed=0"
+    state = read_checkpoint(job / "checkpoint.json")
+    save_checkpoint(job / "checkpoint.json", {**state, "fingerprint": "0" * 16})  # other code defaults, say
+    (job / "done").unlink()  # an unfinished job of that other config: this one would resume it
+    files = {p.name: p.read_bytes() for p in job.iterdir() if p.is_file()}
+    proc = run_alrun(args, tmp_path, check=False, env=THREADS)
+    assert proc.returncode == 2 and "holds a job with a different config" in proc.stderr
+    assert {p.name: p.read_bytes() for p in job.iterdir() if p.is_file()} == files

@@ -113,6 +113,18 @@ def test_the_config_file_heuristic_gives_the_same_steps_under_both_launchers(bes
                                       steps_without_timings(basic / job / "steps.csv"))
 
 
+def test_a_heuristic_setting_beside_a_heuristic_sweep_reaches_each_job_or_names_the_one_without_it(tmp_path):
+    sweep = tmp_path / "sweep"
+    base = ["scale=smoke", "seed=0", "max_labelled=30", f"hydra.sweep.dir={sweep}"]
+    proc = run_alrun([*base, "heuristic=typiclust,random", "heuristic.embedding=input"], tmp_path, check=False)
+    assert proc.returncode == 2
+    [line] = error_lines(proc)
+    assert "`heuristic.embedding=input` is not allowed: random takes no settings" in line
+    first = sweep / "heuristic=typiclust,seed=0"  # the job before it ran with the setting, and stays
+    assert json.loads((first / "job.json").read_text())["overrides"]["heuristic.embedding"] == "input"
+    assert (first / "done").exists()
+
+
 @pytest.mark.parametrize("args,words", [
     (["heuristic=custom,bald,random", "heuristic._target_=sweeppkg.acq.margin"],
      "`heuristic._target_=sweeppkg.acq.margin` cannot go beside `heuristic=custom,bald,random`"),
