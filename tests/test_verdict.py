@@ -187,6 +187,14 @@ def test_chance_level_is_said_instead_of_a_verdict(tmp_path):
     assert set(report.verdict["decision"]) == {"chance level"}
 
 
+def test_an_overconfident_model_above_chance_accuracy_is_not_called_chance_level():
+    from alrun.verdict import chance_reason
+
+    assert chance_reason(0.35, 2.54, 10) is None  # NLL above log(10) = 2.30, accuracy 3.5 x chance
+    assert chance_reason(0.18, 2.54, 10).startswith("accuracy 0.18 for 10 classes")
+    assert chance_reason(float("nan"), 2.25, 10).startswith("NLL 2.25, near log(10)")  # no accuracy: the NLL
+
+
 def test_sizes_follow_the_budget_and_dropped_sizes_are_said(tmp_path):
     for heuristic in ("bald", "random"):
         write_job(tmp_path, heuristic, 0, [0.3, 0.4, 0.5, 0.6, 0.7])  # 10 .. 50 labels
