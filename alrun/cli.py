@@ -402,6 +402,7 @@ def settings_of_swept_groups(argv: list[str]) -> list[str]:
 
 def main() -> None:
     """Console script `alrun`."""
+    os.environ["ALRUN_COMMAND"] = " ".join(["alrun", *sys.argv[1:]])  # as typed, for the tracker's tag
     sys.argv[1:] = settings_of_swept_groups(as_multirun(sys.argv[1:]))
     message = target_spelling_error(sys.argv[1:])
     if message:

@@ -170,7 +170,7 @@ class MlflowTracker(Tracker):
     enabled = True
 
     def __init__(self, uri: str, command: str | None = None) -> None:
-        self.command = command or " ".join(["alrun", *sys.argv[1:]])
+        self.command = command or os.environ.get("ALRUN_COMMAND") or " ".join(["alrun", *sys.argv[1:]])
         try:
             from mlflow.tracking import MlflowClient
         except ImportError:

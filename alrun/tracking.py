@@ -359,7 +359,8 @@ class WorkerTracker(Tracker):
                                      bufsize=1, env=env)
         self._writer = threading.Thread(target=self._write, name="alrun-mlflow-writer", daemon=True)
         self._writer.start()
-        command = " ".join(["alrun", *sys.argv[1:]])  # the logger's own argv is not the user's
+        # the logger's own argv is not the user's; alrun adds --multirun to its own argv: the command as typed
+        command = os.environ.get("ALRUN_COMMAND") or " ".join(["alrun", *sys.argv[1:]])
         self._enqueue(json.dumps({"op": "open", "uri": self.uri, "command": command}) + "\n", False)
 
     def _enqueue(self, line: str | None, step: bool) -> bool:
