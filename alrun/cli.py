@@ -183,6 +183,7 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
     from alrun.core.devices import choose_device
     from alrun.loop.job import ActiveLearningJob, column_name
     from alrun.report import target_accuracies_of, target_record
+    from alrun.report.frames import margin_of, primary_of
     from alrun.report.terminal import job_progress
 
     hydra_cfg = HydraConfig.get()
@@ -197,6 +198,9 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
     report_sizes = (plain.get("report") or {}).get("sizes")
     try:
         target_accuracy = target_record(target_accuracies_of((plain.get("report") or {}).get("target_accuracy")))
+        # the verdict's declared endpoint and margin: a bad value stops the job before any work
+        primary = primary_of((plain.get("report") or {}).get("primary"))
+        margin = margin_of((plain.get("report") or {}).get("equivalence_margin"))
         spec = run_spec_from_dict(plain)
         # jobs sharing a machine with several GPUs each hold a free one (see `task`)
         spec = replace(spec, device=claimed or choose_device(spec.device, job_index(hydra_cfg)))
@@ -216,7 +220,9 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
     try:
         atomic_write_text(out_dir / "job.json", json.dumps(
             {"overrides": {k.lstrip("+~"): v for k, v in overrides.items()}, "settings": settings,
-             "report_sizes": report_sizes, "report_target_accuracy": target_accuracy, "study": plain.get("study"),
+             "report_sizes": report_sizes, "report_target_accuracy": target_accuracy, "report_primary": primary,
+             "report_equivalence_margin": margin, "n_classes": int(job.data.bundle.n_classes),
+             "study": plain.get("study"),
              "components": components, "config": flatten(plain),
              "reduced_classes": [column_name(job.data.bundle.class_names[c]) for c in job.data.reduced_classes],
              "validation_labels": len(job.data.validation)},

@@ -122,56 +122,78 @@ def test_a_difference_of_one_test_item_on_every_seed_is_not_testable(tmp_path):
 
 
 def decided_sweep(sweep: Path, seeds: int = 10) -> None:
-    """bald ahead of random by about 0.05 accuracy with a small spread; entropy level with random, noisy."""
+    """bald ahead of random by about 0.04 AUBC accuracy with a small spread; entropy ahead by about 0.01, noisy."""
     rng = np.random.default_rng(0)
     for seed in range(seeds):
         start = 0.3
         random = [start, 0.5, 0.6, 0.7]
         write_job(sweep, "random", seed, random)
         write_job(sweep, "bald", seed, [start] + [a + 0.05 + rng.normal(0, 0.005) for a in random[1:]])
-        write_job(sweep, "entropy", seed, [start] + [a + rng.normal(0, 0.05) for a in random[1:]])
+        write_job(sweep, "entropy", seed, [start] + [a + 0.02 + rng.normal(0, 0.03) for a in random[1:]])
 
 
-def test_verdict_decided_and_no_decision_with_a_seed_estimate(tmp_path):
-    decided_sweep(tmp_path, seeds=3)
+def test_verdict_decided_and_no_decision_with_one_seed_count_for_the_sweep(tmp_path):
+    decided_sweep(tmp_path, seeds=6)
     report = write_report(tmp_path)
-    text = "\n".join(report.verdict_lines)
     bald = next(line for line in report.verdict_lines if line.startswith("bald:"))
-    assert bald.startswith("bald: better than random. AUBC accuracy +0.0") and "(Holm), 3 seeds" in bald
+    # the decision, then the number it rests on, then the rest named descriptive
+    assert bald.startswith("bald: better than random. AUBC accuracy +0.04")
+    assert "over 6 seeds (anytime-valid, Holm over 2 comparisons: 95% family-wise). Descriptive: AUBC NLL" in bald
     entropy = next(line for line in report.verdict_lines if line.startswith("entropy:"))
-    assert entropy.startswith("entropy: no decision.") and "seeds would detect a difference this size" in entropy
-    # the estimate is the paired t power calculation on the observed spread
-    from alrun.report import stats
-    acc = report.verdict.set_index(["heuristic", "metric"]).loc[("entropy", "aubc_test_acc")]
-    paired = report.table[(report.table["metric"] == "paired_aubc_test_acc")].set_index("heuristic").loc["entropy"]
-    assert f"about {stats.seeds_for_power(paired['mean'], paired['std'])} seeds" in entropy
-    assert acc["decision"] == "no decision" and report.verdict.set_index(["heuristic", "metric"]).loc[
-        ("bald", "aubc_test_acc"), "decision"] == "better"
+    assert entropy.startswith("entropy: no decision. AUBC accuracy +0.01")
+    assert "fewer" not in entropy  # no saving phrased as a result beside "no decision"
+    rows = report.verdict.set_index(["heuristic", "metric"])
+    assert rows.loc[("bald", "aubc_test_acc"), "decision"] == "better"
+    assert rows.loc[("bald", "aubc_test_acc"), "role"] == "primary"
+    assert rows.loc[("entropy", "labels_saved"), "role"] == "descriptive"
+    # Holm's step-down: bald at 0.05 / 2, entropy at 0.05 once bald is rejected; each interval at its level
+    assert rows.loc[("bald", "aubc_test_acc"), "level"] == pytest.approx(0.025)
+    assert rows.loc[("entropy", "aubc_test_acc"), "level"] == pytest.approx(0.05)
+    assert rows.loc[("bald", "aubc_test_acc"), "ci_low"] > 0
+    # one seed count for the sweep, the last line, for the rule the verdict uses
+    from alrun.report import decision as dc
+
+    curves = report.summary.pivot_table(index=["heuristic", "seed"], columns="labelled", values="test_acc")
+    aubc = pd.Series(dc.aubc(curves.columns.to_numpy(), curves.to_numpy()), index=curves.index)
+    d = (aubc["entropy"] - aubc["random"]).to_numpy()
+    # entropy is tested at 0.05 / (2 - 1) once bald is decided
+    needed = int(dc.seeds_to_decide(d.mean(), d.std(ddof=1), 6, 0.05, 0.01))
+    last = report.verdict_lines[-1]
+    assert last.startswith(f"To decide entropy: {needed} seeds in all should do it")
+    assert f"'seed=range(0,{needed})'" in last
+    assert sum("seeds in all" in line for line in report.verdict_lines) == 1
     # first in table.md, last in the terminal
     assert report.markdown.index("## Verdict") < report.markdown.index("## test NLL")
-    assert text.splitlines()[0] in report.markdown
+    assert report.verdict_lines[0] in report.markdown
 
 
 def test_labels_saved_against_a_hand_computation(tmp_path):
-    # random ends at 0.70 mean (0.69, 0.71) at 40 labels; bald reaches 0.70 at 30 (seed 0) and 20 (seed 1)
-    write_job(tmp_path, "random", 0, [0.3, 0.5, 0.6, 0.69])
-    write_job(tmp_path, "random", 1, [0.3, 0.5, 0.6, 0.71])
-    write_job(tmp_path, "bald", 0, [0.3, 0.6, 0.7, 0.75])
-    write_job(tmp_path, "bald", 1, [0.3, 0.72, 0.74, 0.76])
-    report = write_report(tmp_path)
+    """Labels to accuracy 0.7, interpolated, each side on its own curve of the same seed."""
+    # seed 0: random reaches 0.7 between 30 (0.6) and 40 (0.8): 35; bald between 20 (0.6) and 30 (0.8): 25
+    # seed 1: random between 30 (0.65) and 40 (0.75): 35; bald between 20 (0.5) and 30 (0.9): 25
+    # seed 2: random between 20 (0.6) and 30 (0.8): 25; bald between 20 (0.68) and 30 (0.78): 22
+    write_job(tmp_path, "random", 0, [0.3, 0.5, 0.6, 0.8])
+    write_job(tmp_path, "random", 1, [0.3, 0.5, 0.65, 0.75])
+    write_job(tmp_path, "random", 2, [0.3, 0.6, 0.8, 0.82])
+    write_job(tmp_path, "bald", 0, [0.3, 0.6, 0.8, 0.85])
+    write_job(tmp_path, "bald", 1, [0.3, 0.5, 0.9, 0.92])
+    write_job(tmp_path, "bald", 2, [0.3, 0.68, 0.78, 0.8])
+    report = write_report(tmp_path, target_accuracy=0.7)
     saved = report.verdict.set_index(["heuristic", "metric"]).loc[("bald", "labels_saved")]
-    # needs 30 and 20: mean 25, saved 40 - 25 = 15 labels; t interval with 1 dof: 15 +- tan(0.475 pi) * 5
-    half = math.tan(0.475 * math.pi) * 5
-    assert saved["mean"] == pytest.approx(15) and saved["ci_low"] == pytest.approx(15 - half)
+    assert saved["mean"] == pytest.approx((10 + 10 + 3) / 3) and saved["target"] == pytest.approx(0.7)
     bald = next(line for line in report.verdict_lines if line.startswith("bald:"))
-    assert "Reaches random's final accuracy (0.700 at 40 labels) with 25 labels" in bald
-    assert "38% fewer labels" in bald  # 15 / 40
-    # a seed that never reaches it is counted as such
+    assert "labels to accuracy 0.700: bald 24, random 32 on its own seeds, saved +8" in bald
+    # a seed that never reaches it counts at the budget, and says so
     write_job(tmp_path, "entropy", 0, [0.3, 0.4, 0.5, 0.6])
     write_job(tmp_path, "entropy", 1, [0.3, 0.6, 0.7, 0.72])
-    report = write_report(tmp_path)
+    write_job(tmp_path, "entropy", 2, [0.3, 0.6, 0.8, 0.82])
+    report = write_report(tmp_path, target_accuracy=0.7)
     entropy = next(line for line in report.verdict_lines if line.startswith("entropy:"))
-    assert "on 1 of 2 seeds (not within its budget on seed 0)" in entropy
+    assert "not reached within 40 labels by entropy on 1 of 3 seeds (counted at the budget)" in entropy
+    # a target already reached at the start saves nothing, and says so rather than "with 10 labels"
+    report = write_report(tmp_path, target_accuracy=0.3)
+    bald = next(line for line in report.verdict_lines if line.startswith("bald:"))
+    assert "reached at the start (10 labels) on every seed, nothing to save" in bald
 
 
 def test_chance_level_is_said_instead_of_a_verdict(tmp_path):
@@ -225,3 +247,97 @@ def test_a_sweep_without_random_says_so_once(tmp_path):
     assert report.verdict_lines == ["No random run in this sweep, so bald cannot be compared with it: the tables "
                                     "compare the settings (add heuristic=random for a verdict)."]
     assert report.verdict.empty
+
+
+def _with_classes(job: Path, dataset: str, classes: list[str]) -> None:
+    """Make a written job one of `dataset` with its own per-class F1 columns (and no recorded class count, as
+    older jobs: the count is read from the columns the job fills)."""
+    steps = pd.read_csv(job / "steps.csv")
+    steps = steps.drop(columns=[c for c in steps.columns if c.startswith("f1_")])
+    for name in classes:
+        steps[f"f1_{name}"] = steps["test_acc"]
+    steps.to_csv(job / "steps.csv", index=False)
+    meta = json.loads((job / "job.json").read_text())
+    meta["settings"]["dataset"] = dataset
+    meta["config"]["dataset.name"] = dataset
+    (job / "job.json").write_text(json.dumps(meta))
+
+
+def test_a_two_data_set_sweep_keeps_chance_level_per_data_set(tmp_path):
+    """MNIST and Fashion-MNIST, 10 classes each under different names (20 f1 columns in the summary): a data set
+    at accuracy 0.15 is at chance for its own 10 classes, not judged against 1/20."""
+    for seed in range(3):
+        for heuristic in ("bald", "random"):
+            job = write_job(tmp_path, heuristic, seed, [0.12, 0.14, 0.15], folder=f"mnist/{heuristic},{seed}")
+            _with_classes(job, "mnist", [str(c) for c in range(10)])
+            job = write_job(tmp_path, heuristic, seed, [0.5, 0.7, 0.8 + 0.01 * seed],
+                            folder=f"fashion/{heuristic},{seed}")
+            _with_classes(job, "fashion_mnist", ["shirt", "boot", "bag", "coat", "dress", "pullover", "sandal",
+                                                 "sneaker", "trouser", "tshirt"])
+    report = write_report(tmp_path)
+    lines = " ".join(report.verdict_lines)
+    assert "dataset=mnist: all heuristics are at chance level (accuracy 0.15 for 10 classes, chance 0.10" in lines
+    assert "dataset=fashion_mnist: bald: " in lines and "fashion_mnist: all heuristics" not in lines
+    # recorded in job.json, the job's own count wins over its columns
+    from alrun.report.verdict import job_classes
+
+    summary = report.summary.assign(n_classes=np.where(report.summary["dataset"] == "mnist", 4, 10))
+    assert set(job_classes(summary)[summary[summary["dataset"] == "mnist"]["job"].unique()]) == {4}
+
+
+def test_the_declared_primary_endpoint_comes_first(tmp_path):
+    decided_sweep(tmp_path, seeds=6)
+    report = write_report(tmp_path, primary="aubc_nll")
+    bald = next(line for line in report.verdict_lines if line.startswith("bald:"))
+    assert bald.startswith("bald: better than random. AUBC NLL +0.04") and "Descriptive: AUBC accuracy" in bald
+    assert "decided on AUBC NLL (report.primary)" in report.markdown
+    report = write_report(tmp_path, primary="labels_to_target", target_accuracy=0.65)
+    bald = next(line for line in report.verdict_lines if line.startswith("bald:"))
+    assert bald.startswith("bald: better than random. labels saved to the target +")
+    with pytest.raises(AlrunError, match="report.primary=auc is not allowed"):
+        write_report(tmp_path, primary="auc")
+
+
+def test_as_good_as_random_is_an_answer(tmp_path):
+    """A heuristic within a hair of random on every seed: 'no better than random within +-0.01'."""
+    rng = np.random.default_rng(5)
+    for seed in range(8):
+        random = [0.3, 0.5 + rng.normal(0, 0.03), 0.6 + rng.normal(0, 0.03), 0.7]
+        write_job(tmp_path, "random", seed, random)
+        write_job(tmp_path, "entropy", seed, [random[0]] + [a + rng.normal(0, 0.001) for a in random[1:]])
+    report = write_report(tmp_path)
+    entropy = next(line for line in report.verdict_lines if line.startswith("entropy:"))
+    assert entropy.startswith("entropy: no better than random within +-0.01 AUBC accuracy. AUBC accuracy ")
+    assert not any(line.startswith("To decide") for line in report.verdict_lines)
+    report = write_report(tmp_path, equivalence_margin=0)  # 0: no equivalence verdicts
+    assert next(line for line in report.verdict_lines if line.startswith("entropy:")).startswith(
+        "entropy: no decision.")
+
+
+def test_the_seeds_command_pasted_adds_seeds_to_the_same_study(tmp_path):
+    """The verdict's last line names the sweep's own overrides (its multirun.yaml), a new seed range and the
+    same folder; pasted, it runs the same study there: the old seeds kept, the new ones beside them."""
+    import shlex
+
+    from alrun.report.write import seeds_line
+    from alrun.report.resume import seeds_command
+    from alrun.report.verdict import Verdict
+
+    sweep = tmp_path / "sweep"
+    run_alrun(["scale=smoke", "dataset=digits", "heuristic=bald,random", "seed=0,1", "max_labelled=30",
+               f"hydra.sweep.dir={sweep}"], tmp_path)
+    command = seeds_command(sweep, 3)
+    words = shlex.split(command)
+    assert words[0] == "alrun" and words[-2:] == ["seed=range(0,3)", f"hydra.sweep.dir={sweep}"]
+    assert words[1:-2] == ["scale=smoke", "dataset=digits", "heuristic=bald,random", "max_labelled=30"]
+    line = seeds_line(sweep, Verdict([], pd.DataFrame(), 3, ["bald"]))
+    assert line.endswith(f"run `{command}`")
+    before = {p.parent.name: (p.parent / "steps.csv").read_text() for p in sweep.glob("*/done")}
+    run_alrun(words[1:], tmp_path)
+    after = {p.parent.name: p.parent for p in sweep.glob("*/done")}
+    assert sorted(after) == sorted(f"heuristic={h},seed={s}" for h in ("bald", "random") for s in range(3))
+    assert all((after[name] / "steps.csv").read_text() == text for name, text in before.items())  # kept as they were
+    configs = {name: json.loads((folder / "job.json").read_text())["config"] for name, folder in after.items()}
+    shared = {k: v for k, v in configs["heuristic=bald,seed=0"].items() if k not in ("seed", "heuristic.name")}
+    assert all({k: c[k] for k in shared} == shared for c in configs.values())
+    assert json.loads((after["heuristic=bald,seed=2"] / "job.json").read_text())["n_classes"] == 10

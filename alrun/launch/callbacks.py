@@ -54,8 +54,11 @@ class ReportCallback(Callback):
     def _report(self, folder: Path, config: DictConfig) -> None:
         sizes = config.get("report", {}).get("sizes")
         target = config.get("report", {}).get("target_accuracy")
+        primary = config.get("report", {}).get("primary")
+        margin = config.get("report", {}).get("equivalence_margin")
         try:
-            report = write_report(folder, list(sizes) if sizes else None, target)
+            report = write_report(folder, list(sizes) if sizes else None, target, primary=primary,
+                                  equivalence_margin=margin)
         except AlrunError as exc:
             print(f"alrun: error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None

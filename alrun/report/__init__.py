@@ -17,7 +17,7 @@ _STEPS = ("collect", "frames", "tables", "plot", "write")
 
 def __getattr__(name: str):
     # alrun 0.1 kept the whole report in alrun/report.py: its other names stay reachable from the package
-    if name.startswith("__") or name in _STEPS + ("stats", "verdict", "terminal", "__main__"):
+    if name.startswith("__") or name in _STEPS + ("stats", "verdict", "terminal", "decision", "resume", "__main__"):
         raise AttributeError(name)
     import importlib
 

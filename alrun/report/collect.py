@@ -66,6 +66,11 @@ def _read_job(job_dir: Path, sweep_dir: Path) -> pd.DataFrame | None:
     steps["finished"] = (job_dir / "done").exists()
     steps["report_sizes"] = json.dumps(meta.get("report_sizes") or [])
     steps["report_target_accuracy"] = meta.get("report_target_accuracy")
+    # the verdict's declared settings and the job's own class count (chance level per setting), where the job
+    # recorded them (older jobs did not: their summaries stay as they were)
+    for key in ("report_primary", "report_equivalence_margin", "n_classes"):
+        if meta.get(key) is not None:
+            steps[key] = meta[key]
     return steps
 
 

@@ -62,6 +62,32 @@ def target_record(targets: tuple[float, ...]) -> float | str | None:
     return targets[0] if len(targets) == 1 else json.dumps(list(targets))
 
 
+def primary_of(value: object) -> str:
+    """`report.primary` checked: the endpoint the verdict decides on (None: the AUBC of test accuracy)."""
+    from alrun.report.decision import ENDPOINTS
+
+    if value is None:
+        return "aubc_accuracy"
+    if str(value) not in ENDPOINTS:
+        raise ConfigError(f"report.primary={value} is not allowed: choose one of {', '.join(ENDPOINTS)}.")
+    return str(value)
+
+
+def margin_of(value: object) -> float | None:
+    """`report.equivalence_margin` checked: a number >= 0 in the primary endpoint's unit (0: no equivalence
+    verdicts), or None for the endpoint's default."""
+    if value is None:
+        return None
+    try:
+        margin = float(value)
+    except (TypeError, ValueError):
+        margin = float("nan")
+    if isinstance(value, bool) or not margin >= 0 or math.isinf(margin):
+        raise ConfigError(f"report.equivalence_margin={value} is not allowed: give a number >= 0 in the primary "
+                          "endpoint's unit (0.01 for AUBC accuracy), 0 for no equivalence verdicts, or null.")
+    return margin
+
+
 def setting_keys_of(summary: pd.DataFrame) -> list[str]:
     """Every experiment setting some job recorded (summary.csv's `setting_keys`; the fixed list for
     summaries written before it)."""

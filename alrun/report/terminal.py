@@ -88,7 +88,8 @@ def print_report(report: Report, folder: Path, full: bool = False) -> None:
     for note in report.notes:
         out.print(note, markup=False, highlight=False, soft_wrap=True)
     if report.verdict_lines:
-        out.print("[bold]Verdict[/bold] (whole learning curve of test accuracy against random, paired by seed):")
+        out.print("[bold]Verdict[/bold] (each heuristic against random, paired by seed, anytime-valid; "
+                  "descriptive numbers decide nothing):")
         for line in report.verdict_lines:
             out.print(f"- {line}", markup=False, highlight=False, soft_wrap=True)  # one line each in a log
     print_failures(report.failed_jobs, folder, out)

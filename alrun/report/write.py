@@ -15,6 +15,8 @@ from alrun.report.frames import (
     METRIC_TITLES,
     METRICS,
     _targets_of,
+    margin_of,
+    primary_of,
     check_one_job_per_seed,
     choose_sizes,
     group_columns_of,
@@ -35,6 +37,9 @@ from alrun.report.tables import (
     validation_note,
     wide_table,
 )
+from alrun.report.resume import seeds_command
+from alrun.report.verdict import Options as VerdictOptions
+from alrun.report.verdict import Verdict
 from alrun.report.verdict import verdict as make_verdict
 
 
@@ -57,14 +62,47 @@ class Report:
     unfinished: list[str] = field(default_factory=list)  # job folders with neither `done` nor `failed`
 
 
+def _recorded(summary: pd.DataFrame, column: str) -> object:
+    """The value the jobs recorded in `column` (the first), None when none did."""
+    if column not in summary.columns:
+        return None
+    values = summary[column].dropna()
+    return values.iloc[0] if len(values) else None
+
+
+def verdict_options(summary: pd.DataFrame, targets: tuple[float, ...], primary: object = None,
+                    equivalence_margin: object = None) -> VerdictOptions:
+    """The verdict's declared settings: those given, else those the jobs recorded (report.primary,
+    report.equivalence_margin), and the first target accuracy."""
+    primary = primary_of(primary if primary is not None else _recorded(summary, "report_primary"))
+    margin = margin_of(equivalence_margin if equivalence_margin is not None
+                       else _recorded(summary, "report_equivalence_margin"))
+    return VerdictOptions(primary=primary, target=targets[0] if targets else None, margin=margin)
+
+
+def seeds_line(sweep_dir: Path, found: Verdict) -> str | None:
+    """The verdict's last line: the one command that would decide the undecided comparisons within reach."""
+    if found.hint_seeds is None or not found.undecided:
+        return None
+    names = ", ".join(found.undecided)
+    should = f"To decide {names}: {found.hint_seeds} seeds in all should do it (in 80% of sweeps)"
+    command = seeds_command(sweep_dir, found.hint_seeds)
+    if command is None:  # a summary without its sweep (a reference folder): nothing to run into
+        return f"{should}; the sweep's command with 'seed=range(0,{found.hint_seeds})' and its hydra.sweep.dir adds them."
+    return f"{should}; run `{command}`"
+
+
 def write_report(sweep_dir: Path, sizes: list[int] | None = None,
-                 target_accuracy: float | list[float] | None = None, compress: bool | None = None) -> Report | None:
+                 target_accuracy: float | list[float] | None = None, compress: bool | None = None,
+                 primary: str | None = None, equivalence_margin: float | None = None) -> Report | None:
     """Aggregate every job under `sweep_dir` and write the summary, tables and plot there.
 
     A folder holding only a summary.csv or summary.csv.gz (no job folders) is rebuilt from it. `target_accuracy`,
     one test accuracy or a list (else the jobs' `report.target_accuracy`), adds the labels each job needed to
     reach it. `compress`: write the summary gzip-compressed (True), as text (False), or as the folder holds it
-    (None, see :func:`write_summary`). Returns None when no job has finished a step yet.
+    (None, see :func:`write_summary`). `primary`, `equivalence_margin`: the verdict's report.primary and
+    report.equivalence_margin (else what the jobs recorded, else the defaults). Returns None when no job has
+    finished a step yet.
     """
     sweep_dir = Path(sweep_dir)
     summary, failed = collect(sweep_dir)
@@ -82,7 +120,10 @@ def write_report(sweep_dir: Path, sizes: list[int] | None = None,
     summary["report_sizes"] = json.dumps(chosen)
     summary["report_target_accuracy"] = target_record(targets)
     evaluation, evaluation_long, paired = evaluation_sections(summary, groups, chosen, targets)
-    found = make_verdict(summary, paired, groups)
+    options = verdict_options(summary, targets, primary, equivalence_margin)
+    found = make_verdict(summary, groups, options)
+    last = seeds_line(sweep_dir, found)
+    verdict_lines = [*found.lines, *([last] if last else [])]
     notes = [n for n in (sizes_note, validation_note(summary), fit_note(summary)) if n]
     notes += [f"No random run at {where}: its heuristics have no paired comparison." for where in
               missing_reference(summary, groups)]
@@ -93,9 +134,12 @@ def write_report(sweep_dir: Path, sizes: list[int] | None = None,
     n_jobs = summary["job"].nunique()
     seeds = sorted(summary["seed"].unique()) if "seed" in summary.columns else []
     sections = [f"# Results of {sweep_dir.name}\n", "## Verdict\n",
-                "Each heuristic against random, paired by seed, on the whole learning curve of test accuracy "
-                "(AUBC; p Holm-adjusted over the accuracy table):\n",
-                *(f"- {line}" for line in found.lines), "",
+                f"Each heuristic against random, paired by seed, decided on {options.endpoint.label} "
+                "(report.primary) with an anytime-valid confidence sequence, Holm over the sweep's primary "
+                "comparisons: still valid when seeds are added and the verdict is read again (docs/reference/"
+                "statistics.md). Gains: positive = better than random (NLL: random's minus the heuristic's). "
+                "Descriptive numbers use the same level and decide nothing.\n",
+                *(f"- {line}" for line in verdict_lines), "",
                 f"{n_jobs} jobs, seeds {', '.join(str(x) for x in seeds) or '-'}. Cells: mean +- std over seeds "
                 "(number of seeds). Read at the labelled sizes shown; a cell marked @N was read at N labelled "
                 "items, the group's last step below that size.\n"]
@@ -123,4 +167,4 @@ def write_report(sweep_dir: Path, sizes: list[int] | None = None,
     plot_curves(summary, groups, sweep_dir / "curves.png")
     compact = compact_table(full_table, groups, chosen[-1])
     return Report(summary, full_table, groups, chosen, markdown, failed, extra, targets, compact, found.rows,
-                  found.lines, notes, unfinished)
+                  verdict_lines, notes, unfinished)
