@@ -82,10 +82,24 @@ def _fmt(value: float, spec: str) -> str:
     return text.lstrip("+-") if float(text) == 0 else text
 
 
+def _bound(value: float, spec: str) -> str:
+    """An interval's end: its sign kept, with the decimals it takes not to read as 0 (an end at +0.0004 is what
+    makes a decision; printed 0.000 it would look like one that includes zero)."""
+    text = f"{value:{spec}}"
+    if float(text) != 0 or value == 0:
+        return text
+    decimals = int(spec.strip("+").rstrip("f").lstrip(".") or 0)
+    for more in range(decimals + 1, decimals + 6):
+        text = f"{value:+.{more}f}"
+        if float(text) != 0:
+            break
+    return text
+
+
 def _interval(low: float, high: float, spec: str) -> str:
     if not (math.isfinite(low) and math.isfinite(high)):
         return ""
-    return f" [{_fmt(low, spec)}, {_fmt(high, spec)}]"
+    return f" [{_bound(low, spec)}, {_bound(high, spec)}]"
 
 
 @dataclass

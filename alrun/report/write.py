@@ -84,7 +84,9 @@ def seeds_line(sweep_dir: Path, found: Verdict) -> str | None:
     """The verdict's last line: the one command that would decide the undecided comparisons within reach."""
     if found.hint_seeds is None or not found.undecided:
         return None
-    names = ", ".join(found.undecided)
+    # a long list would bury the command: past four, the count
+    names = ", ".join(found.undecided) if len(found.undecided) <= 4 else \
+        f"the {len(found.undecided)} undecided comparisons within reach"
     should = f"To decide {names}: {found.hint_seeds} seeds in all should do it (in 80% of sweeps)"
     command = seeds_command(sweep_dir, found.hint_seeds)
     if command is None:  # a summary without its sweep (a reference folder): nothing to run into
