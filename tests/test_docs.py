@@ -12,8 +12,10 @@ comment; it is listed, and skipped, by `test_placeholders_are_few_and_marked`.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -272,6 +274,7 @@ def test_every_committed_study_has_its_page_quoting_its_table():
         page = DOCS / "studies" / "reference" / f"{name}.md"
         assert f'--8<-- "results/reference/{name}/table.md"' in page.read_text(), name
         assert f"studies/reference/{name}.md" in nav, name
+        assert f"(reference/{name}.md)" in (DOCS / "studies" / "index.md").read_text(), name
     assert '--8<-- "results/README.md"' in (DOCS / "studies" / "results.md").read_text()
 
 
@@ -284,14 +287,39 @@ def test_no_machine_path_in_the_docs():
         assert str(REPO) not in text and not machine.search(text), path
 
 
+def _mkdocs(root: Path, site: Path) -> subprocess.CompletedProcess:
+    for module in ("mkdocs", "material", "mkdocstrings"):
+        pytest.importorskip(module, reason="the `docs` extra is not installed (pip install -e '.[docs]')")
+    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)], cwd=root,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+
+
 def test_the_site_builds_strictly(tmp_path):
-    """`mkdocs build --strict`, as .ci/run runs it: a broken link, a missing include or a page left out of the
-    nav fails it."""
-    pytest.importorskip("mkdocs", reason="the `docs` extra is not installed (pip install -e '.[docs]')")
-    pytest.importorskip("material", reason="the `docs` extra is not installed (pip install -e '.[docs]')")
-    pytest.importorskip("mkdocstrings", reason="the `docs` extra is not installed (pip install -e '.[docs]')")
-    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-                          cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"})
+    """`mkdocs build --strict`, as .ci/run runs it."""
+    proc = _mkdocs(REPO, tmp_path / "site")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "site" / "studies" / "reference" / "noise_cpu-curves.png").is_file()
+    assert "Table 1" in (tmp_path / "site" / "studies" / "results" / "index.html").read_text()
+
+
+@pytest.mark.parametrize("damage", ["a broken link", "a page left out of the nav", "a missing include"])
+def test_the_strict_build_fails_on(damage, tmp_path):
+    """What .ci/run's build catches, on a copy of the site's sources with one fault."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    shutil.copytree(DOCS, root / "docs")
+    shutil.copy(REPO / "mkdocs.yml", root / "mkdocs.yml")
+    for shared in ("results", "configs", "alrun", "hydra_plugins"):
+        (root / shared).symlink_to(REPO / shared)
+    index = root / "docs" / "index.md"
+    if damage == "a broken link":
+        index.write_text(index.read_text() + "\n[gone](how-to/no-such-page.md)\n")
+    elif damage == "a page left out of the nav":
+        (root / "docs" / "how-to" / "orphan.md").write_text("# Orphan\n")
+    else:
+        index.write_text(index.read_text() + '\n--8<-- "results/no-such-table.md"\n')
+    proc = _mkdocs(root, tmp_path / "site")
+    assert proc.returncode != 0
+    said = {"a broken link": "no-such-page.md", "a page left out of the nav": "orphan.md",
+            "a missing include": "no-such-table.md"}[damage]
+    assert said in proc.stderr + proc.stdout
