@@ -21,12 +21,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from alrun.checkpoint import atomic_write_text
-from alrun.config import RunSpec, run_spec_from_dict
-from alrun.errors import AlrunError, DataError, HeuristicError, TrainingDiverged
-from alrun.job_folders import register as register_job_folder
-from alrun.settings import flatten
-from alrun.tracking import JobRun, chain, last_line, open_tracker
+from alrun.config.schema import RunSpec, run_spec_from_dict
+from alrun.config.settings import flatten
+from alrun.core.errors import AlrunError, DataError, HeuristicError, TrainingDiverged
+from alrun.core.files import atomic_write_text
+from alrun.launch.job_folders import register as register_job_folder
+from alrun.launch.sweep import end_tracked_sweep, sweep_dir_of, under_submitit  # noqa: F401 - also cli's API
+from alrun.track.tracker import JobRun, chain, last_line, open_tracker
 
 log = logging.getLogger("alrun")
 # `${alrun.job_folder:}` names job folders; registered on import, so in every process that runs a job
@@ -52,35 +53,6 @@ def fail(message: str) -> None:
 def job_index(hydra_cfg: DictConfig) -> int:
     """The job's number in the sweep (`hydra.job.num`; 0 for a single run)."""
     return int(OmegaConf.select(hydra_cfg, "job.num", default=0) or 0)
-
-
-# launchers that run each job in a process of its own, maybe on another host: submitit's, alrun's SLURM launcher on
-# it (hydra/launcher=slurm), alrun's Ray launcher
-OWN_PROCESS_LAUNCHERS = ("submitit", "alrun_slurm_launcher", "alrun_ray_launcher")
-
-
-def under_submitit(hydra_cfg: DictConfig) -> bool:
-    """Whether this job was started by a launcher that runs it in a process of its own, maybe on another host
-    (submitit, or `hydra/launcher=ray`): its exit would reach the launching process only as a traceback."""
-    target = str(OmegaConf.select(hydra_cfg, "launcher._target_", default=""))
-    return any(name in target for name in OWN_PROCESS_LAUNCHERS)
-
-
-def sweep_dir_of(hydra_cfg: DictConfig, out_dir: Path) -> Path:
-    """The sweep's folder (a single run: its own folder)."""
-    multirun = str(OmegaConf.select(hydra_cfg, "mode", default="")).endswith("MULTIRUN")
-    return Path(hydra_cfg.sweep.dir) if multirun else out_dir
-
-
-def end_tracked_sweep(plain: dict[str, Any] | None, hydra_cfg: DictConfig, out_dir: Path, message: str) -> None:
-    """With tracker=mlflow, end the sweep's parent run FAILED with `message` (the sweep stops, no report follows)."""
-    if not plain or not plain.get("tracker"):
-        return
-    try:
-        sweep_dir = sweep_dir_of(hydra_cfg, out_dir)
-        open_tracker(plain.get("tracker"), strict=False, sweep_dir=sweep_dir).stop_sweep(sweep_dir, message)
-    except Exception as exc:  # noqa: BLE001 - the sentence that stops the sweep must still be said
-        log.warning("alrun: warning: the sweep's MLflow run was not ended (%s).", last_line(exc))
 
 
 def stop(message: str, out_dir: Path, hydra_cfg: DictConfig, plain: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -161,8 +133,8 @@ def job_settings(spec: RunSpec, input_shape: tuple[int, ...], choices: dict[str,
     `choices` are Hydra's chosen config per group (`heuristic=mymargin`), `overridden` the keys set on the
     command line: a custom component chosen through a config file of the user's is named by that file.
     """
-    from alrun.components import chosen_name, readable_names
-    from alrun.models import resolve_name
+    from alrun.config.components import chosen_name, readable_names
+    from alrun.model.builders import resolve_name
 
     # a custom component's config name, or its short name (its dotted path is in job.json)
     names = readable_names(spec, choices, overridden)
@@ -196,7 +168,7 @@ def tracked_run(plain: dict[str, Any], hydra_cfg: DictConfig, out_dir: Path, set
 def task(cfg: DictConfig) -> dict[str, Any]:
     """One job of the sweep (or the single run); with `device=auto` on a machine with GPUs it holds a
     GPU no other alrun job holds, for its whole lifetime, waiting for one when all are taken."""
-    from alrun.devices import claimed_device
+    from alrun.core.devices import claimed_device
 
     name = str(OmegaConf.select(cfg, "device", default="auto"))
     with claimed_device(name, job_index(HydraConfig.get())) as device:
@@ -207,11 +179,11 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
     """The job itself, on the `claimed` device (None: the one `device` names)."""
     import torch
 
-    from alrun.components import job_components
-    from alrun.devices import choose_device
-    from alrun.loop import ActiveLearningJob, column_name
-    from alrun.progress import job_progress
+    from alrun.config.components import job_components
+    from alrun.core.devices import choose_device
+    from alrun.loop.job import ActiveLearningJob, column_name
     from alrun.report import target_accuracies_of, target_record
+    from alrun.report.terminal import job_progress
 
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
@@ -232,7 +204,7 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
         job = ActiveLearningJob(spec, out_dir)
         job.check_folder()  # another config's finished job there: refused before job.json is written
         if spec.heuristic == "custom":  # its signature and return value, before any training
-            from alrun.custom_heuristic import preflight
+            from alrun.acquire.custom import preflight
 
             preflight(spec.heuristic_params, job.data.bundle.n_classes, spec.mc_samples, spec.query_size,
                       pool_size=len(job.data.eligible) - spec.initial_labelled)

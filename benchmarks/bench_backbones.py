@@ -1,4 +1,4 @@
-"""Feature extraction speed of a frozen backbone: images per second, as `alrun.features` runs it.
+"""Feature extraction speed of a frozen backbone: images per second, as `alrun.model.features` runs it.
 
     python -m benchmarks.bench_backbones                      # EfficientNet-Lite0, 128 px, 256 images
     python -m benchmarks.bench_backbones --size 224 --batches 16,32
@@ -19,10 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from alrun.backbones import build_backbone
-from alrun.config import ModelSpec
+from alrun.config.schema import ModelSpec
 from alrun.data.bundle import DataBundle, standardise_images
-from alrun.features import extract_features, input_affine
+from alrun.model.backbones import build_backbone
+from alrun.model.features import extract_features, input_affine
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""BatchBALD: alrun's `alrun.batch.batchbald` vs `batchbald_redux.get_batchbald_batch` (BlackHC).
+"""BatchBALD: alrun's `alrun.acquire.batch.batchbald` vs `batchbald_redux.get_batchbald_batch` (BlackHC).
 
 Same inputs on both sides: a pool of N items, C classes, T = K = 20 MC samples, drawn from a seeded
 generator as a mix of confident and uncertain items; alrun gets probabilities [N, C, T], the peer
@@ -81,7 +81,7 @@ def one(n: int, c: int, q: int, contender: str) -> dict:
             lambda: bb.get_batchbald_batch(log_probs_nkc, q, NUM_SAMPLES, dtype=torch.double))
         indices = [int(i) for i in out.indices]
     else:
-        from alrun.batch import batchbald
+        from alrun.acquire.batch import batchbald
 
         opts = CONTENDERS[contender]
         kwargs = {"num_samples": NUM_SAMPLES, "dtype": getattr(torch, opts["dtype"]),

@@ -1,4 +1,4 @@
-"""Selection time of CoreSet, BADGE, TypiClust and ProbCover (alrun/diversity.py) at the issue's size.
+"""Selection time of CoreSet, BADGE, TypiClust and ProbCover (alrun/acquire/diversity/) at the issue's size.
 
 Q = 500 picks from a pool of 50,000 candidates with 1,280-dimensional embeddings (the width of
 EfficientNet-lite0's features), beside 1,000 labelled points, on 2 CPU threads (torch and the
@@ -41,7 +41,7 @@ def problem(n: int, n_lab: int, d: int, c: int, seed: int = 0):
 
 
 def run_all(n: int, n_lab: int, d: int, c: int, q: int) -> list[tuple[str, float, float, str]]:
-    from alrun import diversity as dv
+    from alrun.acquire import diversity as dv
 
     pool, labelled, probs = problem(n, n_lab, d, c)
     calls = {

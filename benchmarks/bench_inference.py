@@ -13,9 +13,9 @@ import copy
 import torch
 from torch import nn
 
-from alrun.config import ModelSpec
-from alrun.inference import mc_probs
-from alrun.models import build_model
+from alrun.config.schema import ModelSpec
+from alrun.model.builders import build_model
+from alrun.model.inference import mc_probs
 from benchmarks.common import interleaved_best, require_baal, row
 
 T = 20

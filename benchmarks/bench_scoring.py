@@ -1,6 +1,6 @@
 """Scoring BALD and entropy on MC probabilities [N=50,000, C=10, T=20] (float32): time and peak memory.
 
-alrun: `alrun.heuristics.bald` / `entropy` on the torch tensor. BaaL: `BALD().get_uncertainties` /
+alrun: `alrun.acquire.heuristics.bald` / `entropy` on the torch tensor. BaaL: `BALD().get_uncertainties` /
 `Entropy().get_uncertainties` (what its `ActiveLearningLoop` calls) on the same numpy array (what
 its `predict_on_dataset` returns). Peak memory is the resident memory a single call adds on top
 of the input, each measured once in a fresh process (`python -m benchmarks.bench_scoring
@@ -34,7 +34,7 @@ def scorers(name: str, probs: np.ndarray) -> dict:
     require_baal()
     from baal.active.heuristics import BALD, Entropy
 
-    from alrun import heuristics
+    from alrun.acquire import heuristics
 
     tensor = torch.from_numpy(probs)  # shares the memory: no copy for alrun either
     peer = {"bald": BALD(), "entropy": Entropy()}[name]

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from alrun.config import ModelSpec, RunSpec, TrainSpec
+from alrun.config.schema import ModelSpec, RunSpec, TrainSpec
 from alrun.data.bundle import DataBundle
-from alrun.loop import ActiveLearningJob, prepare_data
-from alrun.models import build_model
+from alrun.loop.job import ActiveLearningJob, prepare_data
+from alrun.model.builders import build_model
 from benchmarks.common import interleaved_best, require_baal, row
 
 T = 20

@@ -38,14 +38,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alrun.acquisition import acquire
-from alrun.config import ModelSpec, RunSpec, run_spec_from_dict
-from alrun.devices import BF16_MIN_CAPABILITY, CUBLAS_DETERMINISTIC, amp_precision, channels_last, job_determinism
-from alrun.heuristics import MODEL_FREE, bald
-from alrun.inference import InferenceBatch, amp_dtype, autocast, grad_scaler, mc_probs, to_device
-from alrun.models import build_model, fold_for_inference, keep_mask
-from alrun.seeding import generator
-from alrun.training import fit
+from alrun.acquire.acquisition import acquire
+from alrun.acquire.heuristics import MODEL_FREE, bald
+from alrun.config.schema import ModelSpec, RunSpec, run_spec_from_dict
+from alrun.core.devices import BF16_MIN_CAPABILITY, CUBLAS_DETERMINISTIC, amp_precision, channels_last, job_determinism
+from alrun.core.seeding import generator
+from alrun.model.builders import build_model, fold_for_inference, keep_mask
+from alrun.model.inference import InferenceBatch, amp_dtype, autocast, grad_scaler, mc_probs, to_device
+from alrun.train.fit import fit
 from benchmarks.common import cpu_model
 
 HERE = Path(__file__).resolve().parent
@@ -271,14 +271,15 @@ def forced_fp16(enabled: bool):
     if not enabled:
         yield
         return
-    import alrun.inference
+    import alrun.model.inference
 
-    real = alrun.inference.amp_precision
-    alrun.inference.amp_precision = lambda capability: (None, False) if capability == "cpu" else (torch.float16, True)
+    real = alrun.model.inference.amp_precision
+    alrun.model.inference.amp_precision = lambda capability: (
+        (None, False) if capability == "cpu" else (torch.float16, True))
     try:
         yield
     finally:
-        alrun.inference.amp_precision = real
+        alrun.model.inference.amp_precision = real
 
 
 def device_name(device: torch.device) -> str:
@@ -318,7 +319,7 @@ def _run(args: argparse.Namespace) -> list[str]:
         model_spec = replace(model_spec, hidden=QUICK_HIDDEN)
     pixel_stats, n_pool_paper = None, CIFAR10_TRAIN
     if args.root:
-        from alrun.config import DatasetSpec
+        from alrun.config.schema import DatasetSpec
         from alrun.data import load_dataset
 
         bundle = load_dataset(DatasetSpec(name="cifar10", root=args.root))

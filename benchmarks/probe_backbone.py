@@ -6,7 +6,7 @@ Loads an image folder (train/<class>/*, test/<class>/*) with the seeded caps of 
 (`dataset.max_train=10000 dataset.max_test=2000`), draws a seeded random subset, extracts
 features with the backbone under ImageNet's normalisation and under TensorFlow's edge-model one
 ((pixel - 127) / 128), and fits a logistic regression on the standardised features. The test
-accuracy says which normalisation the weights expect (alrun.backbones.NORMALISATION).
+accuracy says which normalisation the weights expect (alrun.model.backbones.NORMALISATION).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from alrun.backbones import IMAGENET, INCEPTION, build_backbone
-from alrun.config import DatasetSpec, ModelSpec
+from alrun.config.schema import DatasetSpec, ModelSpec
 from alrun.data import load_dataset
-from alrun.features import extract_features, input_affine
+from alrun.model.backbones import IMAGENET, INCEPTION, build_backbone
+from alrun.model.features import extract_features, input_affine
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from alrun.loop import ActiveLearningJob, prepare_data
+from alrun.loop.job import ActiveLearningJob, prepare_data
 from benchmarks.bench_step import _FirstStepDone, step_config
 
 

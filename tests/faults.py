@@ -34,9 +34,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import alrun.checkpoint
-import alrun.loop
-import alrun.tracking
+import alrun.core.files
+import alrun.loop.job
+import alrun.track.tracker
 
 _calls: Counter = Counter()
 
@@ -84,7 +84,7 @@ def arm(fault: str) -> None:
         os.replace = replace
     elif kind in ("torn-write", "enospc"):
         name, nth = args[0], int(args[1])
-        real_mkstemp, real_fsync = alrun.checkpoint.tempfile.mkstemp, os.fsync
+        real_mkstemp, real_fsync = alrun.core.files.tempfile.mkstemp, os.fsync
         targets: dict[int, str] = {}
 
         def mkstemp(*a, prefix="", **k):
@@ -100,21 +100,21 @@ def arm(fault: str) -> None:
                 _kill()
             real_fsync(fd)
 
-        alrun.checkpoint.tempfile.mkstemp = mkstemp
+        alrun.core.files.tempfile.mkstemp = mkstemp
         os.fsync = fsync
     elif kind == "kill-in-fit":
         nth = int(args[0])
-        real_fit = alrun.loop.fit
+        real_fit = alrun.loop.job.fit
 
         def fit(*a, **k):
             if _count("fit") == nth:
                 _kill()
             return real_fit(*a, **k)
 
-        alrun.loop.fit = fit
+        alrun.loop.job.fit = fit
     elif kind == "crash-seed":
         seed, nth = int(args[0]), int(args[1])
-        real_fit, real_run = alrun.loop.fit, alrun.loop.ActiveLearningJob.run
+        real_fit, real_run = alrun.loop.job.fit, alrun.loop.job.ActiveLearningJob.run
         current: dict[str, int] = {}
 
         def run(self, *a, **k):
@@ -126,19 +126,19 @@ def arm(fault: str) -> None:
                 raise RuntimeError(f"injected fault in job seed={seed}")
             return real_fit(*a, **k)
 
-        alrun.loop.ActiveLearningJob.run = run
-        alrun.loop.fit = fit
+        alrun.loop.job.ActiveLearningJob.run = run
+        alrun.loop.job.fit = fit
     elif kind in ("tracker-down", "tracker-flaky"):
         # MLflow runs in alrun's logger process: start that process through this module, fault armed. It imports
         # torch (this module) and mlflow (the fault) before it reads its first line, where alrun's own logger
         # reads within a fraction of a second: not to be taken for a logger that never reads (START_TIMEOUT)
-        alrun.tracking.WORKER_COMMAND = [sys.executable, "-m", "tests.faults", "--tracker-worker", fault]
-        alrun.tracking.START_TIMEOUT = alrun.tracking.WAIT_TIMEOUT
+        alrun.track.tracker.WORKER_COMMAND = [sys.executable, "-m", "tests.faults", "--tracker-worker", fault]
+        alrun.track.tracker.START_TIMEOUT = alrun.track.tracker.WAIT_TIMEOUT
     elif kind == "logger-stuck":
-        alrun.tracking.WORKER_COMMAND = [sys.executable, "-c", STUCK_LOGGER]
-        alrun.tracking.QUEUE_SIZE = 2
+        alrun.track.tracker.WORKER_COMMAND = [sys.executable, "-c", STUCK_LOGGER]
+        alrun.track.tracker.QUEUE_SIZE = 2
         # no timeout to fall back on: only the stall rule (STALL_TIMEOUT, as shipped) ends the final wait
-        alrun.tracking.WAIT_TIMEOUT = 3600.0
+        alrun.track.tracker.WAIT_TIMEOUT = 3600.0
     else:
         raise ValueError(f"unknown fault {fault!r}")
 
@@ -148,7 +148,7 @@ def arm(fault: str) -> None:
 
 def small_spec():
     """A 3-step job (20 -> 30 -> 40 labelled) that runs in about a second on one CPU core."""
-    from alrun.config import DatasetSpec, RunSpec, TrainSpec
+    from alrun.config.schema import DatasetSpec, RunSpec, TrainSpec
 
     return RunSpec(seed=0, heuristic="bald", query_size=10, initial_labelled=20, max_labelled=40, mc_samples=3,
                    device="cpu", dataset=DatasetSpec(max_train=200, max_test=100),
@@ -166,7 +166,7 @@ def _attempt(out_dir: Path, log_path: Path, fault: str | None) -> int:
             logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
             if fault:
                 arm(fault)
-            alrun.loop.ActiveLearningJob(small_spec(), out_dir).run()
+            alrun.loop.job.ActiveLearningJob(small_spec(), out_dir).run()
         except BaseException:
             traceback.print_exc()
             code = 3
@@ -270,12 +270,12 @@ def flaky_mlflow(failures: int) -> None:
 
 def main(argv: list[str]) -> None:
     if argv and argv[0] == "--tracker-worker":  # alrun's MLflow logger process, with tracker-down:N armed
-        import alrun.mlflow_logger
+        import alrun.track.mlflow_logger
 
-        alrun.mlflow_logger.BACKOFF_S = 0.01  # the same retries, without the waits
+        alrun.track.mlflow_logger.BACKOFF_S = 0.01  # the same retries, without the waits
         kind, nth = argv[1].split(":")
         (break_mlflow_after if kind == "tracker-down" else flaky_mlflow)(int(nth))
-        code = alrun.mlflow_logger.serve()
+        code = alrun.track.mlflow_logger.serve()
         sys.stderr.flush()
         os._exit(code)
     if argv and argv[0] == "--scenarios":

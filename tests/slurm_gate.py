@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from alrun.heuristics import bald
+from alrun.acquire.heuristics import bald
 
 MAX_HOLD_S = 300
 _calls = 0

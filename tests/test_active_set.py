@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from alrun.active_set import ActiveSet
+from alrun.loop.active_set import ActiveSet
 
 
 def test_label_moves_items_and_keeps_order():

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from alrun import batch, heuristics
-from alrun.acquisition import acquire
-from alrun.errors import ConfigError
-from alrun.inference import mc_probs
-from alrun.models import mlp
+from alrun.acquire import batch, heuristics
+from alrun.acquire.acquisition import acquire
+from alrun.core.errors import ConfigError
+from alrun.model.builders import mlp
+from alrun.model.inference import mc_probs
 from tests.conftest import run_alrun
 
 STOCHASTIC = sorted(batch.STOCHASTIC)
@@ -279,14 +279,14 @@ def test_cold_limit_is_top_q_and_zero_beta_ignores_scores():
     ("bald", {"beta": 1.0}, "bald takes no settings"),
 ])
 def test_heuristic_settings_are_checked(heuristic, params, fragment):
-    from alrun.config import run_spec_from_dict
+    from alrun.config.schema import run_spec_from_dict
 
     with pytest.raises(ConfigError, match=re.escape(fragment)):
         run_spec_from_dict({"heuristic": {"name": heuristic, **params}})
 
 
 def test_heuristic_settings_reach_the_spec():
-    from alrun.config import run_spec_from_dict
+    from alrun.config.schema import run_spec_from_dict
 
     spec = run_spec_from_dict({"heuristic": {"name": "batchbald", "num_samples": 500, "max_memory_mb": 64}})
     assert spec.heuristic == "batchbald" and spec.heuristic_params == {"num_samples": 500, "max_memory_mb": 64}

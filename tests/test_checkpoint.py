@@ -9,8 +9,9 @@ import os
 
 import pytest
 
-from alrun import checkpoint
-from alrun.checkpoint import (
+from alrun.core.errors import AlrunError
+from alrun.loop import checkpoint
+from alrun.loop.checkpoint import (
     CorruptCheckpoint,
     atomic_write_text,
     load_checkpoint,
@@ -18,7 +19,6 @@ from alrun.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from alrun.errors import AlrunError
 
 
 def state(n_rows: int) -> dict:

@@ -1,7 +1,7 @@
 import pytest
 
-from alrun.config import RunSpec, run_spec_from_dict
-from alrun.errors import ConfigError
+from alrun.config.schema import RunSpec, run_spec_from_dict
+from alrun.core.errors import ConfigError
 
 
 @pytest.mark.parametrize("key,value,fragment", [
@@ -67,7 +67,7 @@ def test_early_stopping_settings_are_checked(train, fragment):
 
 
 def test_validation_set_counts_against_the_pool():
-    from alrun.config import check_against_data
+    from alrun.config.schema import check_against_data
 
     spec = run_spec_from_dict({"train": {"schedule": "early_stopping", "validation_size": 90}, "initial_labelled": 10})
     with pytest.raises(ConfigError, match="90 of them for validation"):

@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 import torch
 
-from alrun.acquisition import acquire
-from alrun.config import DatasetSpec, ModelSpec
+from alrun.acquire.acquisition import acquire
+from alrun.config.schema import DatasetSpec, ModelSpec
+from alrun.core.errors import ConfigError, DataError, HeuristicError, ModelError
 from alrun.data import load_dataset
-from alrun.errors import ConfigError, DataError, HeuristicError, ModelError
-from alrun.inference import mc_probs
-from alrun.models import SeededDropout, build_model, dropout_layers
+from alrun.model.builders import SeededDropout, build_model, dropout_layers
+from alrun.model.inference import mc_probs
 from tests.conftest import REPO, THREADS, run_alrun, steps_without_timings
 from tests.user_package import write_image_npz, write_user_package
 
@@ -333,7 +333,7 @@ def test_cli_custom_model_under_joblib_reproduces_the_basic_launcher(custom_swee
     ([], "`model._target_=???` is not allowed: model=custom needs the dotted path"),
     (["model._target_=userpkg.nets"], "names a module, not a class or function"),
     (["model._target_=userpkg.nets.broken"], "raised ValueError (width must be even)"),
-    # built, then refused by the MC probe for bald (alrun.mc_probe; random or entropy would run it at T = 1)
+    # built, then refused by the MC probe for bald (alrun.model.mc_probe; random or entropy would run it at T = 1)
     (["model._target_=userpkg.nets.no_dropout"], "gives identical MC-Dropout samples on a probe batch of 4 inputs, "
                                                  "so heuristic=bald would score every candidate 0: it has no dropout "
                                                  "layer"),
@@ -432,7 +432,7 @@ def test_the_example_package_works_as_the_readme_says(example_pkg, tmp_path):
     ({"heuristic": {"name": "custom", "_target_": "a.score", "batch": "yes"}}, "true (a batch selector) or false"),
 ])
 def test_config_checks_of_custom_components(cfg, words):
-    from alrun.config import run_spec_from_dict
+    from alrun.config.schema import run_spec_from_dict
 
     with pytest.raises(ConfigError) as info:
         run_spec_from_dict(cfg)
@@ -440,7 +440,7 @@ def test_config_checks_of_custom_components(cfg, words):
 
 
 def test_extra_keys_of_custom_components_become_arguments():
-    from alrun.config import run_spec_from_dict
+    from alrun.config.schema import run_spec_from_dict
 
     spec = run_spec_from_dict({"model": {"name": "custom", "_target_": "a.Net", "width": 64, "dropout": 0.3},
                                "dataset": {"name": "custom", "_target_": "a.load", "path": "x.npz", "max_train": 9},
@@ -451,8 +451,11 @@ def test_extra_keys_of_custom_components_become_arguments():
 
 
 def test_the_registry_is_the_one_list():
-    from alrun import backbones, components, config, heuristics
+    from alrun.acquire import heuristics
+    from alrun.config import components
+    from alrun.config import schema as config
     from alrun.data import SOURCES
+    from alrun.model import backbones
 
     assert config.MODELS == components.names("model") and "custom" in config.MODELS
     assert set(SOURCES) == set(components.names("dataset")) - {"custom"}
@@ -481,7 +484,7 @@ def test_the_frozen_feature_cache_is_keyed_by_the_custom_data_target(tmp_path):
     """The same tensors from two data functions (or two arguments) give two cache entries."""
     from dataclasses import replace
 
-    from alrun.features import featurize
+    from alrun.model.features import featurize
     from tests.test_features import frozen_spec, image_bundle
 
     bundle, base = image_bundle(), frozen_spec(tmp_path)

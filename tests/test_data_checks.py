@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from alrun.config import DatasetSpec, TrainSpec
+from alrun.config.schema import DatasetSpec, TrainSpec
+from alrun.core.errors import DataError, TrainingDiverged
 from alrun.data import load_dataset
-from alrun.errors import DataError, TrainingDiverged
-from alrun.training import fit
+from alrun.train.fit import fit
 from tests.conftest import THREADS, run_alrun
 from tests.fixtures_data import write_image_tree, write_npz
 

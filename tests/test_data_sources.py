@@ -17,13 +17,13 @@ import pytest
 import torch
 from PIL import Image
 
-from alrun.config import DatasetSpec, ModelSpec
+from alrun.config.schema import DatasetSpec, ModelSpec
+from alrun.core.errors import ConfigError, DataError
 from alrun.data import load_dataset
 from alrun.data.arrays import cap_indices
 from alrun.data.image_cache import CACHE_FOLDER
 from alrun.data.imagefolder import MIOTCD_CLASSES
-from alrun.errors import ConfigError, DataError
-from alrun.models import build_model, resolve_name
+from alrun.model.builders import build_model, resolve_name
 from tests.fixtures_data import (
     CIFAR10_CLASSES,
     write_cifar10,

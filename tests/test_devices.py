@@ -6,8 +6,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from alrun.cli import job_index
-from alrun.devices import choose_device
-from alrun.errors import ConfigError
+from alrun.core.devices import choose_device
+from alrun.core.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("test_deadline")  # no test here can hang a run (conftest)
 

@@ -1,4 +1,4 @@
-"""CoreSet, BADGE, TypiClust and ProbCover (alrun/diversity.py) on fixtures whose answer is known by hand."""
+"""CoreSet, BADGE, TypiClust and ProbCover (alrun/acquire/diversity/) on fixtures whose answer is known by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from alrun import diversity as dv
+from alrun.acquire import diversity as dv
+from alrun.acquire.diversity import coreset_badge, coverage, geometry, typicality
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -193,7 +194,7 @@ def test_probcover_each_pick_has_the_largest_marginal_coverage():
 def eager_probcover(pool: torch.Tensor, labelled: torch.Tensor, radius: float, k: int) -> list[int]:
     """The greedy straight from the full float32 distance matrix, while some ball still gains."""
     pts = torch.nn.functional.normalize(torch.cat([pool, labelled]), dim=1)
-    sq = dv._sq_norms(pts)
+    sq = geometry._sq_norms(pts)
     ball = dv.sq_distances(pts, pts, sq, sq) < radius**2  # [M, M]
     n = pool.shape[0]
     covered = ball[n:].any(dim=0)
@@ -209,18 +210,18 @@ def eager_probcover(pool: torch.Tensor, labelled: torch.Tensor, radius: float, k
 
 
 @pytest.mark.parametrize("shape", [(7, 5), (5, 7), (1024, 4096)])
-@pytest.mark.parametrize("edge_bytes", [dv.EDGE_BYTES, 10**12, "overflow"])
+@pytest.mark.parametrize("edge_bytes", [coverage.EDGE_BYTES, 10**12, "overflow"])
 @pytest.mark.parametrize("screen", [False, True])
 def test_probcover_graph_or_none_any_blocks_pick_as_the_eager_greedy(monkeypatch, shape, edge_bytes, screen):
     # blocks of rows and columns of every shape, with the edge list kept, never kept (each pick finds its
     # neighbours again), or dropped in the middle of the pass: the eager greedy's picks every time
     pool, labelled, _ = random_problem(n=300, n_lab=20, d=6)
-    monkeypatch.setattr(dv, "BF16_SCREEN", screen)
-    monkeypatch.setattr(dv, "PAIR_BLOCK_ROWS", shape[0])
-    monkeypatch.setattr(dv, "PAIR_BLOCK_COLS", shape[1])
+    monkeypatch.setattr(coverage, "BF16_SCREEN", screen)
+    monkeypatch.setattr(coverage, "PAIR_BLOCK_ROWS", shape[0])
+    monkeypatch.setattr(coverage, "PAIR_BLOCK_COLS", shape[1])
     if edge_bytes == "overflow":  # room for about 500 pairs of the roughly 4,000 inside a ball
         edge_bytes = int(2**20 / 500)
-    monkeypatch.setattr(dv, "EDGE_BYTES", edge_bytes)
+    monkeypatch.setattr(coverage, "EDGE_BYTES", edge_bytes)
     expected = eager_probcover(pool, labelled, 0.8, 40)
     assert len(expected) > 10
     picks = dv.probcover(pool, 40, generator=gen(), labelled_embeddings=labelled, radius=0.8, max_memory_mb=1.0)
@@ -300,7 +301,7 @@ def test_block_shape_stays_within_the_budget():
 
 
 def test_distance_blocks_stay_within_a_tiny_budget_and_give_the_same_picks(monkeypatch):
-    monkeypatch.setattr(dv, "BF16_SCREEN", False)  # every ProbCover block through sq_distances too
+    monkeypatch.setattr(coverage, "BF16_SCREEN", False)  # every ProbCover block through sq_distances too
     pool, labelled, probs = random_problem(n=500, n_lab=100)
     budget_mb = 0.02  # 1,310 entries a block; the full pool x (pool + labelled) matrix takes 500 * 600 * 16 B = 4.6 MiB
     expected = run_all(pool, labelled, probs, 12, seed=2)
@@ -311,7 +312,8 @@ def test_distance_blocks_stay_within_a_tiny_budget_and_give_the_same_picks(monke
         shapes.append((a.shape[0], b.shape[0]))
         return real(a, b, a_sq, b_sq)
 
-    monkeypatch.setattr(dv, "sq_distances", recording)
+    for module in (geometry, coreset_badge, typicality, coverage):  # each binds the name it calls
+        monkeypatch.setattr(module, "sq_distances", recording)
     assert run_all(pool, labelled, probs, 12, seed=2, max_memory_mb=budget_mb) == expected
     biggest = max(r * c for r, c in shapes)
     assert biggest * dv.BYTES_PER_ENTRY <= budget_mb * 2**20
@@ -326,7 +328,7 @@ def test_typiclust_blocks_stay_within_a_tiny_budget_and_give_the_same_picks(monk
     pool = torch.randn(n, 8, generator=gen(5))
     expected = dv.typiclust(pool, k, generator=gen(1))
     shapes: list[tuple[int, int]] = []  # the distance blocks of the typicality (k-means++ takes [N, 1] columns)
-    real, real_typical, typical = dv.sq_distances, dv._most_typical, []
+    real, real_typical, typical = dv.sq_distances, typicality._most_typical, []
 
     def recording(a, b, a_sq, b_sq):
         if typical:
@@ -340,8 +342,9 @@ def test_typiclust_blocks_stay_within_a_tiny_budget_and_give_the_same_picks(monk
         finally:
             typical.pop()
 
-    monkeypatch.setattr(dv, "sq_distances", recording)
-    monkeypatch.setattr(dv, "_most_typical", most_typical)
+    for module in (geometry, coreset_badge, typicality, coverage):  # each binds the name it calls
+        monkeypatch.setattr(module, "sq_distances", recording)
+    monkeypatch.setattr(typicality, "_most_typical", most_typical)
     assert dv.typiclust(pool, k, generator=gen(1), max_memory_mb=budget_mb).tolist() == expected.tolist()
     assert len(shapes) > 100  # many blocks, not one
     assert max(r * c for r, c in shapes) * dv.BYTES_PER_ENTRY <= budget_mb * 2**20
@@ -354,9 +357,9 @@ def test_the_most_typical_point_is_the_same_at_any_budget():
     g = gen(9)
     for m in (7, 12, 41, 90, 150):
         for n_neighbours in (1, 3, 20):
-            x = dv._normalised(torch.randn(m, 5, generator=g))
-            whole = dv._most_typical(x, n_neighbours, 512.0)
-            assert [dv._most_typical(x, n_neighbours, mb) for mb in (0.0002, 0.0006, 0.002)] == [whole] * 3, m
+            x = geometry._normalised(torch.randn(m, 5, generator=g))
+            whole = typicality._most_typical(x, n_neighbours, 512.0)
+            assert [typicality._most_typical(x, n_neighbours, mb) for mb in (0.0002, 0.0006, 0.002)] == [whole] * 3, m
 
 
 @pytest.mark.parametrize("call, words", [
@@ -383,7 +386,7 @@ def test_bad_inputs_raise_one_sentence(call, words):
 
 def test_bfloat16_screening_decides_every_ball_as_float32_does():
     x = torch.nn.functional.normalize(torch.randn(300, 256, generator=gen(7)), dim=1)
-    sq = dv._sq_norms(x)
+    sq = geometry._sq_norms(x)
     d2 = dv.sq_distances(x, x, sq, sq)
     lo = x.bfloat16()
     # a low quantile: few entries near the radius (checked one by one); the median: many (the block again)
@@ -397,7 +400,7 @@ def test_probcover_picks_the_same_with_and_without_bfloat16_screening(monkeypatc
     pool, lab, _ = random_problem(n=400, n_lab=30, d=16)
     picks = {}
     for screen in (False, True):
-        monkeypatch.setattr(dv, "BF16_SCREEN", screen)
+        monkeypatch.setattr(coverage, "BF16_SCREEN", screen)
         # a set radius: the purity rule's is a distance in the data, where rounding alone decides the ball
         picks[screen] = dv.probcover(pool, 20, generator=gen(1), labelled_embeddings=lab if labelled else None,
                                      radius=1.0).tolist()

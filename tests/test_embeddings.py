@@ -18,12 +18,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch import nn
 
-from alrun import acquisition
+from alrun.acquire import acquisition
+from alrun.acquire.embeddings import embed, last_linear
 from alrun.cli import config_dir
-from alrun.config import ModelSpec, run_spec_from_dict
-from alrun.embeddings import embed, last_linear
-from alrun.errors import ConfigError, ModelError
-from alrun.models import build_model
+from alrun.config.schema import ModelSpec, run_spec_from_dict
+from alrun.core.errors import ConfigError, ModelError
+from alrun.model.builders import build_model
 from tests.conftest import REPO, THREADS, run_alrun
 
 SELECTORS = ("coreset", "badge", "typiclust", "probcover")
@@ -82,7 +82,7 @@ class TwoHeads(nn.Module):
 
 
 def test_a_custom_model_embeds_at_its_heads_last_linear_else_the_last_in_module_order():
-    from alrun.custom_model import MC_HEAD
+    from alrun.model.custom import MC_HEAD
 
     model, x = TwoHeads(), torch.randn(5, 6)
     assert last_linear(model) is model.after  # no model.head: the last nn.Linear in module order
@@ -133,7 +133,7 @@ def test_a_custom_scorer_that_names_no_embeddings_gets_none_computed(monkeypatch
         raise AssertionError("embeddings computed for a heuristic that does not read them")
 
     monkeypatch.setattr(acquisition, "embed", refuse)
-    params = {"_target_": "alrun.heuristics.entropy", "batch": False}
+    params = {"_target_": "alrun.acquire.heuristics.entropy", "batch": False}
     assert acquisition.inputs_read("custom", params) == frozenset()
     model = build_model(ModelSpec(name="mlp", hidden=8), (5,), 3, seed=0)
     chosen = acquisition.acquire(model, torch.randn(12, 5), "custom", 3, 4,
@@ -169,7 +169,7 @@ def test_the_selectors_skip_mc_inference_and_read_the_labelled_set(name, monkeyp
 def test_embedding_input_measures_the_selectors_distances_on_the_inputs_themselves(name):
     # the model's hidden layer is some random map; with embedding=input the picks are those of the
     # selector run directly on the inputs (flattened), the labelled inputs included
-    from alrun import diversity
+    from alrun.acquire import diversity
 
     model = build_model(ModelSpec(name="mlp", hidden=8), (2, 3), 3, seed=0)
     x = torch.randn(60, 2, 3, generator=torch.Generator().manual_seed(0))
@@ -219,15 +219,15 @@ def test_each_built_in_selector_runs_in_a_smoke_job(tmp_path):
     for name in SELECTORS:
         assert summary[summary.heuristic == name]["labelled"].tolist() == [20, 30, 40]
         meta = json.loads((sweep / f"heuristic={name},seed=0" / "job.json").read_text())
-        assert meta["components"]["heuristic"]["target"] == f"alrun.diversity:{name}"
+        assert meta["components"]["heuristic"]["target"] == f"alrun.acquire.diversity:{name}"
 
 
 @pytest.mark.parametrize("name", ["coreset", "badge"])
 def test_the_loop_gives_a_selector_the_labelled_sets_embeddings_it_reads(name, monkeypatch, tmp_path):
     from dataclasses import replace
 
-    from alrun import components
-    from alrun.loop import ActiveLearningJob
+    from alrun.config import components
+    from alrun.loop.job import ActiveLearningJob
     from tests.faults import small_spec
 
     real = components.builder("heuristic", name)
@@ -277,10 +277,10 @@ def test_a_custom_selector_reading_embeddings_runs_in_a_smoke_job(tmp_path):
     assert all(c["shape"][1] == 24 for c in calls[1:])
     # the labelled targets are the oracle's labels of the labelled set, in labelling order
     job = sweep / next(p.name for p in sweep.iterdir() if p.is_dir() and (p / "checkpoint.json").exists())
-    from alrun.checkpoint import load_checkpoint
+    from alrun.loop.checkpoint import load_checkpoint
 
     labelled = load_checkpoint(job / "checkpoint.json")["labelled"]
-    from alrun.config import DatasetSpec
+    from alrun.config.schema import DatasetSpec
     from alrun.data import load_dataset
     y = load_dataset(DatasetSpec(name="digits", max_train=300, max_test=150)).y_train
     assert calls[-1]["targets"] == [int(y[i]) for i in labelled[:40]]
@@ -357,7 +357,7 @@ def test_the_documented_embedding_heuristic_commands_run_as_written(tmp_path):
 def test_jobs_from_before_the_embedding_setting_resume_at_its_default():
     from dataclasses import replace
 
-    from alrun.loop import spec_fingerprint
+    from alrun.loop.job import spec_fingerprint
 
     spec = run_spec_from_dict({"heuristic": {"name": "coreset", "max_memory_mb": 512}})
     older = replace(spec, heuristic_params={k: v for k, v in spec.heuristic_params.items() if k != "embedding"})

@@ -13,17 +13,18 @@ import pytest
 import torch
 from torch import nn
 
-from alrun import backbones, config
-from alrun.backbones import FeatureTrunk, build_backbone, torchvision_net
-from alrun.config import DatasetSpec, ModelSpec, RunSpec, TrainSpec
+from alrun.config import schema as config
+from alrun.config.schema import DatasetSpec, ModelSpec, RunSpec, TrainSpec
+from alrun.core.errors import ConfigError, ModelError
+from alrun.core.seeding import generator
 from alrun.data.bundle import DataBundle, standardise_images
-from alrun.errors import ConfigError, ModelError
-from alrun.features import extract_features, featurize, input_affine
-from alrun.inference import predictive_mean
-from alrun.loop import ActiveLearningJob, prepare_data
-from alrun.models import backbone_model, build_model
-from alrun.seeding import generator
-from alrun.training import fit
+from alrun.loop.job import ActiveLearningJob, prepare_data
+from alrun.model import backbones
+from alrun.model.backbones import FeatureTrunk, build_backbone, torchvision_net
+from alrun.model.builders import backbone_model, build_model
+from alrun.model.features import extract_features, featurize, input_affine
+from alrun.model.inference import predictive_mean
+from alrun.train.fit import fit
 from tests.conftest import run_alrun
 
 CPU = torch.device("cpu")

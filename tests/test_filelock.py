@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from alrun.features import featurize
-from alrun.filelock import exclusive
+from alrun.core.filelock import exclusive
+from alrun.model.features import featurize
 from tests.test_features import CPU, frozen_spec, image_bundle
 
 

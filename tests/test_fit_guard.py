@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 import torch
 
-from alrun import loop
-from alrun.config import DatasetSpec, RunSpec, TrainSpec, run_spec_from_dict
-from alrun.errors import ConfigError
-from alrun.fit_guard import EARLY_PASSES, FIT_ACCURACY, fit_flag, fit_threshold, flag_sentence
-from alrun.models import mlp
+from alrun.config.schema import DatasetSpec, RunSpec, TrainSpec, run_spec_from_dict
+from alrun.core.errors import ConfigError
+from alrun.loop import job as loop
+from alrun.model.builders import mlp
 from alrun.report import write_report
-from alrun.training import EarlyStopping, epoch_order, epochs_for, fit, passes_before, steps_per_epoch, training_fit
+from alrun.train.fit import EarlyStopping, epoch_order, epochs_for, fit, passes_before, steps_per_epoch, training_fit
+from alrun.train.fit_guard import EARLY_PASSES, FIT_ACCURACY, fit_flag, fit_threshold, flag_sentence
 from tests.conftest import run_alrun
 from tests.test_training_metrics import ScriptedStopping
 from tests.test_verdict import write_job

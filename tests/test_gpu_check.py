@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from alrun.config import RunSpec, TrainSpec
+from alrun.config.schema import RunSpec, TrainSpec
 from benchmarks.gpu_check import MARK_END, MARK_START, kept_section, precision_path, predicted_table1, record
 
 pytestmark = pytest.mark.usefixtures("test_deadline")  # no test here can hang a run (conftest)

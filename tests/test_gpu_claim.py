@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from alrun.config import RunSpec, run_spec_from_dict
-from alrun.devices import CUBLAS_DETERMINISTIC, claimed_device, job_determinism
-from alrun.errors import ConfigError
-from alrun.loop import spec_fingerprint
+from alrun.config.schema import RunSpec, run_spec_from_dict
+from alrun.core.devices import CUBLAS_DETERMINISTIC, claimed_device, job_determinism
+from alrun.core.errors import ConfigError
+from alrun.loop.job import spec_fingerprint
 
 pytestmark = pytest.mark.usefixtures("test_deadline")  # no test here can hang a run (conftest)
 
@@ -34,7 +34,7 @@ def polling_deadline(monkeypatch):
     import time
     import types
 
-    import alrun.devices
+    import alrun.core.devices
 
     deadline = time.monotonic() + LIVENESS_S
 
@@ -43,7 +43,7 @@ def polling_deadline(monkeypatch):
             raise AssertionError(f"a GPU claim was still waiting after {LIVENESS_S} s")
         time.sleep(seconds)
 
-    monkeypatch.setattr(alrun.devices, "time", types.SimpleNamespace(sleep=sleep, monotonic=time.monotonic))
+    monkeypatch.setattr(alrun.core.devices, "time", types.SimpleNamespace(sleep=sleep, monotonic=time.monotonic))
 
 
 def _names(i: int) -> str:
@@ -139,17 +139,17 @@ def test_on_free_gpus_job_k_starts_on_its_numbered_gpu(tmp_path):
 def test_more_jobs_than_gpus_wait_and_then_run_one_per_gpu(tmp_path, monkeypatch, caplog):
     """Six jobs at once on 2 fake GPUs: the first two hold theirs until another job is seen waiting, then
     every job runs, one per GPU at a time."""
-    import alrun.devices
+    import alrun.core.devices
 
     count, ledger, n_jobs = 2, Ledger(2), 6
     someone_waits = threading.Event()
-    real_sleep = alrun.devices.time.sleep
+    real_sleep = alrun.core.devices.time.sleep
 
     def sleep(seconds):  # claimed_device sleeps only when every GPU is held
         someone_waits.set()
         real_sleep(seconds)
 
-    monkeypatch.setattr(alrun.devices.time, "sleep", sleep)
+    monkeypatch.setattr(alrun.core.devices.time, "sleep", sleep)
 
     def job(k: int) -> str:
         with claimed_device("auto", k, device_count=count, lock_dir=tmp_path, identity=_names,
@@ -205,7 +205,7 @@ def test_jobs_that_each_see_one_gpu_as_cuda0_do_not_share_a_lock(tmp_path, monke
     # SLURM: every job sees its own GPU as cuda:0; the lock is named after the physical GPU. Here by its
     # CUDA_VISIBLE_DEVICES entry, the name used where torch gives no UUID: forced, so that on a CUDA host
     # (where both claims would get the one real GPU's UUID) the test checks the same thing and cannot wait
-    from alrun.devices import gpu_identity
+    from alrun.core.devices import gpu_identity
 
     def no_uuid(index):
         raise RuntimeError("no CUDA device properties here")
@@ -221,7 +221,7 @@ def test_jobs_that_each_see_one_gpu_as_cuda0_do_not_share_a_lock(tmp_path, monke
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: the UUIDs of real GPUs")
 def test_on_a_cuda_host_each_visible_gpu_has_its_own_uuid():
-    from alrun.devices import gpu_identity
+    from alrun.core.devices import gpu_identity
 
     names = [gpu_identity(i) for i in range(torch.cuda.device_count())]
     assert len(set(names)) == len(names) and all(len(n) >= 16 for n in names)
@@ -230,7 +230,7 @@ def test_on_a_cuda_host_each_visible_gpu_has_its_own_uuid():
 def test_the_lock_folder_is_one_path_per_machine_whatever_tmpdir(monkeypatch, tmp_path):
     import tempfile
 
-    from alrun.devices import GPU_LOCK_DIR, gpu_lock_dir
+    from alrun.core.devices import GPU_LOCK_DIR, gpu_lock_dir
 
     monkeypatch.delenv("ALRUN_GPU_LOCK_DIR", raising=False)
     paths = set()
@@ -244,7 +244,7 @@ def test_the_lock_folder_is_one_path_per_machine_whatever_tmpdir(monkeypatch, tm
 
 
 def test_the_lock_folder_is_made_for_every_user_and_another_users_lock_file_is_used(tmp_path):
-    from alrun.devices import shared_folder
+    from alrun.core.devices import shared_folder
 
     folder = tmp_path / "locks"
     shared_folder(folder)
@@ -261,11 +261,11 @@ def test_cli_claims_the_gpu_around_the_job(monkeypatch, tmp_path):
     from omegaconf import OmegaConf
 
     import alrun.cli
-    import alrun.devices
+    import alrun.core.devices
 
-    monkeypatch.setattr(alrun.devices.torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(alrun.core.devices.torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv("ALRUN_GPU_LOCK_DIR", str(tmp_path))
-    monkeypatch.setattr(alrun.devices, "gpu_identity", _names)
+    monkeypatch.setattr(alrun.core.devices, "gpu_identity", _names)
     monkeypatch.setattr(alrun.cli, "HydraConfig", type("H", (), {"get": staticmethod(
         lambda: OmegaConf.create({"job": {"num": 1}}))}))
     seen = {}
@@ -372,8 +372,8 @@ def test_the_entry_points_cublas_setting_is_the_jobs():
 
 
 def test_a_deterministic_job_sets_the_flags_for_its_work_and_restores_them(restore_determinism, tmp_path):
-    from alrun.config import DatasetSpec, ModelSpec, TrainSpec
-    from alrun.loop import ActiveLearningJob
+    from alrun.config.schema import DatasetSpec, ModelSpec, TrainSpec
+    from alrun.loop.job import ActiveLearningJob
 
     torch.use_deterministic_algorithms(False)
     spec = RunSpec(device="cpu", deterministic=True, max_labelled=20, initial_labelled=20, mc_samples=2,
@@ -417,13 +417,13 @@ def test_a_basic_sweep_deterministic_then_not_leaves_the_second_job_unaffected(r
 def test_without_locks_the_job_runs_on_its_numbered_gpu_and_says_so(tmp_path, monkeypatch, caplog):
     import contextlib
 
-    import alrun.devices
+    import alrun.core.devices
 
     @contextlib.contextmanager
     def unavailable(path):  # no fcntl (Windows), or a lock folder that cannot be written
         yield None
 
-    monkeypatch.setattr(alrun.devices, "exclusive_nowait", unavailable)
+    monkeypatch.setattr(alrun.core.devices, "exclusive_nowait", unavailable)
     caplog.set_level("WARNING", logger="alrun")
     with claimed_device("auto", 3, device_count=2, lock_dir=tmp_path, identity=_names) as device:
         assert device == "cuda:1"

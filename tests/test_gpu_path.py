@@ -11,17 +11,17 @@ import torch
 import torchvision
 from torch import nn
 
-import alrun.backbones
-import alrun.inference
-import alrun.training
-from alrun.backbones import IMAGENET
-from alrun.config import ModelSpec, TrainSpec
+import alrun.model.backbones
+import alrun.model.inference
+import alrun.train.fit
+from alrun.config.schema import ModelSpec, TrainSpec
+from alrun.core.devices import amp_precision
+from alrun.core.errors import TrainingDiverged
 from alrun.data.bundle import standardise_images
-from alrun.devices import amp_precision
-from alrun.errors import TrainingDiverged
-from alrun.inference import amp_dtype, grad_scaler
-from alrun.models import VGG16_HIDDEN, InputAffine, build_model, split_at_first_dropout
-from alrun.training import MAX_NONFINITE_STEPS, _optimizer, fit
+from alrun.model.backbones import IMAGENET
+from alrun.model.builders import VGG16_HIDDEN, InputAffine, build_model, split_at_first_dropout
+from alrun.model.inference import amp_dtype, grad_scaler
+from alrun.train.fit import MAX_NONFINITE_STEPS, _optimizer, fit
 
 pytestmark = pytest.mark.usefixtures("test_deadline")  # no test here can hang a run (conftest)
 
@@ -52,7 +52,7 @@ def _data() -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.fixture
 def float16_on_cpu(monkeypatch):
     """Autocast in float16 on the CPU, as on a GPU without bfloat16 (V100, T4)."""
-    monkeypatch.setattr(alrun.inference, "amp_dtype",
+    monkeypatch.setattr(alrun.model.inference, "amp_dtype",
                         lambda device, enabled: torch.float16 if enabled else None)
 
 
@@ -72,7 +72,7 @@ def test_float16_training_scales_the_loss_so_small_gradients_survive(float16_on_
 def test_without_the_scaler_the_float16_gradients_underflow(float16_on_cpu, monkeypatch):
     # the same run with loss scaling off: every gradient is 0 in float16 and Adam does not move.
     # This is what the scaler prevents (and what makes the test above able to fail).
-    monkeypatch.setattr(alrun.training, "grad_scaler",
+    monkeypatch.setattr(alrun.train.fit, "grad_scaler",
                         lambda device, enabled: torch.amp.GradScaler(device.type, enabled=False))
     model = _tiny_gradient_model()
     before = model[0].weight.detach().clone()
@@ -148,7 +148,7 @@ def _inf_model(bad: set[int]) -> nn.Sequential:
     return nn.Sequential(nn.Linear(8, 3), InjectInf(bad))
 
 
-class DeviceTally(alrun.training.LossTally):
+class DeviceTally(alrun.train.fit.LossTally):
     """The GPU's tally (tensors on the device, read once per epoch), here on the CPU."""
 
     def __init__(self, device: torch.device) -> None:
@@ -162,13 +162,13 @@ class DeviceTally(alrun.training.LossTally):
 def tally(request, monkeypatch):
     """Each test below twice: with the CPU's tally and with the GPU's (on-device) one."""
     if request.param == "device":
-        monkeypatch.setattr(alrun.training, "LossTally", DeviceTally)
+        monkeypatch.setattr(alrun.train.fit, "LossTally", DeviceTally)
     return request.param
 
 
 def test_the_device_tally_reads_as_the_host_tally():
     losses = [0.5, 1.25, float("inf"), float("nan"), 0.75, float("nan"), 2.0, float("-inf")]
-    host, device = alrun.training.LossTally(torch.device("cpu")), DeviceTally(torch.device("cpu"))
+    host, device = alrun.train.fit.LossTally(torch.device("cpu")), DeviceTally(torch.device("cpu"))
     for epoch in range(2):
         host.new_epoch()
         device.new_epoch()
@@ -270,7 +270,7 @@ def fake_imagenet_vgg16(monkeypatch):
         nets.append(net.state_dict())
         return net
 
-    monkeypatch.setattr(alrun.backbones, "torchvision_net", torchvision_net)
+    monkeypatch.setattr(alrun.model.backbones, "torchvision_net", torchvision_net)
     return nets
 
 
@@ -345,7 +345,7 @@ def test_vgg16_dropout_zero_is_a_deterministic_network():
 
 @pytest.mark.parametrize("images", [True, False])
 def test_npz_images_carry_the_pixel_statistics_vgg16_needs(tmp_path, images):
-    from alrun.config import DatasetSpec
+    from alrun.config.schema import DatasetSpec
     from alrun.data import load_dataset
     from tests.fixtures_data import write_npz
 
@@ -397,7 +397,7 @@ def _layouts(model: nn.Module) -> list[tuple[torch.Size, tuple[int, ...]]]:
 
 
 def test_channels_last_leaves_a_conv3d_model_as_it_was():
-    from alrun.devices import channels_last
+    from alrun.core.devices import channels_last
 
     model = Conv3dNet()
     model(torch.randn(2, 1, 8, 8))  # the lazy layer takes its shape
@@ -411,7 +411,7 @@ def test_channels_last_leaves_a_conv3d_model_as_it_was():
 
 
 def test_channels_last_converts_a_4d_model_on_4d_input_only():
-    from alrun.devices import channels_last
+    from alrun.core.devices import channels_last
 
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Dropout(0.5), nn.LazyLinear(2))
     model(torch.randn(2, 3, 6, 6))
@@ -421,7 +421,7 @@ def test_channels_last_converts_a_4d_model_on_4d_input_only():
 
 
 def test_a_failed_conversion_leaves_the_model_as_it_was(caplog):
-    from alrun.devices import channels_last
+    from alrun.core.devices import channels_last
 
     model = nn.Sequential(nn.Conv2d(3, 4, 3), RefusesLayouts(), nn.Flatten())
     before, weight = _layouts(model), model[0].weight.detach().clone()

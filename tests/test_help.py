@@ -48,7 +48,7 @@ def test_help_examples_compose(help_text):
     from hydra import compose, initialize_config_dir
 
     from alrun.cli import config_dir
-    from alrun.config import run_spec_from_dict
+    from alrun.config.schema import run_spec_from_dict
 
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the `cluster` extra is not installed")
     from omegaconf import OmegaConf

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from alrun import heuristics
+from alrun.acquire import heuristics
 
 
 def _probs(seed: int, n: int = 7, c: int = 4, t: int = 5) -> torch.Tensor:

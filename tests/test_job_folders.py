@@ -1,12 +1,12 @@
-"""Job folders named by the settings that vary across the sweep (alrun/job_folders.py): a long command
+"""Job folders named by the settings that vary across the sweep (alrun/launch/job_folders.py): a long command
 fits, a too-long name is hashed the same way every time, and folders of older sweeps are resumed."""
 
 from __future__ import annotations
 
 import json
 
-from alrun.checkpoint import read_checkpoint, save_checkpoint
-from alrun.job_folders import MAX_NAME_BYTES, job_name, shortened, varying_keys
+from alrun.launch.job_folders import MAX_NAME_BYTES, job_name, shortened, varying_keys
+from alrun.loop.checkpoint import read_checkpoint, save_checkpoint
 from tests.conftest import LAUNCHERS, THREADS, run_alrun
 
 # the issue's MNIST setup on digits, shrunk to seconds, with more constant settings: named the old way

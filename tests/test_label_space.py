@@ -23,12 +23,12 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
-from alrun.config import DatasetSpec
-from alrun.custom_heuristic import preflight
+from alrun.acquire.custom import preflight
+from alrun.config.schema import DatasetSpec
+from alrun.core.errors import DataError, HeuristicError
 from alrun.data import load_dataset
 from alrun.data.arrays import cap_indices
-from alrun.errors import DataError, HeuristicError
-from alrun.training import classification_metrics
+from alrun.train.fit import classification_metrics
 from tests.conftest import REPO, THREADS, run_alrun
 from tests.fixtures_data import write_npz
 

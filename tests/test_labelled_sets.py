@@ -1,5 +1,5 @@
 """The labels a job holds before acquisition (initial set, validation set) and the data preparation the
-loop uses (pathologies applied to a real data set), checked through alrun.loop.prepare_data and the job."""
+loop uses (pathologies applied to a real data set), checked through alrun.loop.job.prepare_data and the job."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
-from alrun import loop
-from alrun.checkpoint import load_checkpoint
-from alrun.config import DatasetSpec, RunSpec, TrainSpec
+from alrun.config.schema import DatasetSpec, RunSpec, TrainSpec
 from alrun.data import load_dataset
-from alrun.labelled_sets import initial_positions, validation_split
-from alrun.loop import ActiveLearningJob, prepare_data
+from alrun.loop import job as loop
+from alrun.loop.checkpoint import load_checkpoint
+from alrun.loop.job import ActiveLearningJob, prepare_data
+from alrun.loop.labelled_sets import initial_positions, validation_split
 from tests.conftest import run_alrun
 
 

@@ -92,7 +92,7 @@ def test_slurm_launcher_is_alruns_on_the_plugins():
     from omegaconf import OmegaConf
 
     from alrun.cli import config_dir, under_submitit
-    from alrun.launchers import SlurmLauncher as AlrunLauncher
+    from alrun.launch.launchers import SlurmLauncher as AlrunLauncher
 
     target = OmegaConf.load(f"{config_dir()}/hydra/launcher/slurm.yaml")["_target_"]
     assert target == "hydra_plugins.alrun_slurm_launcher.slurm_launcher.SlurmLauncher"

@@ -1,4 +1,4 @@
-"""The MC probe (alrun.mc_probe): every model that runs gives reproducible, genuinely stochastic MC samples
+"""The MC probe (alrun.model.mc_probe): every model that runs gives reproducible, genuinely stochastic MC samples
 or is refused with a reason. One test model per case of issue 21, written the way tutorials write them,
 in a user package alrun has never seen (written into a temporary folder and put on the path)."""
 
@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 import torch
 
-from alrun.config import ModelSpec, run_spec_from_dict
-from alrun.errors import ModelError
-from alrun.loop import ActiveLearningJob
-from alrun.mc_probe import check_mc, functional_dropout_calls, probe_job_model
-from alrun.models import SeededDropout, build_model
-from alrun.seeding import seed_global
+from alrun.config.schema import ModelSpec, run_spec_from_dict
+from alrun.core.errors import ModelError
+from alrun.core.seeding import seed_global
+from alrun.loop.job import ActiveLearningJob
+from alrun.model.builders import SeededDropout, build_model
+from alrun.model.mc_probe import check_mc, functional_dropout_calls, probe_job_model
 from tests.conftest import REPO, THREADS, run_alrun, steps_without_timings
 
 NETS = '''

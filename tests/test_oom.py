@@ -13,11 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-import alrun.loop
-from alrun.config import DatasetSpec, RunSpec, TrainSpec
-from alrun.errors import ModelError
-from alrun.inference import InferenceBatch, mc_probs
-from alrun.models import SeededDropout
+import alrun.loop.job
+from alrun.config.schema import DatasetSpec, RunSpec, TrainSpec
+from alrun.core.errors import ModelError
+from alrun.model.builders import SeededDropout
+from alrun.model.inference import InferenceBatch, mc_probs
 
 pytestmark = pytest.mark.usefixtures("test_deadline")  # no test here can hang a run (conftest)
 
@@ -81,7 +81,7 @@ def test_oom_with_a_single_item_is_one_sentence():
 def test_job_with_oom_equals_job_with_small_batch(tmp_path, monkeypatch, caplog):
     """A whole job whose model runs out of memory above 16 items goes on: same steps as a job run with
     inference_batch_size=16, and one warning for the whole job."""
-    real_build = alrun.loop.build_model
+    real_build = alrun.loop.job.build_model
     limits: list[MemoryLimit] = []
 
     def build_with_limit(*args, **kwargs):
@@ -96,10 +96,10 @@ def test_job_with_oom_equals_job_with_small_batch(tmp_path, monkeypatch, caplog)
                        device="cpu", inference_batch_size=batch_size, dataset=DatasetSpec(max_train=200, max_test=100),
                        train=TrainSpec(epochs=1, schedule="fixed"))
 
-    small = alrun.loop.ActiveLearningJob(spec(16), tmp_path / "small").run()
-    monkeypatch.setattr(alrun.loop, "build_model", build_with_limit)
+    small = alrun.loop.job.ActiveLearningJob(spec(16), tmp_path / "small").run()
+    monkeypatch.setattr(alrun.loop.job, "build_model", build_with_limit)
     with caplog.at_level(logging.WARNING, logger="alrun"):
-        oom = alrun.loop.ActiveLearningJob(spec(512), tmp_path / "oom").run()
+        oom = alrun.loop.job.ActiveLearningJob(spec(512), tmp_path / "oom").run()
     assert limits and limits[0].failures == 5  # 512 -> 256 -> 128 -> 64 -> 32 -> 16, once for the job
     timings = [c for c in oom.columns if c.startswith("time_")]
     pd.testing.assert_frame_equal(oom.drop(columns=timings), small.drop(columns=timings))

@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from alrun.cli import config_dir
-from alrun.config import run_spec_from_dict
+from alrun.config.schema import run_spec_from_dict
 
 STUDIES = {  # study -> (data set, the swept keys besides seed)
     "baseline": ("cifar10", {"heuristic"}),

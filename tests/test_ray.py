@@ -251,8 +251,8 @@ import ray
 
 @ray.remote
 def probe(lock_root, num_gpus):
-    from alrun.devices import claimed_device
-    from alrun.ray_launch import launching_context
+    from alrun.core.devices import claimed_device
+    from alrun.launch.ray_launch import launching_context
 
     with launching_context(os.getcwd(), {}, num_gpus):
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")

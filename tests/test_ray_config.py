@@ -57,7 +57,7 @@ def test_missing_ray_is_one_sentence_with_the_install_command(tmp_path):
 
 
 def test_forwarded_environment():
-    from alrun.ray_launch import forwarded_environment
+    from alrun.launch.ray_launch import forwarded_environment
 
     env = {"ALRUN_DATA_DIR": "d", "MLFLOW_TRACKING_TOKEN": "t", "HOME": "/h", "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
            "CUDA_VISIBLE_DEVICES": "0"}

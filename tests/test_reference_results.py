@@ -8,7 +8,6 @@ absolute paths, and the README's second command, `python -m pytest`, must pass a
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import re
 import shutil
 import subprocess
@@ -137,9 +136,9 @@ def test_readme_order_a_users_sweep_beside_the_reference_results(tmp_path):
 
 def test_readme_side_by_side_is_what_the_summaries_give():
     """results/README.md's comparison with the paper is generated from the committed summary.csv files."""
-    spec = importlib.util.spec_from_file_location("side_by_side", RESULTS / "side_by_side.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from alrun.report import side_by_side as module
+
+    assert module.RESULTS_DIR == RESULTS
     readme = (RESULTS / "README.md").read_text()
     block = readme.split(module.START)[1].split(module.END)[0]
     assert block.strip() == module.render().strip()

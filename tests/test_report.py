@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from alrun.errors import ConfigError
+from alrun.core.errors import ConfigError
 from alrun.report import choose_sizes, read_summary, summary_file, write_report
 
 

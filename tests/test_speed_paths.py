@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from alrun import heuristics
-from alrun.acquisition import top_positions
-from alrun.inference import mc_probs
-from alrun.models import SeededDropout, fold_for_inference, scaled_keep_mask
+from alrun.acquire import heuristics
+from alrun.acquire.acquisition import top_positions
+from alrun.model.builders import SeededDropout, fold_for_inference, scaled_keep_mask
+from alrun.model.inference import mc_probs
 
 
 @pytest.mark.parametrize("p", [0.1, 0.25, 0.5, 0.9])
@@ -176,7 +176,7 @@ def test_top_positions_with_a_generator_keep_the_order_of_scores(k):
 
 
 def test_acquire_breaks_ties_at_random():
-    from alrun.acquisition import acquire
+    from alrun.acquire.acquisition import acquire
 
     # no dropout: every MC sample agrees, every BALD score is 0, and the acquisition is a pure tie-break
     model = torch.nn.Sequential(torch.nn.Linear(4, 3))

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alrun.stats import (
+from alrun.report.stats import (
     aubc,
     holm,
     labels_to_target,

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from alrun.seeding import derived_seed
+from alrun.core.seeding import derived_seed
 from tests.conftest import LAUNCHERS, REPO, THREADS, run_alrun, steps_without_timings
 from tests.user_package import write_user_package
 
@@ -280,8 +280,8 @@ def test_a_sweep_stopped_by_one_sentence_ends_its_mlflow_run_failed_with_it(user
 
 
 def test_a_custom_component_is_named_by_its_config_file_with_the_keys_set_on_the_command_line():
-    from alrun.components import chosen_name, readable_names
-    from alrun.config import run_spec_from_dict
+    from alrun.config.components import chosen_name, readable_names
+    from alrun.config.schema import run_spec_from_dict
 
     spec = run_spec_from_dict({"heuristic": {"name": "custom", "_target_": "sweeppkg.acq.flaky", "fail_on": 3},
                                "dataset": {"name": "custom", "_target_": "a.load", "path": "x.npz"}})

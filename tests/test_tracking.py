@@ -19,8 +19,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from alrun.filelock import exclusive
-from alrun.tracked_values import job_params
+from alrun.core.filelock import exclusive
+from alrun.track.values import job_params
 from tests.conftest import LAUNCHERS, REPO, THREADS, run_alrun, run_faulted
 
 mlflow = pytest.importorskip("mlflow", reason="the `tracking` extra is not installed")
@@ -134,7 +134,7 @@ def test_no_metric_twice_after_a_second_report(tracked):
     """The sweep's report was written and logged twice (and a third time here, as `python -m alrun.report`
     logs it through log_to_recorded_store): every metric of every run holds one entry per step."""
     from alrun.report import write_report
-    from alrun.tracking import log_to_recorded_store
+    from alrun.track.tracker import log_to_recorded_store
 
     sweep = tracked[1]
     log_to_recorded_store(sweep, write_report(sweep))
@@ -316,8 +316,8 @@ def test_missing_mlflow_is_one_sentence_with_the_install_command(tmp_path):
 
 
 def test_tracker_settings_are_checked():
-    from alrun.errors import ConfigError
-    from alrun.tracking import Tracker, open_tracker, settings_from
+    from alrun.core.errors import ConfigError
+    from alrun.track.tracker import Tracker, open_tracker, settings_from
 
     assert type(open_tracker({"name": "none"})) is Tracker and not open_tracker(None).enabled
     with pytest.raises(ConfigError, match="`tracker=wandb` is not a tracker: use one of none, mlflow"):
@@ -325,7 +325,7 @@ def test_tracker_settings_are_checked():
 
 
 def test_relative_sqlite_uri_is_made_absolute_and_others_kept(tmp_path):
-    from alrun.tracking import resolve_uri
+    from alrun.track.tracker import resolve_uri
 
     assert resolve_uri("sqlite:///results/mlflow.db", tmp_path) == f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}"
     assert resolve_uri("sqlite:////abs/m.db", tmp_path) == "sqlite:////abs/m.db"
@@ -333,7 +333,7 @@ def test_relative_sqlite_uri_is_made_absolute_and_others_kept(tmp_path):
 
 
 def test_every_number_of_a_row_but_the_step_counter_is_a_metric():
-    from alrun.tracking import metric_key, row_metrics
+    from alrun.track.tracker import metric_key, row_metrics
 
     row = {"step": 2, "labelled": 40, "test_nll": 1.5, "f1_car": 0.25, "count_car": 3, "note": "x", "flag": True}
     assert row_metrics(row) == {"labelled": 40.0, "test_nll": 1.5, "f1_car": 0.25, "count_car": 3.0}
@@ -366,7 +366,7 @@ def test_verdict_numbers_reach_the_parent_once(tmp_path):
     """The training side's log_report (a hand-built Report) through the logger process, twice: every number
     of the verdict under a readable key, its decisions and sentences as tags, and no entry twice; a changed
     number is a newer entry that MLflow shows."""
-    from alrun.tracking import WorkerTracker
+    from alrun.track.tracker import WorkerTracker
 
     uri, sweep = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "sweep"
     sweep.mkdir()
@@ -397,7 +397,7 @@ def test_verdict_numbers_reach_the_parent_once(tmp_path):
 
 
 def test_a_report_without_a_verdict_logs_no_verdict():
-    from alrun.tracked_values import verdict_metrics, verdict_tags
+    from alrun.track.values import verdict_metrics, verdict_tags
 
     report = hand_built_report()
     del report.verdict, report.verdict_lines
@@ -405,7 +405,7 @@ def test_a_report_without_a_verdict_logs_no_verdict():
 
 
 def test_keys_and_values_mlflow_takes():
-    from alrun.tracked_values import MAX_PARAM_VALUE, job_params, join_key
+    from alrun.track.values import MAX_PARAM_VALUE, job_params, join_key
 
     assert join_key("verdict", "aubc_test_acc", "train.lr 0.01", "power_bald(beta=4)", "gain") == (
         "verdict/aubc_test_acc/train.lr 0.01/power_bald_beta_4_/gain")
@@ -420,7 +420,7 @@ def test_keys_and_values_mlflow_takes():
 def test_a_resumed_run_keeps_its_params_and_gets_the_missing_ones(tmp_path):
     """MLflow refuses a changed param: a re-opened job run logs only the keys it lacks (here a data folder
     that moved between attempts keeps its first value, and a key the first attempt did not have is added)."""
-    from alrun.mlflow_logger import MlflowJobRun, MlflowTracker
+    from alrun.track.mlflow_logger import MlflowJobRun, MlflowTracker
 
     tracker = MlflowTracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
     job, sweep = tmp_path / "sweep" / "job", tmp_path / "sweep"
@@ -480,7 +480,7 @@ def test_the_final_wait_stops_at_once_for_a_logger_that_reads_nothing(monkeypatc
     """The stall rule, with an injected clock: a logger that has read nothing since it started, for
     START_TIMEOUT, is stuck, and the job's final wait gives up before waiting at all (WAIT_TIMEOUT an hour: no
     fallback), warns once and stops sending; before START_TIMEOUT it is not stuck."""
-    import alrun.tracking as tracking
+    import alrun.track.tracker as tracking
     from tests.faults import STUCK_LOGGER
 
     monkeypatch.setattr(tracking, "WAIT_TIMEOUT", 3600.0)
@@ -517,7 +517,7 @@ def test_a_logger_that_reads_its_input_is_not_stuck(monkeypatch):
     """However long the (injected) clock runs, a logger that has read all it was sent is not stalled: a wait gets
     the whole WAIT_TIMEOUT (the next step is a poll, not 0); having read, it counts as stuck only once rows were
     dropped, after STALL_TIMEOUT without reading."""
-    import alrun.tracking as tracking
+    import alrun.track.tracker as tracking
 
     clock = FakeClock()
     tracker, _ = started(tracking, READING_LOGGER, clock)
@@ -544,7 +544,7 @@ def test_a_logger_that_reads_its_input_is_not_stuck(monkeypatch):
     (5.0, 12.0, 0.0),
 ])
 def test_the_wait_step_follows_both_limits(elapsed, stalled, step):
-    from alrun.tracking import wait_step
+    from alrun.track.tracker import wait_step
 
     assert wait_step(elapsed, stalled, timeout=30.0, stall=10.0, poll=0.5) == step
 
@@ -554,7 +554,7 @@ def test_a_full_queue_drops_step_rows_without_waiting(monkeypatch, caplog, test_
     every call returns at once, one warning for the job, and the job's end tells the logger how many."""
     import sys
 
-    import alrun.tracking as tracking
+    import alrun.track.tracker as tracking
     from tests.faults import STUCK_LOGGER
 
     monkeypatch.setattr(tracking, "WORKER_COMMAND", [sys.executable, "-c", STUCK_LOGGER])
@@ -598,7 +598,7 @@ def test_a_flaky_store_gets_each_param_and_metric_once(tmp_path):
 def test_a_store_failing_call_after_call_ends_the_runs_failed_with_the_reason(tmp_path, monkeypatch, caplog):
     """Writes that keep failing (each retried): after MAX_FAILED_CALLS calls in a row the logger gives up, warns
     once, and ends the runs it holds (the job's and the sweep's) FAILED with the reason; a lone failure does not."""
-    import alrun.mlflow_logger as logger
+    import alrun.track.mlflow_logger as logger
 
     monkeypatch.setattr(logger, "BACKOFF_S", 0.001)
     tracker = logger.MlflowTracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -633,7 +633,7 @@ def test_a_store_failing_call_after_call_ends_the_runs_failed_with_the_reason(tm
 def test_transient_errors_are_told_from_refusals():
     from mlflow.exceptions import MlflowException
 
-    from alrun.mlflow_logger import transient
+    from alrun.track.mlflow_logger import transient
 
     assert transient(ConnectionError("reset")) and transient(TimeoutError())
     assert transient(MlflowException("(sqlite3.OperationalError) database is locked"))
@@ -653,7 +653,7 @@ lustre@o2ib:/fs /lustre lustre rw 0 0
 
 
 def test_a_network_filesystem_is_found_in_the_mounts_table():
-    from alrun.tracking import network_mount
+    from alrun.track.tracker import network_mount
 
     assert network_mount(Path("/scratch/me/results"), FAKE_MOUNTS) == ("/scratch", "nfs4")
     assert network_mount(Path("/scratch"), FAKE_MOUNTS) == ("/scratch", "nfs4")
@@ -665,7 +665,7 @@ def test_a_network_filesystem_is_found_in_the_mounts_table():
 
 
 def test_a_sqlite_store_on_a_network_filesystem_warns_once_naming_tracker_uri(tmp_path, monkeypatch, caplog):
-    import alrun.tracking as tracking
+    import alrun.track.tracker as tracking
 
     uri = f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}"
     monkeypatch.setattr(tracking, "network_mount", lambda path, mounts=None: None)

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from alrun.config import ModelSpec, TrainSpec
-from alrun.inference import mc_probs
-from alrun.models import build_model, mlp, split_at_first_dropout
-from alrun.training import EarlyStopping, classification_metrics, epochs_for, fit
+from alrun.config.schema import ModelSpec, TrainSpec
+from alrun.model.builders import build_model, mlp, split_at_first_dropout
+from alrun.model.inference import mc_probs
+from alrun.train.fit import EarlyStopping, classification_metrics, epochs_for, fit
 
 
 def test_metrics_hand_computed():

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alrun.errors import AlrunError
+from alrun.core.errors import AlrunError
 from alrun.report import write_report
 from tests.conftest import run_alrun
 
@@ -141,7 +141,7 @@ def test_verdict_decided_and_no_decision_with_a_seed_estimate(tmp_path):
     entropy = next(line for line in report.verdict_lines if line.startswith("entropy:"))
     assert entropy.startswith("entropy: no decision.") and "seeds would detect a difference this size" in entropy
     # the estimate is the paired t power calculation on the observed spread
-    from alrun import stats
+    from alrun.report import stats
     acc = report.verdict.set_index(["heuristic", "metric"]).loc[("entropy", "aubc_test_acc")]
     paired = report.table[(report.table["metric"] == "paired_aubc_test_acc")].set_index("heuristic").loc["entropy"]
     assert f"about {stats.seeds_for_power(paired['mean'], paired['std'])} seeds" in entropy
@@ -188,7 +188,7 @@ def test_chance_level_is_said_instead_of_a_verdict(tmp_path):
 
 
 def test_an_overconfident_model_above_chance_accuracy_is_not_called_chance_level():
-    from alrun.verdict import chance_reason
+    from alrun.report.verdict import chance_reason
 
     assert chance_reason(0.35, 2.54, 10) is None  # NLL above log(10) = 2.30, accuracy 3.5 x chance
     assert chance_reason(0.18, 2.54, 10).startswith("accuracy 0.18 for 10 classes")

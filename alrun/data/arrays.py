@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch.nn.functional as F
 
-from alrun.config import DatasetSpec
+from alrun.config.schema import DatasetSpec
+from alrun.core.errors import DataError
+from alrun.core.seeding import generator
 from alrun.data.bundle import DataBundle, standardise_images
 from alrun.data.pathologies import subsample
-from alrun.errors import DataError
-from alrun.seeding import generator
 
 # the data subset (max_train / max_test) and held-out splits are the same for every job seed,
 # so that seeds differ only in the active-learning choices

@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from alrun.config import DatasetSpec
+from alrun.config.schema import DatasetSpec
+from alrun.core.errors import DataError
 from alrun.data.bundle import DataBundle
-from alrun.errors import DataError
 
 _CHUNK_ENTRIES = 1 << 22  # isfinite over rows in chunks: no bool copy of a whole image set
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from alrun.config import DatasetSpec
+from alrun.config.schema import DatasetSpec
+from alrun.core.errors import DataError
 from alrun.data.arrays import ImageArrays, check_labels, data_root, images_to_bundle
 from alrun.data.bundle import DataBundle
-from alrun.errors import DataError
 
 HOME_PAGE = "https://www.cs.toronto.edu/~kriz/cifar.html"
 

@@ -27,13 +27,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from alrun import components
-from alrun.config import DatasetSpec
+from alrun.config import components
+from alrun.config.schema import DatasetSpec
+from alrun.core.errors import DataError
 from alrun.data.arrays import ImageArrays, cap_indices, images_to_bundle
 from alrun.data.bundle import DataBundle
 from alrun.data.checks import check_lengths, check_not_empty, integer_labels, label_space, source_name
 from alrun.data.image_cache import cache_lock, read_cache, write_cache
-from alrun.errors import DataError
 
 KEY = "dataset._target_"
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")

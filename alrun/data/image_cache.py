@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alrun.filelock import exclusive
+from alrun.core.filelock import exclusive
 
 CACHE_FOLDER = ".alrun_cache"
 FORMAT_VERSION = 1

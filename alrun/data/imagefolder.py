@@ -22,13 +22,13 @@ import numpy as np
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
-from alrun.config import DatasetSpec
+from alrun.config.schema import DatasetSpec
+from alrun.core.errors import ConfigError, DataError
+from alrun.core.seeding import generator
 from alrun.data.arrays import DATA_SEED, ImageArrays, cap_indices, data_root, images_to_bundle
 from alrun.data.bundle import DataBundle
 from alrun.data.image_cache import cache_dirs, cache_lock, files_key, read_cache, write_cache
 from alrun.data.pathologies import stratified_split
-from alrun.errors import ConfigError, DataError
-from alrun.seeding import generator
 
 MIOTCD_CLASSES = (
     "articulated_truck", "bicycle", "bus", "car", "motorcycle", "non-motorized_vehicle", "pedestrian",

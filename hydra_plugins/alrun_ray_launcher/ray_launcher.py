@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 
 class RayLauncher(Launcher):
-    """One Ray task per job on a running Ray cluster (alrun.ray_launch).
+    """One Ray task per job on a running Ray cluster (alrun.launch.ray_launch).
 
     address: the cluster to join (`auto`: the one `ray start` started on this machine, or $RAY_ADDRESS;
     else HOST:PORT of its head). num_cpus, num_gpus: each job's resources. max_retries: how many times Ray
@@ -29,7 +29,7 @@ class RayLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from alrun.ray_launch import launch
+        from alrun.launch.ray_launch import launch
 
         return launch(self, job_overrides, initial_job_idx)
 

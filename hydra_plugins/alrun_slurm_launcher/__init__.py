@@ -1,1 +1,1 @@
-"""alrun's SLURM launcher for Hydra (`hydra/launcher=slurm`): see alrun/launchers.py."""
+"""alrun's SLURM launcher for Hydra (`hydra/launcher=slurm`): see alrun/launch/launchers.py."""

@@ -1,0 +1,126 @@
+"""One sweep folder -> summary.csv, table.csv, table.md, curves.png: the pipeline collect -> frames -> verdict
+-> tables -> renderers, run end to end."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from alrun.core.files import atomic_write_text
+from alrun.report.collect import collect, failure_reason, unfinished_jobs, write_summary
+from alrun.report.frames import (
+    METRIC_TITLES,
+    METRICS,
+    _targets_of,
+    check_one_job_per_seed,
+    choose_sizes,
+    group_columns_of,
+    label_heuristics,
+    long_table,
+    missing_reference,
+    setting_keys_of,
+    target_record,
+)
+from alrun.report.plot import plot_curves
+from alrun.report.tables import (
+    _integers,
+    compact_table,
+    evaluation_sections,
+    fit_note,
+    study_sections,
+    to_markdown,
+    validation_note,
+    wide_table,
+)
+from alrun.report.verdict import verdict as make_verdict
+
+
+@dataclass
+class Report:
+    """What :func:`write_report` produced."""
+
+    summary: pd.DataFrame  # every step of every job
+    table: pd.DataFrame  # long: groups..., labelled, metric, mean, std, n
+    group_columns: list[str]
+    sizes: list[int]
+    markdown: str
+    failed_jobs: list[str]
+    extra: list[tuple[str, pd.DataFrame]]  # AUBC, paired against Random, penalty matrices, the study's own tables
+    target_accuracy: tuple[float, ...] = ()  # the test accuracies the labels needed are reported for
+    compact: pd.DataFrame = field(default_factory=pd.DataFrame)  # the terminal's one table: see compact_table
+    verdict: pd.DataFrame = field(default_factory=pd.DataFrame)  # alrun.report.verdict.Verdict.rows
+    verdict_lines: list[str] = field(default_factory=list)  # the verdict's sentences, one per heuristic
+    notes: list[str] = field(default_factory=list)  # sentences on what the tables leave out, and why
+    unfinished: list[str] = field(default_factory=list)  # job folders with neither `done` nor `failed`
+
+
+def write_report(sweep_dir: Path, sizes: list[int] | None = None,
+                 target_accuracy: float | list[float] | None = None, compress: bool | None = None) -> Report | None:
+    """Aggregate every job under `sweep_dir` and write the summary, tables and plot there.
+
+    A folder holding only a summary.csv or summary.csv.gz (no job folders) is rebuilt from it. `target_accuracy`,
+    one test accuracy or a list (else the jobs' `report.target_accuracy`), adds the labels each job needed to
+    reach it. `compress`: write the summary gzip-compressed (True), as text (False), or as the folder holds it
+    (None, see :func:`write_summary`). Returns None when no job has finished a step yet.
+    """
+    sweep_dir = Path(sweep_dir)
+    summary, failed = collect(sweep_dir)
+    if summary.empty:
+        return None
+    if sizes is None and "report_sizes" in summary.columns:
+        sizes = json.loads(summary["report_sizes"].iloc[0]) or None
+    targets = _targets_of(summary, target_accuracy)
+    groups = group_columns_of(summary) or ["job"]  # jobs that recorded no settings: one row each
+    summary = label_heuristics(summary, setting_keys_of(summary))
+    check_one_job_per_seed(summary, groups)
+    chosen, sizes_note = choose_sizes(summary, sizes)
+    table = long_table(summary, groups, chosen)
+    # the sizes and the target travel in summary.csv, so a folder holding only it rebuilds the same tables
+    summary["report_sizes"] = json.dumps(chosen)
+    summary["report_target_accuracy"] = target_record(targets)
+    evaluation, evaluation_long, paired = evaluation_sections(summary, groups, chosen, targets)
+    found = make_verdict(summary, paired, groups)
+    notes = [n for n in (sizes_note, validation_note(summary), fit_note(summary)) if n]
+    notes += [f"No random run at {where}: its heuristics have no paired comparison." for where in
+              missing_reference(summary, groups)]
+    write_summary(sweep_dir, summary, compress)
+    verdict_long = found.rows.assign(metric="verdict_" + found.rows["metric"]) if not found.rows.empty else found.rows
+    full_table = pd.concat([f for f in (table, evaluation_long, verdict_long) if not f.empty], ignore_index=True)
+    atomic_write_text(sweep_dir / "table.csv", _integers(full_table).to_csv(index=False))
+    n_jobs = summary["job"].nunique()
+    seeds = sorted(summary["seed"].unique()) if "seed" in summary.columns else []
+    sections = [f"# Results of {sweep_dir.name}\n", "## Verdict\n",
+                "Each heuristic against random, paired by seed, on the whole learning curve of test accuracy "
+                "(AUBC; p Holm-adjusted over the accuracy table):\n",
+                *(f"- {line}" for line in found.lines), "",
+                f"{n_jobs} jobs, seeds {', '.join(str(x) for x in seeds) or '-'}. Cells: mean +- std over seeds "
+                "(number of seeds). Read at the labelled sizes shown; a cell marked @N was read at N labelled "
+                "items, the group's last step below that size.\n"]
+    sections.extend(f"{note}\n" for note in notes)
+    for metric in METRICS:
+        wide = wide_table(table, groups, metric)
+        if wide.empty:
+            continue
+        sections.append(f"## {METRIC_TITLES[metric]}\n")
+        sections.append(to_markdown(wide))
+    extra = evaluation + study_sections(summary, groups, chosen)
+    for title, frame in extra:
+        sections.append(f"## {title}\n")
+        sections.append(to_markdown(frame))
+    if failed:
+        sections.append("\nFailed jobs (their `error.txt` has the details):\n")
+        sections.extend(f"- {job}: {failure_reason(sweep_dir / job)}" for job in failed)
+    unfinished = unfinished_jobs(sweep_dir)
+    if unfinished:
+        sections.append("\nUnfinished jobs (no `done` marker: interrupted, cancelled or still running; re-running "
+                        "the sweep's command with the same hydra.sweep.dir resumes them):\n")
+        sections.extend(f"- {job}" for job in unfinished)
+    markdown = "\n".join(sections)
+    atomic_write_text(sweep_dir / "table.md", markdown)
+    plot_curves(summary, groups, sweep_dir / "curves.png")
+    compact = compact_table(full_table, groups, chosen[-1])
+    return Report(summary, full_table, groups, chosen, markdown, failed, extra, targets, compact, found.rows,
+                  found.lines, notes, unfinished)
