@@ -228,6 +228,37 @@ def test_a_stale_command_is_caught():
     assert check(Command("test", 0, "alrun heuristic=bald,margin 'seed=range(0,3)' scale=smoke")) is None
 
 
+def python_examples() -> list[tuple[str, str]]:
+    """(page:line, code) of every ```python block of the docs that imports alrun."""
+    found = []
+    for path in PAGES:
+        text = path.read_text()
+        for match in re.finditer(r"^```python\n(.*?)^```", text, re.S | re.M):
+            if re.search(r"^(from|import) alrun", match.group(1), re.M):
+                found.append((f"{path.relative_to(REPO)}:{text.count(chr(10), 0, match.start()) + 1}", match.group(1)))
+    return found
+
+
+@pytest.mark.parametrize(("where", "code"), python_examples(), ids=[w for w, _ in python_examples()])
+def test_every_documented_python_example_runs(where, code, capsys):
+    exec(compile(code, where, "exec"), {"__name__": "docs_example"})  # noqa: S102 - the docs' own examples
+
+
+def test_the_api_page_names_importable_objects():
+    """Each `::: dotted.path` of the API page imports (the package paths, not the aliases of alrun 0.1)."""
+    import importlib
+
+    paths = re.findall(r"^::: ([\w.]+)$", (DOCS / "reference" / "api.md").read_text(), re.M)
+    assert len(paths) >= 10
+    for path in paths:
+        module, _, name = path.rpartition(".")
+        try:
+            importlib.import_module(path)
+        except ModuleNotFoundError:
+            assert hasattr(importlib.import_module(module), name), path
+        assert not any(part in path for part in ("alrun.heuristics", "alrun.batch", "alrun.stats")), path
+
+
 def test_the_readme_fits_on_two_screens_and_links_into_the_site():
     readme = (REPO / "README.md").read_text()
     assert len(readme.splitlines()) <= README_MAX_LINES
