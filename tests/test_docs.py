@@ -259,6 +259,33 @@ def test_the_api_page_names_importable_objects():
         assert not any(part in path for part in ("alrun.heuristics", "alrun.batch", "alrun.stats")), path
 
 
+def test_the_modules_and_files_the_docs_name_exist():
+    """A module path (`alrun.model.inference.mc_probs`) or a file of the repository (`alrun/acquire/batch.py`,
+    `tests/test_slurm.py`) named in the docs is there: a move of the code shows here, not in a reader's shell."""
+    import importlib
+
+    def resolves(dotted: str) -> bool:
+        parts = dotted.split(".")
+        for cut in range(len(parts), 0, -1):
+            try:
+                obj = importlib.import_module(".".join(parts[:cut]))
+            except ModuleNotFoundError:
+                continue
+            for name in parts[cut:]:
+                if not hasattr(obj, name):
+                    return False
+                obj = getattr(obj, name)
+            return True
+        return False
+
+    text = "\n".join(path.read_text() for path in PAGES)
+    dotted = set(re.findall(r"\balrun(?:\.[A-Za-z_]\w*)+", text))
+    files = set(re.findall(r"\b(?:alrun|hydra_plugins|tests|benchmarks|configs|examples|\.ci)/[\w./-]*\w", text))
+    assert len(dotted) >= 10 and len(files) >= 20
+    assert [d for d in sorted(dotted) if not resolves(d)] == []
+    assert [f for f in sorted(files) if not (REPO / f).exists()] == []
+
+
 def test_the_readme_fits_on_two_screens_and_links_into_the_site():
     readme = (REPO / "README.md").read_text()
     assert len(readme.splitlines()) <= README_MAX_LINES
