@@ -182,7 +182,7 @@ def test_labels_saved_against_a_hand_computation(tmp_path):
     saved = report.verdict.set_index(["heuristic", "metric"]).loc[("bald", "labels_saved")]
     assert saved["mean"] == pytest.approx((10 + 10 + 3) / 3) and saved["target"] == pytest.approx(0.7)
     bald = next(line for line in report.verdict_lines if line.startswith("bald:"))
-    assert "labels to accuracy 0.700: bald 24, random 32 on its own seeds, saved +8" in bald
+    assert "labels to accuracy 0.700 (paired by seed): bald 24, random 32, saved +8" in bald
     # a seed that never reaches it counts at the budget, and says so
     write_job(tmp_path, "entropy", 0, [0.3, 0.4, 0.5, 0.6])
     write_job(tmp_path, "entropy", 1, [0.3, 0.6, 0.7, 0.72])

@@ -204,7 +204,7 @@ def _labels_text(pair: _Pair, options: Options, level: float, decision: str) -> 
     n = int(saved.n)
     row = {"metric": "labels_saved", "role": "descriptive", "n": n, "mean": float(saved.saved),
            "ci_low": float(saved.low), "ci_high": float(saved.high), "level": level, "target": goal}
-    where = f"labels to accuracy {goal:.3f}"
+    where = f"labels to accuracy {goal:.3f} (paired by seed)"
     if bool(saved.at_start):
         row.update(mean=0.0, ci_low=0.0, ci_high=0.0)
         return row, f"{where}: reached at the start ({pair.sizes[0]:.0f} labels) on every seed, nothing to save"
@@ -225,8 +225,8 @@ def _labels_text(pair: _Pair, options: Options, level: float, decision: str) -> 
     if decision == dc.BETTER and float(saved.low) > 0 and float(saved.random_needs) > 0:
         share = f", {float(saved.saved) / float(saved.random_needs):.0%} fewer"
     counted = " (counted at the budget)" if missing else ""
-    return row, (f"{where}: {pair.name} {float(saved.heuristic_needs):.0f}, random {float(saved.random_needs):.0f} "
-                 f"on its own seeds, saved {_fmt(float(saved.saved), '+.0f')}{spread}{share}{never}{counted}")
+    return row, (f"{where}: {pair.name} {float(saved.heuristic_needs):.0f}, random {float(saved.random_needs):.0f}, "
+                 f"saved {_fmt(float(saved.saved), '+.0f')}{spread}{share}{never}{counted}")
 
 
 def verdict(summary: pd.DataFrame, groups: list[str], options: Options | None = None) -> Verdict:
@@ -359,7 +359,7 @@ def _sentence(pair: _Pair, i: int, family: dc.Family, options: Options, out_of_r
                "every seed gives the same difference, so there is no spread to test it against")
         rests = f"{number}; {why}"
     if decision == dc.UNDECIDED and out_of_reach:
-        rests += f"; a difference this small would take more than {dc.MAX_HINT_SEEDS} seeds to decide"
+        rests += f"; at this size and spread more than {dc.MAX_HINT_SEEDS} seeds would be needed to decide it"
     descriptive, rows = _descriptive(pair, i, family, options, level, decision)
     text = f"{pair.label}: {words}. {rests}."
     if descriptive:
