@@ -385,6 +385,11 @@ def main() -> None:
     message = target_spelling_error(sys.argv[1:])
     if message:
         fail(message)
+    from alrun.launch.study_folder import study_change
+
+    message = study_change(sys.argv[1:])  # a folder holds one study: refused before any job runs
+    if message:
+        fail(message)
     if asks_for_determinism(sys.argv[1:]):  # before any CUDA call of the process: cuBLAS reads it once
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # devices.CUBLAS_DETERMINISTIC
     hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(task)()

@@ -341,3 +341,41 @@ def test_the_seeds_command_pasted_adds_seeds_to_the_same_study(tmp_path):
     shared = {k: v for k, v in configs["heuristic=bald,seed=0"].items() if k not in ("seed", "heuristic.name")}
     assert all({k: c[k] for k in shared} == shared for c in configs.values())
     assert json.loads((after["heuristic=bald,seed=2"] / "job.json").read_text())["n_classes"] == 10
+
+
+def _sweep_folder(folder: Path, task: list[str]) -> Path:
+    """A sweep folder's multirun.yaml as Hydra writes it (only the part alrun reads)."""
+    folder.mkdir(parents=True)
+    lines = ["hydra:", "  overrides:", "    hydra:", f"    - hydra.sweep.dir={folder}", "    task:",
+             *(f"    - {o}" for o in task)]
+    (folder / "multirun.yaml").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_a_command_that_drops_the_folders_dataset_is_refused_in_one_sentence(tmp_path):
+    sweep = _sweep_folder(tmp_path / "npz_sweep", ["dataset=npz", "dataset.path=data/x.npz", "seed=0,1"])
+    proc = run_alrun(["seed=range(0,4)", f"hydra.sweep.dir={sweep}"], tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    [error] = [line for line in proc.stderr.splitlines() if line.startswith("alrun: error:")]
+    assert "drops dataset=npz" in error
+    assert "run `alrun dataset=npz dataset.path=data/x.npz 'seed=range(0,4)' hydra.sweep.dir=" in error
+    assert not list(sweep.rglob("job.json"))
+
+
+def test_adding_seeds_or_sweeping_an_unfixed_setting_still_extends_the_folder(tmp_path):
+    from alrun.launch.study_folder import study_change
+    from alrun.report.resume import seeds_command
+
+    sweep = _sweep_folder(tmp_path / "s", ["scale=smoke", "heuristic=bald,random", "seed=0,1"])
+    folder = f"hydra.sweep.dir={sweep}"
+    assert study_change(["scale=smoke", "seed=range(0,6)", folder]) is None
+    assert study_change(["scale=smoke", "heuristic=bald,random,entropy", "lambda=0,0.1", folder]) is None
+    assert study_change(shlex_split(seeds_command(sweep, 5))[1:]) is None  # the verdict's own line
+    assert "changes scale=smoke to scale=laptop" in study_change(["scale=laptop", folder])
+    assert study_change(["dataset=mnist"]) is None  # a new folder of its own
+
+
+def shlex_split(text: str) -> list[str]:
+    import shlex
+
+    return shlex.split(text)
