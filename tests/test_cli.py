@@ -107,6 +107,8 @@ def test_job_json_records_settings(smoke_sweep):
     ("lambda=2", "lambda=2"),
     ("mc_samples=-1", "mc_samples=-1"),
     ("report.target_accuracy=80", "report.target_accuracy=80"),
+    ("report.primary=auc", "report.primary=auc"),
+    ("report.equivalence_margin=-1", "report.equivalence_margin=-1"),
 ])
 def test_bad_config_one_sentence_no_traceback(tmp_path, override, fragment):
     proc = run_alrun(["scale=smoke", "heuristic=bald", "seed=0", override,
