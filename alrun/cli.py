@@ -315,6 +315,59 @@ def target_spelling_error(argv: list[str]) -> str | None:
     return None
 
 
+def config_dirs(argv: list[str]) -> list[str]:
+    """alrun's config folder and the user's `--config-dir`/`-cd` ones, where their options live."""
+    dirs = [config_dir()]
+    for i, arg in enumerate(argv):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+            dirs.append(argv[i + 1])
+        elif arg.startswith("--config-dir="):
+            dirs.append(arg.split("=", 1)[1])
+    return dirs
+
+
+def setting_typo_error(argv: list[str]) -> str | None:
+    """The sentence for a key no config holds (`querysize=20`, `+querysize=20`, `model.hed=fc`) or an option
+    with a near namesake (`heuristic=bal`), read from the command line before Hydra composes: Hydra would say
+    "not in struct" and advise `+key`, which only moves the error into every job. None when all is known."""
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    from alrun.config.keys import Settings, unknown_option, unknown_setting
+
+    try:
+        args, _ = get_args_parser().parse_known_args(argv)
+    except BaseException:  # noqa: BLE001 - argparse exits on a bad flag; Hydra says what is wrong
+        return None
+    parser, overrides = OverridesParser.create(), []
+    for arg in args.overrides or []:  # one by one: a value Hydra cannot read (a path) leaves the others checked
+        try:
+            overrides.append(parser.parse_override(arg))
+        except BaseException:  # noqa: BLE001 - Hydra itself says what is wrong with it
+            continue
+    settings = Settings(config_dirs(argv))
+    chosen = {o.key_or_group: _choice_values(o) or [] for o in overrides if o.key_or_group in settings.groups}
+    for override in overrides:
+        key = override.key_or_group
+        if override.type == OverrideType.DEL or override.package or "/" in key or key.startswith("hydra"):
+            continue
+        group = key.split(".")[0]
+        if "." in key and group in settings.groups and override.type != OverrideType.CHANGE:
+            continue  # `++model.width=64`: an extra key of the user's own component, passed to it
+        if key in settings.groups:
+            for value in chosen[key]:
+                if value not in settings.groups[key] and settings.nearest_option(key, value):
+                    return unknown_option(key, value, settings)
+            continue  # an option with no near namesake: Hydra lists the options
+        if not settings.knows(key):
+            sentence = unknown_setting(key, settings)
+            if group in GROUPS_WITH_TARGET and "custom" in chosen.get(group, []):
+                sentence += f" (a key of your own {group}=custom goes in with `++{key}=...`)"
+            return sentence
+    return None
+
+
 def asks_for_determinism(argv: list[str]) -> bool:
     """Whether a command line sets `deterministic` to true for any job (`deterministic=true`, or a sweep such
     as `deterministic=false,true`)."""
@@ -375,8 +428,10 @@ def settings_of_swept_groups(argv: list[str]) -> list[str]:
 def main() -> None:
     """Console script `alrun`."""
     os.environ["ALRUN_COMMAND"] = " ".join(["alrun", *sys.argv[1:]])  # as typed, for the tracker's tag
+    # before `++` is added to the settings of swept groups: a misspelt key is the user's, as typed
+    message = setting_typo_error(sys.argv[1:])
     sys.argv[1:] = settings_of_swept_groups(as_multirun(sys.argv[1:]))
-    message = target_spelling_error(sys.argv[1:])
+    message = message or target_spelling_error(sys.argv[1:])
     if message:
         fail(message)
     if asks_for_determinism(sys.argv[1:]):  # before any CUDA call of the process: cuBLAS reads it once

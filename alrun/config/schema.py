@@ -6,6 +6,7 @@ Nothing here imports Hydra: the CLI turns the composed config into a plain dict 
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -283,12 +284,25 @@ def _with_target(values: dict[str, Any], cls: type) -> dict[str, Any]:
     return values
 
 
+# RunSpec's fields as the config names them (the paper's lambda and delta); fields filled from a group's other
+# keys (heuristic_params, args, target) are no setting a user types
+CONFIG_NAMES = {"label_noise": "lambda", "imbalance_classes": "delta", "target": "_target_", "heuristic_params": None,
+                "args": None}
+# root keys of the config that steer the CLI and the report, not the job (popped before RunSpec is built)
+NOT_JOB_KEYS = ("study", "report", "scale_name", "data_dir", "grid", "pool_limit", "tracker")
+
+
 def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        key = f"{prefix}{unknown[0]}"
-        raise ConfigError(f"`{key}` is not a known setting: use one of {', '.join(sorted(known))}.")
+        names = {CONFIG_NAMES.get(k, k) for k in known} - {None}
+        if cls is RunSpec:
+            names |= {"epochs", *NOT_JOB_KEYS}
+        key = unknown[0]
+        near = difflib.get_close_matches(key, sorted(names), n=1, cutoff=0.6)
+        hint = f"did you mean `{prefix}{near[0]}`?" if near else f"use one of {', '.join(sorted(names))}."
+        raise ConfigError(f"unknown setting `{prefix}{key}`: {hint}")
     return cls(**values)
 
 
@@ -314,7 +328,7 @@ def run_spec_from_dict(cfg: dict[str, Any]) -> RunSpec:
         "imbalance_classes": cfg.pop("delta", 0),
     }
     # keys that steer the CLI and the report, not the job
-    for key in ("study", "report", "scale_name", "data_dir", "grid", "pool_limit", "tracker"):
+    for key in NOT_JOB_KEYS:
         cfg.pop(key, None)
     top.update(cfg)
     return _build(
