@@ -25,6 +25,7 @@ from alrun.config.schema import RunSpec, run_spec_from_dict
 from alrun.config.settings import flatten
 from alrun.core.errors import AlrunError, DataError, HeuristicError, TrainingDiverged
 from alrun.core.files import atomic_write_text
+from alrun.launch.interrupt import catch_interrupts, on_interrupt
 from alrun.launch.job_folders import register as register_job_folder
 from alrun.launch.sweep import end_tracked_sweep, sweep_dir_of, under_submitit  # noqa: F401 - also cli's API
 from alrun.track.tracker import JobRun, chain, last_line, open_tracker
@@ -436,7 +437,12 @@ def main() -> None:
         fail(message)
     if asks_for_determinism(sys.argv[1:]):  # before any CUDA call of the process: cuBLAS reads it once
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # devices.CUBLAS_DETERMINISTIC
-    hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(task)()
+    typed = list(sys.argv[1:])
+    catch_interrupts()
+    try:
+        hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(task)()
+    except KeyboardInterrupt:  # Ctrl-C: one line and the report of what finished, not Hydra's traceback
+        on_interrupt(typed)
 
 
 if __name__ == "__main__":

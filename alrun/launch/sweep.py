@@ -13,6 +13,16 @@ from alrun.track.tracker import last_line, open_tracker
 
 log = logging.getLogger("alrun")
 
+# the sweep this process launched, set before its first job (ReportCallback): a Ctrl-C reaches the entry point
+# outside Hydra, which no longer says which folder it was writing, nor the report's settings
+LAUNCHED: dict[str, Any] = {}
+
+
+def note_launch(folder: Path, config: DictConfig) -> None:
+    """Remember the sweep's folder and its report settings (`report.sizes`, `report.target_accuracy`)."""
+    report = OmegaConf.to_container(config.get("report") or {}, resolve=True) or {}
+    LAUNCHED.update(folder=Path(folder), sizes=report.get("sizes"), target=report.get("target_accuracy"))
+
 
 # launchers that run each job in a process of its own, maybe on another host: submitit's, alrun's SLURM launcher on
 # it (hydra/launcher=slurm), alrun's Ray launcher
