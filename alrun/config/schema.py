@@ -70,8 +70,9 @@ class ModelSpec:
     # `model=custom`: the dotted path of the user's nn.Module class or factory (`_target_`) and its extra keys
     target: str | None = None
     args: dict[str, Any] = field(default_factory=dict)
-    # a custom non-Sequential model: the attributes of its deterministic trunk and of the head holding
-    # every dropout layer, so MC sampling runs the trunk once and the head T times (None: T full passes)
+    # a custom non-Sequential model: the submodule holding every dropout layer (`head`; the trunk is everything
+    # that runs before it, or the submodule `trunk` names), so MC sampling runs the trunk once and the head T
+    # times (None: T full passes)
     trunk: str | None = None
     head: str | None = None
 
@@ -172,8 +173,11 @@ def validate(spec: RunSpec) -> None:
     _check_target("dataset", spec.dataset)
     _check(m.name == CUSTOM or (m.trunk is None and m.head is None), "model.trunk", m.trunk,
            "model.trunk and model.head name the halves of a custom model (model=custom)")
-    _check((m.trunk is None) == (m.head is None), "model.head" if m.head is None else "model.trunk",
-           m.head if m.head is None else m.trunk, "give both model.trunk and model.head, or neither")
+    # the head alone splits the network: the trunk is whatever runs before it; a trunk alone says nothing of
+    # where the dropout starts
+    _check(m.trunk is None or m.head is not None, "model.trunk", m.trunk,
+           "name the head that holds the dropout layers instead, e.g. model.head=fc (the trunk is everything "
+           "that runs before it)")
     for key in ("trunk", "head"):
         value = getattr(m, key)
         _check(value is None or (isinstance(value, str) and all(p.isidentifier() for p in value.split("."))),
