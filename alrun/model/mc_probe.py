@@ -132,17 +132,18 @@ def kept_dropouts(model: nn.Module) -> list[nn.Module]:
 
 
 def probe_probs(model: nn.Module, x: torch.Tensor, n_samples: int, seed: int, name: str,
-                amp: bool = False, split: bool = True) -> torch.Tensor:
+                amp: bool = False, split: bool = True, batch_size: int | None = None) -> torch.Tensor:
     """MC probabilities [N, C, T] of x [N, ...] as the job's inference draws them: dropout masks from the
     generator (seed, name) and torch's global generator seeded from (seed, name), which is restored after.
-    `split=False`: T full passes, the reference a split is checked against."""
+    `split=False`: T full passes, the reference a split is checked against (`batch_size`: items per chunk, by
+    default all of x)."""
     device = next(model.parameters()).device
     devices = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         seed_global(seed, name)
-        return mc_probs(model, x, n_samples, generator=generator(seed, name, device), batch_size=x.shape[0],
-                        amp=amp, split=split).float().cpu()
+        return mc_probs(model, x, n_samples, generator=generator(seed, name, device),
+                        batch_size=batch_size or x.shape[0], amp=amp, split=split).float().cpu()
 
 
 def _equal(a: torch.Tensor, b: torch.Tensor, exact: bool) -> bool:
@@ -240,12 +241,14 @@ def check_split(model: nn.Module, x_probe: torch.Tensor, seed: int, model_name: 
         return
     x = x_probe[:PROBE_ITEMS]
     try:
-        split = probe_probs(model, x, PROBE_SAMPLES, seed, "probe/split")
+        # one chunk each way, so both draw their masks in the same order (full passes chunk by batch / T items)
+        split = probe_probs(model, x, PROBE_SAMPLES, seed, "probe/split", batch_size=x.shape[0] * PROBE_SAMPLES)
     except Exception as exc:  # noqa: BLE001 - a forward that cannot take the repeated input: said in one sentence
         raise ModelError(f"{model_name} cannot be sampled with `model.head={getattr(model, MC_HEAD)}`: its forward "
                          f"fails with the head's input repeated ({type(exc).__name__}: {_first_line(exc)}); drop "
                          "model.head to run T full passes.") from None
-    full = probe_probs(model, x, PROBE_SAMPLES, seed, "probe/split", split=False)
+    full = probe_probs(model, x, PROBE_SAMPLES, seed, "probe/split", split=False,
+                       batch_size=x.shape[0] * PROBE_SAMPLES)
     gap = float((split - full).abs().max())
     if not gap <= SPLIT_TOLERANCE:
         raise ModelError(f"{model_name} split at `model.head={getattr(model, MC_HEAD)}` samples differently from "
