@@ -316,14 +316,39 @@ def target_spelling_error(argv: list[str]) -> str | None:
     return None
 
 
-def config_dirs(argv: list[str]) -> list[str]:
-    """alrun's config folder and the user's `--config-dir`/`-cd` ones, where their options live."""
+def _search_dir(entry: str) -> str | None:
+    """A `hydra.searchpath` entry as a folder (`pkg://mypkg.conf`, `file://conf`, `conf`); None when it cannot
+    be found here."""
+    import importlib.util
+
+    entry = entry.strip().strip("'\"")
+    if entry.startswith("pkg://"):
+        top, *rest = entry[len("pkg://"):].split(".")
+        try:
+            found = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            return None
+        if found is None or not found.submodule_search_locations:
+            return None
+        return str(Path(list(found.submodule_search_locations)[0], *rest))
+    return entry.removeprefix("file://")
+
+
+def config_dirs(argv: list[str]) -> list[str] | None:
+    """alrun's config folder and the user's (`--config-dir`/`-cd`, `hydra.searchpath=[...]`), where their
+    options live; None when one of them cannot be found before Hydra looks (then only keys are checked)."""
     dirs = [config_dir()]
     for i, arg in enumerate(argv):
         if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
             dirs.append(argv[i + 1])
         elif arg.startswith("--config-dir="):
             dirs.append(arg.split("=", 1)[1])
+        elif arg.lstrip("+").startswith("hydra.searchpath="):
+            for entry in arg.split("=", 1)[1].strip("[]").split(","):
+                folder = _search_dir(entry) if entry.strip() else None
+                if folder is None or not Path(folder).is_dir():
+                    return None
+                dirs.append(folder)
     return dirs
 
 
@@ -347,7 +372,8 @@ def setting_typo_error(argv: list[str]) -> str | None:
             overrides.append(parser.parse_override(arg))
         except BaseException:  # noqa: BLE001 - Hydra itself says what is wrong with it
             continue
-    settings = Settings(config_dirs(argv))
+    folders = config_dirs(argv)
+    settings = Settings(folders or [config_dir()])
     chosen = {o.key_or_group: _choice_values(o) or [] for o in overrides if o.key_or_group in settings.groups}
     for override in overrides:
         key = override.key_or_group
@@ -357,7 +383,7 @@ def setting_typo_error(argv: list[str]) -> str | None:
         if "." in key and group in settings.groups and override.type != OverrideType.CHANGE:
             continue  # `++model.width=64`: an extra key of the user's own component, passed to it
         if key in settings.groups:
-            for value in chosen[key]:
+            for value in chosen[key] if folders is not None else []:  # a folder not found: Hydra's to check
                 if value not in settings.groups[key] and settings.nearest_option(key, value):
                     return unknown_option(key, value, settings)
             continue  # an option with no near namesake: Hydra lists the options

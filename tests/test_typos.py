@@ -61,3 +61,13 @@ def test_library_users_get_the_config_names_too():
     with pytest.raises(ConfigError) as info:
         run_spec_from_dict({"noise": 0.1})
     assert "lambda" in str(info.value) and not any(n in str(info.value) for n in INTERNAL_NAMES)
+
+
+def test_options_of_a_users_search_path_are_known(tmp_path):
+    from tests.conftest import REPO
+
+    env = {"PYTHONPATH": f"{REPO / 'examples'}:{__import__('os').environ.get('PYTHONPATH', '')}"}
+    ok = run_alrun(["hydra.searchpath=[pkg://mypkg.conf]", "dataset=mydigits", "--cfg", "job"], tmp_path, env=env)
+    assert ok.returncode == 0
+    typo = run_alrun(["hydra.searchpath=[pkg://mypkg.conf]", "dataset=mydigit"], tmp_path, check=False, env=env)
+    assert "unknown dataset `mydigit`: did you mean `mydigits`?" in typo.stderr

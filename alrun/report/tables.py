@@ -51,7 +51,7 @@ def to_markdown(frame: pd.DataFrame) -> str:
         return "(no rows)\n"
     header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(_plain(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    body = ["| " + " | ".join(plain_value(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *body]) + "\n"
 
 
@@ -304,12 +304,12 @@ def held_fixed(summary: pd.DataFrame, groups: list[str], setting_keys: list[str]
     others = [k for k in setting_keys if k not in shown and k not in FIXED_FIRST and fixed_value(k) is not None]
     if not shown and not others:
         return ""
-    words = ", ".join(f"{k}={_plain(v)}" for k, v in shown.items())
+    words = ", ".join(f"{k}={plain_value(v)}" for k, v in shown.items())
     more = f" and {len(others)} more settings (each job's in summary.csv)" if others else ""
     return f"Held fixed in this sweep: {words}{more}.\n"
 
 
-def _plain(value: object) -> str:
+def plain_value(value: object) -> str:
     """20 for 20.0 and 20 alike, text as it is."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
