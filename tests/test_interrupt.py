@@ -21,9 +21,10 @@ def rows_in(folder: Path) -> int:
 
 
 def start(cwd: Path, args: list[str]) -> subprocess.Popen:
+    """alrun in a process group of its own, as a shell runs a command: a terminal's Ctrl-C reaches the group."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "ALRUN_DATA_DIR": str(cwd / "data")}
     return subprocess.Popen([sys.executable, "-m", "alrun", *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
 
 def wait_for_rows(proc: subprocess.Popen, folder: Path, n: int, limit_s: float = 300) -> None:
@@ -73,3 +74,13 @@ def test_without_a_named_folder_the_line_names_it(tmp_path):
 
     assert resume_hint(["scale=smoke"], tmp_path) == f"the same command with hydra.sweep.dir={tmp_path} resumes"
     assert resume_hint(["hydra.sweep.dir=x"], tmp_path) == "the same command resumes"
+
+
+def test_ctrl_c_reaching_every_joblib_worker_is_one_line_too(tmp_path):
+    proc = start(tmp_path, [*SWEEP, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                            f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    wait_for_rows(proc, tmp_path / "sweep", 2)
+    os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C: the launcher and its workers alike
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert err.strip().splitlines()[-1].startswith("alrun: interrupted after ")
