@@ -234,6 +234,9 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
     try:
         with job_progress(title) as on_step:
             rows = job.run(chain(on_step, tracked.on_step))
+    except KeyboardInterrupt:  # Ctrl-C: its run ends with what it logged; main() says the rest in one line
+        tracked.finish(error="interrupted (Ctrl-C); the same command resumes it")
+        raise
     except Exception as exc:  # noqa: BLE001 - a failing job must not stop the others
         if stops_the_sweep(exc):
             tracked.finish(error=str(exc))

@@ -84,3 +84,19 @@ def test_ctrl_c_reaching_every_joblib_worker_is_one_line_too(tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert err.strip().splitlines()[-1].startswith("alrun: interrupted after ")
+
+
+def test_ctrl_c_under_mlflow_ends_the_sweeps_run_without_the_loggers_traceback(tmp_path):
+    import json
+
+    import pytest
+
+    mlflow = pytest.importorskip("mlflow", reason="the `tracking` extra is not installed")
+    proc = start(tmp_path, [*SWEEP, "tracker=mlflow", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    wait_for_rows(proc, tmp_path / "sweep", 2)
+    os.killpg(proc.pid, signal.SIGINT)  # the logger process gets it too
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    known = json.loads((tmp_path / "sweep" / "mlflow_sweep.json").read_text())
+    parent = mlflow.tracking.MlflowClient(tracking_uri=known["uri"]).get_run(known["run_id"])
+    assert parent.info.status == "FAILED"  # not left RUNNING; the same command reopens it

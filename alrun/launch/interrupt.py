@@ -68,6 +68,16 @@ def write_partial_report(folder: Path | None) -> str:
     return f" (the report of those: {folder / 'table.md'})" if report is not None else ""
 
 
+def end_tracked_run(folder: Path, line: str) -> None:
+    """With tracker=mlflow, end the sweep's parent run FAILED with the interruption's line (a re-run reopens it)."""
+    from alrun.track.tracker import last_line, open_tracker
+
+    try:
+        open_tracker(LAUNCHED["tracker"], strict=False, sweep_dir=folder).stop_sweep(folder, line)
+    except Exception as exc:  # noqa: BLE001 - the line and the exit code come first
+        print(f"alrun: warning: the sweep's MLflow run was not ended ({last_line(exc)}).", file=sys.stderr)
+
+
 def on_interrupt(argv: list[str]) -> None:
     """After a KeyboardInterrupt reached the entry point: from here a second Ctrl-C exits at once; the report of
     the finished steps is written, one line says how many and how to resume, and the process exits 130."""
@@ -75,7 +85,9 @@ def on_interrupt(argv: list[str]) -> None:
     folder = LAUNCHED.get("folder")
     where = write_partial_report(folder)
     n = finished_steps(folder)
+    line = f"interrupted after {n} finished step{'s' if n != 1 else ''}; {resume_hint(argv, folder)}"
+    if folder is not None and LAUNCHED.get("tracker"):
+        end_tracked_run(folder, line)
     sys.stdout.flush()
-    print(f"alrun: interrupted after {n} finished step{'s' if n != 1 else ''}; {resume_hint(argv, folder)}{where}",
-          file=sys.stderr, flush=True)
+    print(f"alrun: {line}{where}", file=sys.stderr, flush=True)
     raise SystemExit(EXIT_INTERRUPTED)

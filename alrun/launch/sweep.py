@@ -19,9 +19,12 @@ LAUNCHED: dict[str, Any] = {}
 
 
 def note_launch(folder: Path, config: DictConfig) -> None:
-    """Remember the sweep's folder and its report settings (`report.sizes`, `report.target_accuracy`)."""
+    """Remember the sweep's folder, its report settings (`report.sizes`, `report.target_accuracy`) and its
+    tracker."""
     report = OmegaConf.to_container(config.get("report") or {}, resolve=True) or {}
-    LAUNCHED.update(folder=Path(folder), sizes=report.get("sizes"), target=report.get("target_accuracy"))
+    tracker = OmegaConf.to_container(config.get("tracker"), resolve=True) if config.get("tracker") else None
+    LAUNCHED.update(folder=Path(folder), sizes=report.get("sizes"), target=report.get("target_accuracy"),
+                    tracker=tracker)
 
 
 # launchers that run each job in a process of its own, maybe on another host: submitit's, alrun's SLURM launcher on

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -113,6 +114,9 @@ def _git_commit() -> str | None:
 def serve() -> int:
     """The logger process: apply each JSON line of stdin to MLflow; answer `sync` on stdout. Returns the exit
     code: 0, or GAVE_UP when the store failed MAX_FAILED_CALLS calls in a row."""
+    # a terminal's Ctrl-C reaches this process too: the training process decides (it ends the runs and exits),
+    # and this one logs what it was sent until its input closes, without a traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     reply = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # whatever MLflow prints goes to stderr, never into the replies
     sys.stdout = sys.stderr
