@@ -84,3 +84,10 @@ def test_flat_folder_resnet_split_at_fc_and_own_mlflow_experiment(tmp_path):
     experiment = client.get_experiment_by_name("pets-resnet")
     assert experiment is not None and len(client.search_runs([experiment.experiment_id])) == 2  # sweep + job
     assert client.get_experiment_by_name("baseline") is None  # not the study's
+
+
+def test_class_folders_beside_a_test_folder_at_the_top_are_named(tmp_path):
+    root = flat_tree(tmp_path / "pets")
+    shutil.copytree(root / "cat", root / "test" / "cat")
+    with pytest.raises(DataError, match=r"holds the folders cat, dog, horse, test at its top but no train/ folder"):
+        load_dataset(DatasetSpec(name="imagefolder", root=str(root)))

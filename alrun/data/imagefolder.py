@@ -71,6 +71,13 @@ def scan_tree(root: Path, title: str, how: str, expected_classes: tuple[str, ...
     flat = _is_flat(root)
     train_dir, test_dir = (root, None) if flat else (root / "train", root / "test")
     classes = _class_folders(train_dir) if train_dir.is_dir() else []
+    top = _class_folders(root) if root.is_dir() and not train_dir.is_dir() else []
+    if not classes and top:  # folders at the top that are not a flat tree: say what was found there
+        raise DataError(f"{title} not read: {root} holds the folders {', '.join(top[:10])}"
+                        f"{' ...' if len(top) > 10 else ''} at its top but no train/ folder, and "
+                        + ("a test/ folder beside class folders is neither layout" if "test" in top
+                           else "none of them holds image files") + "; put every class folder directly under it "
+                        "(a seeded test split is then held out) or in train/<class>/ (and test/<class>/).")
     if not classes:
         raise DataError(f"{title} not found: looked for image files in train/<class>/ folders under {root}; {how}.")
     if expected_classes is not None and set(classes) != set(expected_classes):
