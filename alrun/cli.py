@@ -25,6 +25,7 @@ from alrun.config.schema import RunSpec, run_spec_from_dict
 from alrun.config.settings import flatten
 from alrun.core.errors import AlrunError, DataError, HeuristicError, TrainingDiverged
 from alrun.core.files import atomic_write_text
+from alrun.launch.interrupt import catch_interrupts, on_interrupt
 from alrun.launch.job_folders import register as register_job_folder
 from alrun.launch.sweep import end_tracked_sweep, sweep_dir_of, under_submitit  # noqa: F401 - also cli's API
 from alrun.track.tracker import JobRun, chain, last_line, open_tracker
@@ -239,6 +240,9 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
     try:
         with job_progress(title) as on_step:
             rows = job.run(chain(on_step, tracked.on_step))
+    except KeyboardInterrupt:  # Ctrl-C: its run ends with what it logged; main() says the rest in one line
+        tracked.finish(error="interrupted (Ctrl-C); the same command resumes it")
+        raise
     except Exception as exc:  # noqa: BLE001 - a failing job must not stop the others
         if stops_the_sweep(exc):
             tracked.finish(error=str(exc))
@@ -311,13 +315,92 @@ def target_spelling_error(argv: list[str]) -> str | None:
         others = [v for v in (values or []) if v != "custom"] or sorted(builtins & {"bald", "random", "mlp", "digits"})
         sweep = ",".join(["mine", *others])
         how = (f"give yours a config file of its own, e.g. {folder}, and run `alrun --config-dir conf {group}={sweep}`"
-               " (README: Your own model, data and heuristic)")
+               " (docs: how-to/own-heuristic.md, Yours beside ours in one sweep)")
         if values and "custom" in values:
             return (f"`{group}._target_={target}` cannot go beside `{group}={','.join(values)}`: it would be "
                     f"set for every {group} of the sweep, so {how}.")
         now = f"{group}={','.join(values)}" if values else f"the default {group}"
         return (f"`{group}._target_={target}` is not allowed: it is read only with {group}=custom (now {now}); "
                 f"add {group}=custom, or to sweep yours beside alrun's {how}.")
+    return None
+
+
+def _search_dir(entry: str) -> str | None:
+    """A `hydra.searchpath` entry as a folder (`pkg://mypkg.conf`, `file://conf`, `conf`); None when it cannot
+    be found here."""
+    import importlib.util
+
+    entry = entry.strip().strip("'\"")
+    if entry.startswith("pkg://"):
+        top, *rest = entry[len("pkg://"):].split(".")
+        try:
+            found = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            return None
+        if found is None or not found.submodule_search_locations:
+            return None
+        return str(Path(list(found.submodule_search_locations)[0], *rest))
+    return entry.removeprefix("file://")
+
+
+def config_dirs(argv: list[str]) -> list[str] | None:
+    """alrun's config folder and the user's (`--config-dir`/`-cd`, `hydra.searchpath=[...]`), where their
+    options live; None when one of them cannot be found before Hydra looks (then only keys are checked)."""
+    dirs = [config_dir()]
+    for i, arg in enumerate(argv):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+            dirs.append(argv[i + 1])
+        elif arg.startswith("--config-dir="):
+            dirs.append(arg.split("=", 1)[1])
+        elif arg.lstrip("+").startswith("hydra.searchpath="):
+            for entry in arg.split("=", 1)[1].strip("[]").split(","):
+                folder = _search_dir(entry) if entry.strip() else None
+                if folder is None or not Path(folder).is_dir():
+                    return None
+                dirs.append(folder)
+    return dirs
+
+
+def setting_typo_error(argv: list[str]) -> str | None:
+    """The sentence for a key no config holds (`querysize=20`, `+querysize=20`, `model.hed=fc`) or an option
+    with a near namesake (`heuristic=bal`), read from the command line before Hydra composes: Hydra would say
+    "not in struct" and advise `+key`, which only moves the error into every job. None when all is known."""
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    from alrun.config.keys import Settings, unknown_option, unknown_setting
+
+    try:
+        args, _ = get_args_parser().parse_known_args(argv)
+    except BaseException:  # noqa: BLE001 - argparse exits on a bad flag; Hydra says what is wrong
+        return None
+    parser, overrides = OverridesParser.create(), []
+    for arg in args.overrides or []:  # one by one: a value Hydra cannot read (a path) leaves the others checked
+        try:
+            overrides.append(parser.parse_override(arg))
+        except BaseException:  # noqa: BLE001 - Hydra itself says what is wrong with it
+            continue
+    folders = config_dirs(argv)
+    settings = Settings(folders or [config_dir()])
+    chosen = {o.key_or_group: _choice_values(o) or [] for o in overrides if o.key_or_group in settings.groups}
+    for override in overrides:
+        key = override.key_or_group
+        if override.type == OverrideType.DEL or override.package or "/" in key or key.startswith("hydra"):
+            continue
+        group = key.split(".")[0]
+        if "." in key and group in settings.groups and override.type != OverrideType.CHANGE:
+            continue  # `++model.width=64`: an extra key of the user's own component, passed to it
+        if key in settings.groups:
+            for value in chosen[key] if folders is not None else []:  # a folder not found: Hydra's to check
+                if value not in settings.groups[key] and settings.nearest_option(key, value):
+                    return unknown_option(key, value, settings)
+            continue  # an option with no near namesake: Hydra lists the options
+        if not settings.knows(key):
+            sentence = unknown_setting(key, settings)
+            if group in GROUPS_WITH_TARGET and "custom" in chosen.get(group, []):
+                sentence += f" (a key of your own {group}=custom goes in with `++{key}=...`)"
+            return sentence
     return None
 
 
@@ -381,8 +464,10 @@ def settings_of_swept_groups(argv: list[str]) -> list[str]:
 def main() -> None:
     """Console script `alrun`."""
     os.environ["ALRUN_COMMAND"] = " ".join(["alrun", *sys.argv[1:]])  # as typed, for the tracker's tag
+    # before `++` is added to the settings of swept groups: a misspelt key is the user's, as typed
+    message = setting_typo_error(sys.argv[1:])
     sys.argv[1:] = settings_of_swept_groups(as_multirun(sys.argv[1:]))
-    message = target_spelling_error(sys.argv[1:])
+    message = message or target_spelling_error(sys.argv[1:])
     if message:
         fail(message)
     from alrun.launch.study_folder import study_change
@@ -392,7 +477,12 @@ def main() -> None:
         fail(message)
     if asks_for_determinism(sys.argv[1:]):  # before any CUDA call of the process: cuBLAS reads it once
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # devices.CUBLAS_DETERMINISTIC
-    hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(task)()
+    typed = list(sys.argv[1:])
+    catch_interrupts()
+    try:
+        hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(task)()
+    except KeyboardInterrupt:  # Ctrl-C: one line and the report of what finished, not Hydra's traceback
+        on_interrupt(typed)
 
 
 if __name__ == "__main__":

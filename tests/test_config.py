@@ -30,7 +30,7 @@ def test_stop_on_names_what_is_allowed():
 def test_unknown_heuristic_and_key():
     with pytest.raises(ConfigError, match="choose one of"):
         run_spec_from_dict({"heuristic": {"name": "nope"}})
-    with pytest.raises(ConfigError, match="not a known setting"):
+    with pytest.raises(ConfigError, match="unknown setting `model.colour`"):
         run_spec_from_dict({"model": {"colour": 1}})
 
 

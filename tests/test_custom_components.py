@@ -424,9 +424,10 @@ def test_the_example_package_works_as_the_readme_says(example_pkg, tmp_path):
 
 @pytest.mark.parametrize("cfg,words", [
     ({"model": {"name": "custom", "trunk": "features"}}, "`model._target_=???` is not allowed"),
-    ({"model": {"name": "custom", "_target_": "a.B", "trunk": "features"}}, "give both model.trunk and model.head"),
+    ({"model": {"name": "custom", "_target_": "a.B", "trunk": "features"}},
+     "name the head that holds the dropout layers instead"),
     ({"model": {"name": "mlp", "trunk": "features", "head": "classifier"}}, "name the halves of a custom model"),
-    ({"model": {"name": "mlp", "width": 3}}, "`model.width` is not a known setting"),
+    ({"model": {"name": "mlp", "width": 3}}, "unknown setting `model.width`"),
     ({"dataset": {"name": "digits", "_target_": "a.load"}}, "it is read only with dataset=custom"),
     ({"heuristic": {"name": "bald", "factor": 2}}, "bald takes no settings"),
     ({"heuristic": {"name": "custom", "_target_": "a.score", "batch": "yes"}}, "true (a batch selector) or false"),

@@ -1,10 +1,11 @@
 """config: what a job is: the schema (RunSpec and its parts, validated with one-sentence errors), the one
-registry of components (built-in names and users' `_target_`s), the experiment settings a report groups by.
+registry of components (built-in names and users' `_target_`s), the experiment settings a report groups by,
+the keys a user can type (keys: the sentence for a misspelt one).
 Imports only core. `from alrun.config import RunSpec` (alrun 0.1's path) still works."""
 
 
 
-_SUBMODULES = frozenset(['schema', 'components', 'settings'])
+_SUBMODULES = frozenset(['schema', 'components', 'settings', 'keys'])
 
 
 def __getattr__(name: str):

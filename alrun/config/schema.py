@@ -6,6 +6,7 @@ Nothing here imports Hydra: the CLI turns the composed config into a plain dict 
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -69,8 +70,9 @@ class ModelSpec:
     # `model=custom`: the dotted path of the user's nn.Module class or factory (`_target_`) and its extra keys
     target: str | None = None
     args: dict[str, Any] = field(default_factory=dict)
-    # a custom non-Sequential model: the attributes of its deterministic trunk and of the head holding
-    # every dropout layer, so MC sampling runs the trunk once and the head T times (None: T full passes)
+    # a custom non-Sequential model: the submodule holding every dropout layer (`head`; the trunk is everything
+    # that runs before it, or the submodule `trunk` names), so MC sampling runs the trunk once and the head T
+    # times (None: T full passes)
     trunk: str | None = None
     head: str | None = None
 
@@ -171,8 +173,11 @@ def validate(spec: RunSpec) -> None:
     _check_target("dataset", spec.dataset)
     _check(m.name == CUSTOM or (m.trunk is None and m.head is None), "model.trunk", m.trunk,
            "model.trunk and model.head name the halves of a custom model (model=custom)")
-    _check((m.trunk is None) == (m.head is None), "model.head" if m.head is None else "model.trunk",
-           m.head if m.head is None else m.trunk, "give both model.trunk and model.head, or neither")
+    # the head alone splits the network: the trunk is whatever runs before it; a trunk alone says nothing of
+    # where the dropout starts
+    _check(m.trunk is None or m.head is not None, "model.trunk", m.trunk,
+           "name the head that holds the dropout layers instead, e.g. model.head=fc (the trunk is everything "
+           "that runs before it)")
     for key in ("trunk", "head"):
         value = getattr(m, key)
         _check(value is None or (isinstance(value, str) and all(p.isidentifier() for p in value.split("."))),
@@ -283,12 +288,25 @@ def _with_target(values: dict[str, Any], cls: type) -> dict[str, Any]:
     return values
 
 
+# RunSpec's fields as the config names them (the paper's lambda and delta); fields filled from a group's other
+# keys (heuristic_params, args, target) are no setting a user types
+CONFIG_NAMES = {"label_noise": "lambda", "imbalance_classes": "delta", "target": "_target_", "heuristic_params": None,
+                "args": None}
+# root keys of the config that steer the CLI and the report, not the job (popped before RunSpec is built)
+NOT_JOB_KEYS = ("study", "report", "scale_name", "data_dir", "grid", "pool_limit", "tracker")
+
+
 def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        key = f"{prefix}{unknown[0]}"
-        raise ConfigError(f"`{key}` is not a known setting: use one of {', '.join(sorted(known))}.")
+        names = {CONFIG_NAMES.get(k, k) for k in known} - {None}
+        if cls is RunSpec:
+            names |= {"epochs", *NOT_JOB_KEYS}
+        key = unknown[0]
+        near = difflib.get_close_matches(key, sorted(names), n=1, cutoff=0.6)
+        hint = f"did you mean `{prefix}{near[0]}`?" if near else f"use one of {', '.join(sorted(names))}."
+        raise ConfigError(f"unknown setting `{prefix}{key}`: {hint}")
     return cls(**values)
 
 
@@ -314,7 +332,7 @@ def run_spec_from_dict(cfg: dict[str, Any]) -> RunSpec:
         "imbalance_classes": cfg.pop("delta", 0),
     }
     # keys that steer the CLI and the report, not the job
-    for key in ("study", "report", "scale_name", "data_dir", "grid", "pool_limit", "tracker"):
+    for key in NOT_JOB_KEYS:
         cfg.pop(key, None)
     top.update(cfg)
     return _build(

@@ -45,6 +45,7 @@ class ImageTree:
     class_names: list[str]
     train: list[tuple[str, int]]
     test: list[tuple[str, int]] | None
+    flat: bool = False  # class folders at the top of the root, no train/ (the test split is held out of them)
 
 
 def _class_folders(folder: Path) -> list[str]:
@@ -52,10 +53,31 @@ def _class_folders(folder: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
 
 
+def _is_flat(root: Path) -> bool:
+    """Whether `root` holds class folders of images at its top (torchvision's own ImageFolder layout,
+    root/<class>/*), with no train/ folder."""
+    if not root.is_dir() or (root / "train").is_dir():
+        return False
+    classes = _class_folders(root)
+    return bool(classes) and "test" not in classes and any(
+        make_dataset(str(root), {name: i for i, name in enumerate(classes)}, IMG_EXTENSIONS, allow_empty=True))
+
+
 def scan_tree(root: Path, title: str, how: str, expected_classes: tuple[str, ...] | None = None) -> ImageTree:
-    """List the image files below `root`; DataError (saying `how` to get the data) when missing or incomplete."""
-    train_dir, test_dir = root / "train", root / "test"
+    """List the image files below `root`; DataError (saying `how` to get the data) when missing or incomplete.
+
+    A flat tree (`root/<class>/*`, no train/) is read as train/ without a test/ tree: the caller holds out a
+    seeded stratified test split and says so (`ImageTree.flat`)."""
+    flat = _is_flat(root)
+    train_dir, test_dir = (root, None) if flat else (root / "train", root / "test")
     classes = _class_folders(train_dir) if train_dir.is_dir() else []
+    top = _class_folders(root) if root.is_dir() and not train_dir.is_dir() else []
+    if not classes and top:  # folders at the top that are not a flat tree: say what was found there
+        raise DataError(f"{title} not read: {root} holds the folders {', '.join(top[:10])}"
+                        f"{' ...' if len(top) > 10 else ''} at its top but no train/ folder, and "
+                        + ("a test/ folder beside class folders is neither layout" if "test" in top
+                           else "none of them holds image files") + "; put every class folder directly under it "
+                        "(a seeded test split is then held out) or in train/<class>/ (and test/<class>/).")
     if not classes:
         raise DataError(f"{title} not found: looked for image files in train/<class>/ folders under {root}; {how}.")
     if expected_classes is not None and set(classes) != set(expected_classes):
@@ -71,18 +93,19 @@ def scan_tree(root: Path, title: str, how: str, expected_classes: tuple[str, ...
         raise DataError(f"{title} is incomplete in {train_dir}: the class folders {', '.join(empty)} hold no image "
                         f"files ({' '.join(IMG_EXTENSIONS)}); {how}.")
     test = None
-    test_classes = _class_folders(test_dir) if test_dir.is_dir() else []
+    test_classes = _class_folders(test_dir) if test_dir is not None and test_dir.is_dir() else []
     if test_classes:
         unknown = sorted(set(test_classes) - set(classes))
         if unknown:
             raise DataError(f"The test/ folder in {root} has classes that train/ lacks ({', '.join(unknown)}); "
                             "give every test class a train/ folder too.")
         test = make_dataset(str(test_dir), class_to_idx, IMG_EXTENSIONS, allow_empty=True) or None
-    return ImageTree(classes, train, test)
+    return ImageTree(classes, train, test, flat)
 
 
 def decode_image(path: str, image_size: int | None) -> np.ndarray:
-    """One image file as uint8 [H, W, 3] (RGB), resized to image_size x image_size when given."""
+    """One image file as uint8 [H, W, 3] (RGB), resized to image_size x image_size when given; DataError
+    naming the file when it cannot be decoded."""
     try:
         with Image.open(path) as img:
             if image_size is not None:
@@ -99,8 +122,18 @@ def decode_image(path: str, image_size: int | None) -> np.ndarray:
 def decode_images(paths: list[str], image_size: int | None, workers: int | None = None) -> np.ndarray:
     """Image files as uint8 [N, H, W, 3]; without `image_size` all images must share one size."""
     workers = workers or min(8, os.cpu_count() or 1)
+
+    def attempt(path: str) -> np.ndarray | str:  # the array, or why the file cannot be decoded
+        try:
+            return decode_image(path, image_size)
+        except DataError:
+            return _why_not_decoded(path)
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        images = list(pool.map(lambda p: decode_image(p, image_size), paths, chunksize=64))
+        images = list(pool.map(attempt, paths, chunksize=64))
+    bad = [(path, why) for path, why in zip(paths, images, strict=True) if isinstance(why, str)]
+    if bad:  # every one of them at once: one fix and one re-run, not one per file
+        raise DataError(corrupt_images_sentence(bad))
     if not images:
         return np.zeros((0, image_size or 0, image_size or 0, 3), dtype=np.uint8)
     first = images[0].shape
@@ -109,6 +142,24 @@ def decode_images(paths: list[str], image_size: int | None, workers: int | None 
             raise DataError(f"The images differ in size ({paths[0]} is {first[1]}x{first[0]}, {path} is "
                             f"{image.shape[1]}x{image.shape[0]}): set `dataset.image_size=N` to resize them to NxN.")
     return np.stack(images)
+
+
+def _why_not_decoded(path: str) -> str:
+    try:
+        with Image.open(path) as img:
+            img.convert("RGB")
+    except Exception as exc:  # noqa: BLE001 - PIL raises many kinds
+        return type(exc).__name__
+    return "unreadable"
+
+
+def corrupt_images_sentence(bad: list[tuple[str, str]]) -> str:
+    """One sentence naming every image file that cannot be decoded, relative to the folder they share."""
+    if len(bad) == 1:
+        return f"The image file {bad[0][0]} cannot be decoded ({bad[0][1]}); replace or delete it."
+    folder = Path(os.path.commonpath([str(Path(p).parent) for p, _ in bad]))
+    names = "; ".join(f"{Path(p).relative_to(folder)} ({why})" for p, why in bad)
+    return f"{len(bad)} image files under {folder} cannot be decoded: {names}; replace or delete them."
 
 
 def read_image_tree(spec: DatasetSpec, title: str, how: str,
@@ -122,9 +173,11 @@ def read_image_tree(spec: DatasetSpec, title: str, how: str,
         labels = np.array([label for _, label in train])
         tr, te = stratified_split(labels, spec.test_fraction, generator(DATA_SEED, f"{spec.name}/split"))
         train, test = [train[i] for i in tr], [train[i] for i in te]
-        notes.append(f"{spec.name}: {root} has no labelled test/<class>/ images, so a seeded stratified "
-                     f"test split of {len(te)} of {len(labels)} train/ images (dataset.test_fraction="
-                     f"{spec.test_fraction}) is held out")
+        where = ("holds its class folders at the top (no train/ or test/), so a seeded stratified test split of "
+                 f"{len(te)} of its {len(labels)} images" if tree.flat else
+                 f"has no labelled test/<class>/ images, so a seeded stratified test split of {len(te)} of "
+                 f"{len(labels)} train/ images")
+        notes.append(f"{spec.name}: {root} {where} (dataset.test_fraction={spec.test_fraction}) is held out")
     # decode only what the run keeps; load_dataset's caps then find nothing more to cut
     tr, te = cap_indices(len(train), len(test), spec)
     kept = (tr if len(tr) < len(train) else None, te if len(te) < len(test) else None)
@@ -147,12 +200,9 @@ def read_image_tree(spec: DatasetSpec, title: str, how: str,
                          "(the image files are unchanged since it was written)")
         else:
             tic = time.perf_counter()
-            x_train = decode_images(train_paths, size)
-            x_test = decode_images(test_paths, size) if test_paths else np.zeros((0, *x_train.shape[1:]), np.uint8)
-            if len(x_test) and len(x_train) and x_test.shape[1:] != x_train.shape[1:]:
-                raise DataError(f"The test images ({x_test.shape[2]}x{x_test.shape[1]}) differ in size from the "
-                                f"train images ({x_train.shape[2]}x{x_train.shape[1]}) under {root}: set "
-                                "`dataset.image_size=N`.")
+            # train and test in one call: every corrupt file of the tree is named in one sentence
+            x_all = decode_images(train_paths + test_paths, size)
+            x_train, x_test = x_all[: len(train_paths)], x_all[len(train_paths):]
             seconds = time.perf_counter() - tic
             written = write_cache(dirs, filename, key, {"x_train": x_train, "x_test": x_test}) if spec.cache else None
             done = f"{spec.name}: decoded {len(x_train) + len(x_test)} images from {root} in {seconds:.1f} s"

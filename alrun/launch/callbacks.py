@@ -10,6 +10,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from alrun.core.errors import AlrunError
+from alrun.launch.sweep import note_launch
 from alrun.report import failed_jobs, write_report
 from alrun.report.terminal import print_failures, print_report
 from alrun.track.tracker import Tracker, open_tracker
@@ -39,6 +40,7 @@ class ReportCallback(Callback):
 
     def _start(self, folder: Path, config: DictConfig) -> None:
         """Before any job: open the tracker and the sweep's parent run, and name the store once."""
+        note_launch(folder, config)
         tracker = self._tracker(config)
         if not tracker.enabled:
             return

@@ -13,6 +13,19 @@ from alrun.track.tracker import last_line, open_tracker
 
 log = logging.getLogger("alrun")
 
+# the sweep this process launched, set before its first job (ReportCallback): a Ctrl-C reaches the entry point
+# outside Hydra, which no longer says which folder it was writing, nor the report's settings
+LAUNCHED: dict[str, Any] = {}
+
+
+def note_launch(folder: Path, config: DictConfig) -> None:
+    """Remember the sweep's folder, its report settings (`report.sizes`, `report.target_accuracy`) and its
+    tracker."""
+    report = OmegaConf.to_container(config.get("report") or {}, resolve=True) or {}
+    tracker = OmegaConf.to_container(config.get("tracker"), resolve=True) if config.get("tracker") else None
+    LAUNCHED.update(folder=Path(folder), sizes=report.get("sizes"), target=report.get("target_accuracy"),
+                    tracker=tracker)
+
 
 # launchers that run each job in a process of its own, maybe on another host: submitit's, alrun's SLURM launcher on
 # it (hydra/launcher=slurm), alrun's Ray launcher

@@ -10,9 +10,9 @@ samples repeat and vary is checked on the job's inputs by alrun.model.mc_probe, 
 network without dropout for heuristics that need MC samples. How MC inference runs it:
 
 * an ``nn.Sequential``: split at its first dropout layer, as the built-ins (exact);
-* `model.trunk=A model.head=B`: the model's own forward runs once per item, and the input of
-  submodule B is repeated T times (a forward pre-hook), so everything before B runs once; every
-  dropout layer must lie inside B (exact: the same masks as T full passes);
+* `model.head=B` (optionally with `model.trunk=A`): the model's own forward runs once per item, and the
+  input of submodule B is repeated T times (a forward pre-hook), so everything before B runs once; every
+  dropout layer must lie inside B, and the MC probe checks that this equals T full passes;
 * otherwise the whole network runs T times (exact, slower), which the log says once.
 """
 
@@ -85,8 +85,8 @@ def build_custom_model(spec: ModelSpec, input_shape: tuple[int, ...], n_classes:
         _set_split(model, spec, probe, n_classes, path)
     elif not isinstance(model, nn.Sequential):
         log.info("model %s: no model.trunk/model.head given, so MC-Dropout runs the whole network T times per "
-                 "item (exact, slower); name its two halves with model.trunk=ATTR model.head=ATTR to run the "
-                 "trunk once.", components.short_name(path, spec.args))
+                 "item (exact, slower); name the submodule holding its dropout with model.head=NAME (e.g. fc) to "
+                 "run the rest once.", components.short_name(path, spec.args))
     return model
 
 
@@ -129,9 +129,14 @@ def _check_output(model: nn.Module, probe: torch.Tensor, n_classes: int, path: s
 
 
 def _set_split(model: nn.Module, spec: ModelSpec, probe: torch.Tensor, n_classes: int, path: str) -> None:
-    """Check `model.trunk` / `model.head` and record the head for MC inference."""
+    """Check `model.head` (and `model.trunk` when given) and record the head for MC inference.
+
+    With the head alone the trunk is everything the forward runs before it (a torchvision ResNet's `fc`, a
+    VGG's `classifier`); the head must run once per forward and hold every dropout layer, and the MC probe
+    (alrun.model.mc_probe.check_split) checks on the job's inputs that sampling there equals T full passes.
+    """
     halves = {}
-    for key in ("trunk", "head"):
+    for key in ("trunk", "head") if spec.trunk is not None else ("head",):
         name = getattr(spec, key)
         try:
             halves[key] = model.get_submodule(name)
@@ -139,21 +144,29 @@ def _set_split(model: nn.Module, spec: ModelSpec, probe: torch.Tensor, n_classes
             children = ", ".join(n for n, _ in model.named_children()) or "none"
             raise ModelError(f"`model.{key}={name}` is not a submodule of `model._target_={path}` "
                              f"(its children: {children}).") from None
-    trunk, head = halves["trunk"], halves["head"]
+    trunk, head = halves.get("trunk"), halves["head"]
+    if head is model:
+        raise ModelError(f"`model.head={spec.head}` is the whole of `model._target_={path}`: name the submodule "
+                         "holding its dropout layers (its children: "
+                         f"{', '.join(n for n, _ in model.named_children()) or 'none'}).")
     outside = set(map(id, stochastic_layers(model))) - set(map(id, stochastic_layers(head)))
     if outside:
-        where = "in model.trunk" if stochastic_layers(trunk) else "outside model.head"
+        where = "in model.trunk" if trunk is not None and stochastic_layers(trunk) else "outside model.head"
         raise ModelError(f"`model.head={spec.head}` must hold every dropout layer of `model._target_={path}`, but "
                          f"{len(outside)} lie {where}: MC sampling repeats only the head's input.")
     order: list[str] = []
-    handles = [trunk.register_forward_hook(lambda *_: order.append("trunk")),
-               head.register_forward_pre_hook(lambda *_: order.append("head"))]
+    handles = [head.register_forward_pre_hook(lambda *_: order.append("head"))]
+    if trunk is not None:
+        handles.append(trunk.register_forward_hook(lambda *_: order.append("trunk")))
     try:
         _forward(model, probe, path, "a batch of the data")
     finally:
         for handle in handles:
             handle.remove()
-    if order != ["trunk", "head"]:
+    if trunk is None and order != ["head"]:
+        raise ModelError(f"`model.head={spec.head}` must run once in the forward of `model._target_={path}`, but "
+                         f"it ran {len(order)} times: name the one submodule that holds every dropout layer.")
+    if trunk is not None and order != ["trunk", "head"]:
         raise ModelError(f"`model.trunk={spec.trunk}` and `model.head={spec.head}` must each run once, the trunk "
                          f"first, in the forward of `model._target_={path}`, but they ran as {order or 'never'}.")
     handle = repeat_at(head, 2)

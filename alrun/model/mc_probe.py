@@ -25,6 +25,7 @@ from alrun.config.schema import NEEDS_MC_SAMPLES, ModelSpec, RunSpec
 from alrun.core.errors import ModelError
 from alrun.core.seeding import generator, seed_global
 from alrun.model.builders import SeededDropout, resolve_name
+from alrun.model.custom import MC_HEAD, mc_head
 from alrun.model.inference import mc_probs
 
 log = logging.getLogger("alrun")
@@ -33,6 +34,8 @@ PROBE_ITEMS = 4  # inputs in the probe batch
 PROBE_SAMPLES = 4  # T of each probe run
 # two probabilities closer than this count as equal on a GPU, whose kernels need not repeat bit for bit
 GPU_TOLERANCE = 1e-5
+# split and full passes run the head's matrix products at different batch sizes, whose sums may round apart
+SPLIT_TOLERANCE = 1e-4
 # heuristics that need one dropout mask per sample shared by every candidate (alrun draws those only for
 # its own dropout layers)
 CONSISTENT = ("batchbald",)
@@ -129,16 +132,18 @@ def kept_dropouts(model: nn.Module) -> list[nn.Module]:
 
 
 def probe_probs(model: nn.Module, x: torch.Tensor, n_samples: int, seed: int, name: str,
-                amp: bool = False) -> torch.Tensor:
+                amp: bool = False, split: bool = True, batch_size: int | None = None) -> torch.Tensor:
     """MC probabilities [N, C, T] of x [N, ...] as the job's inference draws them: dropout masks from the
-    generator (seed, name) and torch's global generator seeded from (seed, name), which is restored after."""
+    generator (seed, name) and torch's global generator seeded from (seed, name), which is restored after.
+    `split=False`: T full passes, the reference a split is checked against (`batch_size`: items per chunk, by
+    default all of x)."""
     device = next(model.parameters()).device
     devices = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         seed_global(seed, name)
-        return mc_probs(model, x, n_samples, generator=generator(seed, name, device), batch_size=x.shape[0],
-                        amp=amp).float().cpu()
+        return mc_probs(model, x, n_samples, generator=generator(seed, name, device),
+                        batch_size=batch_size or x.shape[0], amp=amp, split=split).float().cpu()
 
 
 def _equal(a: torch.Tensor, b: torch.Tensor, exact: bool) -> bool:
@@ -222,6 +227,36 @@ def check_mc(model: nn.Module, x_probe: torch.Tensor, heuristic: str, mc_samples
     return ProbeResult(1, reproducible, stochastic)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "no message"
+
+
+def check_split(model: nn.Module, x_probe: torch.Tensor, seed: int, model_name: str) -> None:
+    """A network split at `model.head` (the trunk: whatever its forward runs before the head) must sample as T
+    full passes do, from the same masks; on the probe batch it is compared, and a network whose output also
+    depends on something computed outside the head in a way the repeat breaks is refused in one sentence."""
+    head = mc_head(model)
+    if head is None:
+        return
+    x = x_probe[:PROBE_ITEMS]
+    try:
+        # one chunk each way, so both draw their masks in the same order (full passes chunk by batch / T items)
+        split = probe_probs(model, x, PROBE_SAMPLES, seed, "probe/split", batch_size=x.shape[0] * PROBE_SAMPLES)
+    except Exception as exc:  # noqa: BLE001 - a forward that cannot take the repeated input: said in one sentence
+        raise ModelError(f"{model_name} cannot be sampled with `model.head={getattr(model, MC_HEAD)}`: its forward "
+                         f"fails with the head's input repeated ({type(exc).__name__}: {_first_line(exc)}); drop "
+                         "model.head to run T full passes.") from None
+    full = probe_probs(model, x, PROBE_SAMPLES, seed, "probe/split", split=False,
+                       batch_size=x.shape[0] * PROBE_SAMPLES)
+    gap = float((split - full).abs().max())
+    if not gap <= SPLIT_TOLERANCE:
+        raise ModelError(f"{model_name} split at `model.head={getattr(model, MC_HEAD)}` samples differently from "
+                         f"T full passes on a probe batch (probabilities differ by up to {gap:.2g}): something "
+                         "outside the head is random or reads the head's output; name a head that holds all of it, "
+                         "or drop model.head to run T full passes.")
+
+
 def model_label(spec: ModelSpec, input_shape: tuple[int, ...]) -> str:
     """How a sentence names the job's model: `model._target_=...`, `model.backbone=...` or `model.name=...`."""
     if spec.name == CUSTOM:
@@ -235,6 +270,7 @@ def probe_job_model(model: nn.Module, spec: RunSpec, input_shape: tuple[int, ...
     """:func:`check_mc` for a job's model on its first training inputs; returns the job's T."""
     consistent = spec.heuristic in CONSISTENT or (spec.heuristic == "custom"
                                                   and bool((spec.heuristic_params or {}).get("batch", False)))
+    check_split(model, x_train, spec.seed, model_label(spec.model, input_shape))
     return check_mc(model, x_train[:PROBE_ITEMS], spec.heuristic, spec.mc_samples, spec.seed,
                     model_label(spec.model, input_shape), scan_source=spec.model.name == CUSTOM,
                     consistent=consistent).n_samples

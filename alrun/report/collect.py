@@ -41,7 +41,9 @@ def _job_settings(meta: dict) -> tuple[dict, list[str]]:
         experiment = {k: v for k, v in experiment.items()
                       if not k.startswith("heuristic.") or k == "heuristic._target_"}
     keyed = {**experiment, **readable}
-    return {**overrides, **keyed}, sorted(keyed)
+    # the scale is no experiment setting (its values are), but the report names it among those held fixed
+    scale = {"scale": config["scale_name"]} if config.get("scale_name") else {}
+    return {**scale, **overrides, **keyed}, sorted(keyed)
 
 
 def _read_job(job_dir: Path, sweep_dir: Path) -> pd.DataFrame | None:

@@ -45,12 +45,13 @@ def wide_table(table: pd.DataFrame, groups: list[str], metric: str) -> pd.DataFr
 
 
 def to_markdown(frame: pd.DataFrame) -> str:
-    """A GitHub-flavoured markdown table (no extra dependency)."""
+    """A GitHub-flavoured markdown table (no extra dependency); a whole number in a float column (lambda 0 beside
+    0.05) prints as an integer, the way it was typed."""
     if frame.empty:
         return "(no rows)\n"
     header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    body = ["| " + " | ".join(plain_value(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *body]) + "\n"
 
 
@@ -271,3 +272,45 @@ def fit_note(summary: pd.DataFrame) -> str | None:
     reasons = ", ".join(f"{n} {word}" for word, n in counts.items())
     return (f"Flagged steps (the model did not fit, see `fit_flag` in summary.csv): {sum(counts.values())} of "
             f"{len(summary)} ({reasons}); the tables still average them in.")
+
+
+def plain_numbers(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The settings in `columns` that hold whole numbers as integers (20, not 20.0: a value read back from CSV, or
+    a column where some job lacks it), so every table, sentence and label prints them so. Returns a copy."""
+    out = frame.copy()
+    for column in columns:
+        values = out[column] if column in out.columns else None
+        if (values is not None and pd.api.types.is_float_dtype(values) and values.notna().all()
+                and (values == values.round()).all()):
+            out[column] = values.astype("int64")
+    return out
+
+
+# the settings a reader looks for first when a sweep holds them fixed; every other fixed one is counted
+FIXED_FIRST = ("dataset", "model", "scale", "heuristic", "lambda", "delta", "query_size", "initial_labelled",
+               "max_labelled", "mc_samples", "epochs", "pool_fraction", "train.schedule")
+
+
+def held_fixed(summary: pd.DataFrame, groups: list[str], setting_keys: list[str]) -> str:
+    """The line of table.md that names the settings the sweep held fixed, as `key=value` (the tables and the
+    plot show only those that vary): the main ones by name, the rest counted."""
+    def fixed_value(key: str) -> object | None:
+        if key not in summary.columns or key in groups or key == "seed":
+            return None
+        values = summary[key].dropna().unique()
+        return values[0] if len(values) == 1 and summary[key].notna().all() else None
+
+    shown = {k: v for k in FIXED_FIRST if (v := fixed_value(k)) is not None}
+    others = [k for k in setting_keys if k not in shown and k not in FIXED_FIRST and fixed_value(k) is not None]
+    if not shown and not others:
+        return ""
+    words = ", ".join(f"{k}={plain_value(v)}" for k, v in shown.items())
+    more = f" and {len(others)} more settings (each job's in summary.csv)" if others else ""
+    return f"Held fixed in this sweep: {words}{more}.\n"
+
+
+def plain_value(value: object) -> str:
+    """20 for 20.0 and 20 alike, text as it is."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

@@ -57,11 +57,13 @@ def job_progress(title: str) -> Iterator[Any]:
 
 def _print_frame(out: Console, frame: Any, title: str | None, group_columns: list[str]) -> None:
     """A formatted frame as a rich table."""
+    from alrun.report.tables import plain_value
+
     table = Table(title=title)
     for column in frame.columns:
         table.add_column(str(column), justify="left" if column in group_columns else "right")
     for row in frame.itertuples(index=False):
-        table.add_row(*(str(v) for v in row))
+        table.add_row(*(plain_value(v) for v in row))  # lambda 0 beside 0.05, as table.md writes it
     out.print(table)
 
 

@@ -32,6 +32,8 @@ from alrun.report.tables import (
     compact_table,
     evaluation_sections,
     fit_note,
+    held_fixed,
+    plain_numbers,
     study_sections,
     to_markdown,
     validation_note,
@@ -114,7 +116,7 @@ def write_report(sweep_dir: Path, sizes: list[int] | None = None,
         sizes = json.loads(summary["report_sizes"].iloc[0]) or None
     targets = _targets_of(summary, target_accuracy)
     groups = group_columns_of(summary) or ["job"]  # jobs that recorded no settings: one row each
-    summary = label_heuristics(summary, setting_keys_of(summary))
+    summary = plain_numbers(label_heuristics(summary, setting_keys_of(summary)), groups)
     check_one_job_per_seed(summary, groups)
     chosen, sizes_note = choose_sizes(summary, sizes)
     table = long_table(summary, groups, chosen)
@@ -145,6 +147,7 @@ def write_report(sweep_dir: Path, sizes: list[int] | None = None,
                 f"{n_jobs} jobs, seeds {', '.join(str(x) for x in seeds) or '-'}. Cells: mean +- std over seeds "
                 "(number of seeds). Read at the labelled sizes shown; a cell marked @N was read at N labelled "
                 "items, the group's last step below that size.\n"]
+    sections.append(held_fixed(summary, groups, setting_keys_of(summary)))
     sections.extend(f"{note}\n" for note in notes)
     for metric in METRICS:
         wide = wide_table(table, groups, metric)

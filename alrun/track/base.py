@@ -31,6 +31,7 @@ class TrackerSettings:
 
     name: str = "none"
     uri: str | None = None
+    experiment: str | None = None  # the MLflow experiment the sweep's runs go in (None: named after the study)
 
 
 def settings_from(cfg: dict[str, Any] | None) -> TrackerSettings:
@@ -40,13 +41,17 @@ def settings_from(cfg: dict[str, Any] | None) -> TrackerSettings:
     if name not in TRACKERS:
         raise ConfigError(f"`tracker={name}` is not a tracker: use one of {', '.join(TRACKERS)}.")
     uri = cfg.pop("uri", None)
+    experiment = cfg.pop("experiment", None)
     if cfg:
         key = sorted(cfg)[0]
-        raise ConfigError(f"`tracker.{key}` is not a known setting: use one of name, uri.")
+        raise ConfigError(f"`tracker.{key}` is not a known setting: use one of name, uri, experiment.")
+    if experiment is not None and not str(experiment).strip():
+        raise ConfigError("`tracker.experiment` is empty: name the MLflow experiment, or leave it null (the study's "
+                          "name).")
     if name == "mlflow" and not uri:
         raise ConfigError("`tracker.uri` is empty: give the MLflow store, e.g. tracker.uri=sqlite:///results/mlflow.db "
                           "or tracker.uri=http://host:5000.")
-    return TrackerSettings(name, str(uri) if uri else None)
+    return TrackerSettings(name, str(uri) if uri else None, str(experiment) if experiment is not None else None)
 
 
 def resolve_uri(uri: str, cwd: Path | None = None) -> str:

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -113,6 +114,9 @@ def _git_commit() -> str | None:
 def serve() -> int:
     """The logger process: apply each JSON line of stdin to MLflow; answer `sync` on stdout. Returns the exit
     code: 0, or GAVE_UP when the store failed MAX_FAILED_CALLS calls in a row."""
+    # a terminal's Ctrl-C reaches this process too: the training process decides (it ends the runs and exits),
+    # and this one logs what it was sent until its input closes, without a traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     reply = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # whatever MLflow prints goes to stderr, never into the replies
     sys.stdout = sys.stderr
@@ -132,7 +136,7 @@ def serve() -> int:
             elif op == "start_sweep":
                 if tracker.enabled:
                     tracker.call("opening the sweep's run", tracker.start_sweep, Path(message["folder"]),
-                                 message["study"])
+                                 message["study"], message.get("experiment"))
             elif op == "job_run":
                 key = message.pop("key")
                 runs[key] = tracker.job_run(Path(message.pop("job_dir")), Path(message.pop("sweep_dir")),
@@ -264,11 +268,12 @@ class MlflowTracker(Tracker):
                 self.raw.set_terminated(run_id, "FAILED")
         self.open_runs.clear()
 
-    def _experiment_id(self, study: str | None) -> str:
-        """The experiment named after the study, created on first use (beside the store for sqlite)."""
+    def _experiment_id(self, study: str | None, experiment: str | None = None) -> str:
+        """The experiment `tracker.experiment` names, else the one named after the study, created on first use
+        (beside the store for sqlite)."""
         from mlflow.exceptions import MlflowException
 
-        name = study or "alrun"
+        name = experiment or study or "alrun"
         found = self.client.get_experiment_by_name(name)
         if found is not None:
             if found.lifecycle_stage == "deleted":
@@ -296,7 +301,7 @@ class MlflowTracker(Tracker):
 
     # ------------------------------------------------------------------------------------------ the sweep
 
-    def _sweep(self, folder: Path, study: str | None) -> dict[str, Any]:
+    def _sweep(self, folder: Path, study: str | None, experiment: str | None = None) -> dict[str, Any]:
         """The sweep's {uri, experiment_id, run_id}: read from the sweep folder, or created there."""
         folder = Path(folder)
         path = folder / SWEEP_FILE
@@ -306,7 +311,7 @@ class MlflowTracker(Tracker):
                 return known
             from alrun.core.version import __version__
 
-            experiment_id = self._experiment_id(study)
+            experiment_id = self._experiment_id(study, experiment)
             tags = {"sweep_dir": str(folder.resolve()), "command": self.command,
                     "alrun_version": __version__, "study": str(study)}
             commit = _git_commit()
@@ -317,9 +322,9 @@ class MlflowTracker(Tracker):
             atomic_write_text(path, json.dumps(known, indent=2))
             return known
 
-    def start_sweep(self, folder: Path, study: str | None) -> None:
+    def start_sweep(self, folder: Path, study: str | None, experiment: str | None = None) -> None:
         try:
-            known = self._sweep(folder, study)
+            known = self._sweep(folder, study, experiment)
             self.client.update_run(known["run_id"], status="RUNNING")  # a re-run sweep is running again
             self.open_runs[known["run_id"]] = "the sweep"
         except AlrunError:
@@ -329,11 +334,11 @@ class MlflowTracker(Tracker):
                               "check that store, or run with tracker=none.") from None
 
     def job_run(self, job_dir: Path, sweep_dir: Path, study: str | None, settings: dict[str, Any],
-                title: str, overrides: dict[str, str] | None = None) -> JobRun:
+                title: str, overrides: dict[str, str] | None = None, experiment: str | None = None) -> JobRun:
         def open_run() -> JobRun:
             sweep = _read_json(Path(sweep_dir) / SWEEP_FILE)
             if not sweep or sweep.get("uri") != self.uri:  # a single run, or callbacks left out
-                sweep = self._sweep(Path(sweep_dir), study)
+                sweep = self._sweep(Path(sweep_dir), study, experiment)
             return MlflowJobRun.open(self, Path(job_dir), sweep, settings, title, overrides or {})
 
         return self.call("opening the job's run", open_run) or JobRun()

@@ -131,6 +131,7 @@ def open_tracker(cfg: dict[str, Any] | None, strict: bool = True, sweep_dir: Pat
         check_store(uri)
     if uri not in _OPEN:
         _OPEN[uri] = WorkerTracker(uri)
+    _OPEN[uri].experiment = settings.experiment  # this config's: one process runs one sweep
     return _OPEN[uri]
 
 
@@ -244,6 +245,7 @@ class WorkerTracker(Tracker):
 
     def __init__(self, uri: str, clock=time.monotonic) -> None:
         self.uri = uri
+        self.experiment: str | None = None  # tracker.experiment (None: the study's name)
         self.clock = clock
         self.proc: subprocess.Popen | None = None
         self.lost = False
@@ -432,14 +434,15 @@ class WorkerTracker(Tracker):
 
     def start_sweep(self, folder: Path, study: str | None) -> None:
         self.launcher = True
-        self._send({"op": "start_sweep", "folder": str(folder), "study": study})
+        self._send({"op": "start_sweep", "folder": str(folder), "study": study, "experiment": self.experiment})
 
     def job_run(self, job_dir: Path, sweep_dir: Path, study: str | None, settings: dict[str, Any],
                 title: str, overrides: dict[str, str] | None = None) -> JobRun:
         self.keys += 1
         key = self.keys
         self._send({"op": "job_run", "key": key, "job_dir": str(job_dir), "sweep_dir": str(sweep_dir),
-                    "study": study, "settings": settings, "title": title, "overrides": overrides or {}})
+                    "study": study, "settings": settings, "title": title, "overrides": overrides or {},
+                    "experiment": self.experiment})
         return WorkerJobRun(self, key)
 
     def log_report(self, folder: Path, report: Report | None, failed: list[str]) -> None:
