@@ -58,5 +58,6 @@ def study_change(argv: list[str]) -> str | None:
               *(o for o in _task(argv) if _key(o) not in shared and _key(o) != "seed"),
               f"hydra.sweep.dir={folder_text(folder)}"]
     return (f"{folder_text(folder)} holds one study and this command {' and '.join(what)} that all its jobs share "
-            f"(its multirun.yaml); to resume or extend that study run `alrun {' '.join(shlex.quote(w) for w in extend)}`, "
+            f"(its multirun.yaml); to resume or extend that study run "
+            f"`alrun {' '.join(shlex.quote(w) for w in extend)}`, "
             "or give this one a folder of its own.")

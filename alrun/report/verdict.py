@@ -235,7 +235,6 @@ def verdict(summary: pd.DataFrame, groups: list[str], options: Options | None = 
     summary: every step of every job (heuristic labels as in the tables); groups: the row keys, heuristic last.
     """
     options = options or Options()
-    endpoint = options.endpoint
     if "heuristic" not in groups or "seed" not in summary.columns:
         return Verdict(["One heuristic or no seeds recorded: there is nothing to compare with Random."],
                        pd.DataFrame(columns=COLUMNS))
