@@ -319,9 +319,9 @@ def test_the_seeds_command_pasted_adds_seeds_to_the_same_study(tmp_path):
     same folder; pasted, it runs the same study there: the old seeds kept, the new ones beside them."""
     import shlex
 
-    from alrun.report.write import seeds_line
     from alrun.report.resume import seeds_command
     from alrun.report.verdict import Verdict
+    from alrun.report.write import seeds_line
 
     sweep = tmp_path / "sweep"
     run_alrun(["scale=smoke", "dataset=digits", "heuristic=bald,random", "seed=0,1", "max_labelled=30",

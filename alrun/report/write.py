@@ -15,18 +15,19 @@ from alrun.report.frames import (
     METRIC_TITLES,
     METRICS,
     _targets_of,
-    margin_of,
-    primary_of,
     check_one_job_per_seed,
     choose_sizes,
     group_columns_of,
     label_heuristics,
     long_table,
+    margin_of,
     missing_reference,
+    primary_of,
     setting_keys_of,
     target_record,
 )
 from alrun.report.plot import plot_curves
+from alrun.report.resume import seeds_command
 from alrun.report.tables import (
     _integers,
     compact_table,
@@ -39,7 +40,6 @@ from alrun.report.tables import (
     validation_note,
     wide_table,
 )
-from alrun.report.resume import seeds_command
 from alrun.report.verdict import Options as VerdictOptions
 from alrun.report.verdict import Verdict
 from alrun.report.verdict import verdict as make_verdict
