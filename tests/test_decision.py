@@ -98,15 +98,14 @@ def test_the_e_value_has_mean_one_under_the_null():
     Monte Carlo mean would be noisy, the e-value's tail being heavy)."""
     from scipy import integrate
 
+    c2 = dc.PRIOR_PRECISION
     for n in (2, 3, 5, 10, 30):
-
-        c2 = dc.PRIOR_PRECISION
 
         def closed(t: float, n: int = n) -> float:
             share = n * t * t / ((n + c2) * (n - 1 + t * t))
             return math.sqrt(c2 / (n + c2)) * (1 - share) ** (-n / 2)
 
-        total, _ = integrate.quad(lambda t: closed(t) * stats.t.pdf(t, n - 1), -np.inf, np.inf, limit=200)
+        total, _ = integrate.quad(lambda t, n=n: closed(t, n) * stats.t.pdf(t, n - 1), -np.inf, np.inf, limit=200)
         assert total == pytest.approx(1.0, abs=1e-6)
     # and the module's e-value is that function of t
     rng = np.random.default_rng(3)

@@ -92,7 +92,8 @@ def seeds_line(sweep_dir: Path, found: Verdict) -> str | None:
     should = f"To decide {names}: {found.hint_seeds} seeds in all should do it (in 80% of sweeps)"
     command = seeds_command(sweep_dir, found.hint_seeds)
     if command is None:  # a summary without its sweep (a reference folder): nothing to run into
-        return f"{should}; the sweep's command with 'seed=range(0,{found.hint_seeds})' and its hydra.sweep.dir adds them."
+        return (f"{should}; the sweep's command with 'seed=range(0,{found.hint_seeds})' and its hydra.sweep.dir "
+                "adds them.")
     return f"{should}; run `{command}`"
 
 
