@@ -463,6 +463,11 @@ def settings_of_swept_groups(argv: list[str]) -> list[str]:
 
 def main() -> None:
     """Console script `alrun`."""
+    from alrun.launch.until import main as until_main
+
+    code = until_main(sys.argv[1:], config_dir())  # until=decided: the sweep in rounds, each a process of its own
+    if code is not None:
+        raise SystemExit(code)
     os.environ["ALRUN_COMMAND"] = " ".join(["alrun", *sys.argv[1:]])  # as typed, for the tracker's tag
     # before `++` is added to the settings of swept groups: a misspelt key is the user's, as typed
     message = setting_typo_error(sys.argv[1:])

@@ -169,6 +169,12 @@ def check(command: Command) -> str | None:
             return f"a flag the test does not know: {word}"
         else:
             overrides.append(word)
+    from alrun.launch.until import UntilError, split
+
+    try:  # until=decided and its settings are alrun's, read before Hydra sees the command
+        _, overrides = split(overrides)
+    except UntilError as exc:
+        return str(exc)
     # alrun's own rewriting of the command line (the --multirun it adds aside)
     argv = [w for w in settings_of_swept_groups(as_multirun(overrides)) if w != "--multirun"]
     message = target_spelling_error(argv)

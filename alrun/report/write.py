@@ -82,6 +82,20 @@ def verdict_options(summary: pd.DataFrame, targets: tuple[float, ...], primary: 
     return VerdictOptions(primary=primary, target=targets[0] if targets else None, margin=margin)
 
 
+UNTIL_FILE = "until.json"  # written by until=decided (alrun/launch/until.py) before each round
+
+
+def rounds_line(sweep_dir: Path) -> str | None:
+    """Under until=decided, the round this verdict was read after (the folder's until.json); None otherwise."""
+    try:
+        plan = json.loads((Path(sweep_dir) / UNTIL_FILE).read_text())
+        return (f"until=decided: read after round {int(plan['round'])} ({int(plan['seeds'])} seeds of at most "
+                f"{int(plan['max_seeds'])}); the confidence sequences are anytime-valid, so reading after every "
+                "round keeps the error rates.")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def seeds_line(sweep_dir: Path, found: Verdict) -> str | None:
     """The verdict's last line: the one command that would decide the undecided comparisons within reach."""
     if found.hint_seeds is None or not found.undecided:
@@ -128,7 +142,7 @@ def write_report(sweep_dir: Path, sizes: list[int] | None = None,
     options = verdict_options(summary, targets, primary, equivalence_margin)
     found = make_verdict(summary, groups, options)
     last = seeds_line(sweep_dir, found)
-    verdict_lines = [*found.lines, *([last] if last else [])]
+    verdict_lines = [*found.lines, *([line] if (line := rounds_line(sweep_dir)) else []), *([last] if last else [])]
     notes = [n for n in (sizes_note, validation_note(summary), fit_note(summary)) if n]
     notes += [f"No random run at {where}: its heuristics have no paired comparison." for where in
               missing_reference(summary, groups)]
