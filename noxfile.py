@@ -1,5 +1,5 @@
 """Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s smoke`, `nox -s bench [-- --quick]`,
-`nox -s gpu_check [-- --quick]`."""
+`nox -s gpu_check [-- --quick]`, `nox -s docs`."""
 
 import nox
 
@@ -44,3 +44,14 @@ def gpu_check(session: nox.Session) -> None:
     """benchmarks/gpu_check.py on this machine's GPU (the CPU when there is none), recorded in benchmarks/RESULTS.md."""
     session.install("-e", ".")
     session.run("python", "-m", "benchmarks.gpu_check", "--record", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site, built strictly (the same command .ci/run runs): a broken link or a page left out
+    of the nav fails it; `-- serve` instead serves it at localhost:8000."""
+    session.install("-e", ".[docs]")
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve", *session.posargs[1:])
+    else:
+        session.run("mkdocs", "build", "--strict", "--site-dir", f"{session.create_tmp()}/site", *session.posargs)

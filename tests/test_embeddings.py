@@ -331,13 +331,13 @@ def test_the_cold_start_study_runs_at_smoke_scale_and_ends_with_a_verdict(tmp_pa
     assert all(f"- {h}:" in verdict for h in heuristics - {"random"})
 
 
-# ---------------------------------------------------------------- the README
+# ---------------------------------------------------------------- the documentation (docs/reference/heuristics.md)
 
 
-def test_the_readme_embedding_heuristic_commands_run_as_written(tmp_path):
-    from tests.test_sweep_components import readme_block
+def test_the_documented_embedding_heuristic_commands_run_as_written(tmp_path):
+    from tests.test_sweep_components import doc_block
 
-    lines = readme_block("Heuristics that read embeddings")
+    lines = doc_block("reference/heuristics.md", "Heuristics that read embeddings")
     assert any("--config-dir examples/mypkg/conf" in line and "heuristic=mycoreset,coreset,random" in line
                for line in lines)
     shutil.copytree(REPO / "examples", tmp_path / "examples", ignore=shutil.ignore_patterns("*.egg-info", "build"))

@@ -52,7 +52,7 @@ def test_table_equals_the_basic_launcher(launched, smoke_reference):
 
 
 def test_slurm_launcher_config_makes_the_sbatch_script(tmp_path, monkeypatch):
-    """`hydra/launcher=slurm` with the README's overrides gives the sbatch options it promises. No cluster
+    """`hydra/launcher=slurm` with the documented overrides gives the sbatch options it promises. No cluster
     here: the parameters go through submitit's own SLURM executor (as hydra-submitit-launcher passes them)
     up to the script it would submit; a stand-in `srun` on PATH satisfies its check for a cluster."""
     submitit = pytest.importorskip("submitit", reason="the `cluster` extra is not installed")

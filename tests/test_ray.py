@@ -26,7 +26,7 @@ ray = pytest.importorskip("ray", reason="the `ray` extra is not installed (pip i
 pytestmark = pytest.mark.ray
 
 JOB = "heuristic=bald,seed=0"
-# the README's commands (section "Ray"), port and temp folder aside
+# the documented commands (docs/how-to/clusters.md, section "Ray"), port and temp folder aside
 HEAD_FLAGS = ["--head", "--node-ip-address=127.0.0.1", "--num-cpus=2"]
 SWEEP = ["scale=smoke", "heuristic=bald", "seed=0,1"]
 # Ray turns --node-ip-address=127.0.0.1 into the machine's routable address unless it is told the cluster is
@@ -122,11 +122,12 @@ def test_steps_and_table_equal_the_basic_launcher(launched, smoke_reference):
     assert (table["n"] == 2).all()
 
 
-def test_the_readme_runs_what_these_tests_run():
-    """README "Ray": the head started as the module's head, the sweep as `launched` (the port aside), with the
-    variable that keeps Ray on loopback."""
-    text = (REPO / "README.md").read_text()
-    section = text[text.index("### Ray\n"):]
+def test_the_docs_run_what_these_tests_run():
+    """docs/how-to/clusters.md "Ray": the head started as the module's head, the sweep as `launched` (the port
+    aside), with the variable that keeps Ray on loopback."""
+    from tests.test_sweep_components import doc_section
+
+    section = doc_section("how-to/clusters.md", "Ray")
     block = section[section.index("```bash\n") + len("```bash\n"):]
     lines = [line.split("#")[0].split() for line in block[:block.index("```")].splitlines()]
     [start] = [w for w in lines if w[:2] == ["ray", "start"]]

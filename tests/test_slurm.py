@@ -46,8 +46,8 @@ def _cluster_answers() -> str | None:
 REASON = _cluster_answers()
 pytestmark = [pytest.mark.slurm, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
 
-# the README's SLURM command with this cluster's partition and no GPU; 1 CPU and 1 GB per job so two jobs run at
-# once on a 2-core machine
+# the documented SLURM command (docs/how-to/clusters.md) with this cluster's partition and no GPU; 1 CPU and 1 GB
+# per job so two jobs run at once on a 2-core machine
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.gpus_per_node=0",
          "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
 GATED = ["scale=smoke", "heuristic=custom", "heuristic._target_=tests.slurm_gate.score"]

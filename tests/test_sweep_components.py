@@ -222,20 +222,27 @@ def test_mlflow_ends_the_failed_child_failed_and_the_parent_finished_naming_it(o
     assert parent.data.tags["failed_jobs"] == "1" and parent.data.tags["failed_job_names"] == FAILED_JOB
 
 
-# ---------------------------------------------------------------- the README's commands, as written
+# ---------------------------------------------------------------- the documentation's commands, as written
 
 
-def readme_block(title: str) -> list[str]:
-    """The command lines of the first bash block under the README heading `title` (continuations joined)."""
-    text = (REPO / "README.md").read_text()
-    section = text[text.index(f"### {title}"):]
+def doc_section(page: str, title: str) -> str:
+    """The text of docs/`page` from its heading `title` (at any level) on."""
+    text = (REPO / "docs" / page).read_text()
+    found = re.search(rf"^#+ {re.escape(title)}\n", text, re.M)
+    assert found, f"docs/{page} has no heading {title!r}"
+    return text[found.start():]
+
+
+def doc_block(page: str, title: str) -> list[str]:
+    """The command lines of the first bash block under the heading `title` of docs/`page` (continuations joined)."""
+    section = doc_section(page, title)
     block = section[section.index("```bash\n") + len("```bash\n"):]
     block = block[:block.index("```")]
     return [line for line in block.replace("\\\n", " ").splitlines() if line.strip()]
 
 
-def test_the_readme_commands_run_as_written(tmp_path):
-    lines = readme_block("Yours beside ours in one sweep")
+def test_the_documented_commands_run_as_written(tmp_path):
+    lines = doc_block("how-to/own-heuristic.md", "Yours beside ours in one sweep")
     assert any("--config-dir examples/mypkg/conf" in line and "heuristic=mymargin,bald,random" in line
                for line in lines)
     shutil.copytree(REPO / "examples", tmp_path / "examples", ignore=shutil.ignore_patterns("*.egg-info", "build"))

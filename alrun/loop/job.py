@@ -36,7 +36,16 @@ from alrun.model.builders import build_model
 from alrun.model.features import featurize
 from alrun.model.inference import InferenceBatch
 from alrun.model.mc_probe import probe_job_model
-from alrun.train.fit import EarlyStopping, epochs_for, evaluate, fit, passes_before, steps_per_epoch, training_fit
+from alrun.train.fit import (
+    EarlyStopping,
+    epochs_for,
+    evaluate,
+    fit,
+    fit_on_labels,
+    memorisation,
+    passes_before,
+    steps_per_epoch,
+)
 from alrun.train.fit_guard import fit_flag
 
 log = logging.getLogger("alrun")
@@ -185,6 +194,7 @@ class ActiveLearningJob:
         x_train = bundle.x_train.to(device) if device.type == "cuda" else bundle.x_train
         x_test = bundle.x_test.to(device) if device.type == "cuda" else bundle.x_test
         oracle = torch.as_tensor(data.oracle_labels)
+        true_labels = torch.as_tensor(bundle.y_train)
         model = build_model(spec.model, bundle.input_shape, bundle.n_classes, spec.seed, bundle.pixel_stats).to(device)
         if device.type == "cuda":  # only where every weight and the input are 4-D
             channels_last(model, x_train.ndim)
@@ -226,8 +236,9 @@ class ActiveLearningJob:
                                        ) from None
             time_train = time.perf_counter() - tic
             # the under-fitting guard: how well the weights kept fit the labels they were trained on
-            train_loss, train_acc = training_fit(model, x_train[idx.to(x_train.device)], oracle[idx],
-                                                 spec.inference_batch_size, amp)
+            train_loss, predicted = fit_on_labels(model, x_train[idx.to(x_train.device)], oracle[idx],
+                                                  spec.inference_batch_size, amp)
+            train_acc = float((predicted == oracle[idx]).double().mean()) if len(idx) else float("nan")
             seed_global(spec.seed, f"eval/{step}")
             metrics = evaluate(model, x_test, bundle.y_test, n_samples,
                                generator(spec.seed, f"eval/{step}", device), inference_batch, amp)
@@ -249,6 +260,8 @@ class ActiveLearningJob:
             row.update({"validation_labels": len(data.validation), "epochs_trained": kept_epoch})
             # epochs_trained is the epoch whose weights were kept; epochs_run those that ran (more under early
             # stopping); fit_flag: "" or why the step's model is not to be trusted (alrun.train.fit_guard.fit_flag)
+            if spec.label_noise:  # the oracle knows both labels: how far the model fits the wrong ones
+                row.update(memorisation(predicted, oracle[idx], true_labels[idx]))
             row.update({"epochs_run": epochs_run, "train_loss": train_loss, "train_acc": train_acc,
                         "fit_flag": fit_flag(train_acc, kept_epoch, epochs_run, metrics.accuracy, bundle.n_classes,
                                              spec.label_noise,

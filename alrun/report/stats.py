@@ -1,6 +1,6 @@
 """Statistics of learning curves: area under the budget curve, labels to a target, paired tests.
 
-Pure functions over arrays and pandas frames; :mod:`alrun.report.build` turns them into tables.
+Pure functions over arrays and pandas frames; :mod:`alrun.report.frames` turns them into tables.
 
 Conventions (Lüth et al. 2023; Werner et al. 2024):
 - AUBC: the trapezoid area under metric-against-labelled-size, divided by the budget range, so it reads

@@ -160,6 +160,14 @@ def study_sections(summary: pd.DataFrame, groups: list[str], sizes: list[int]) -
         table = long_table(summary, groups, sizes, metrics=("f1_reduced",))
         sections.append(("F1 of the reduced classes (mean over the delta classes each seed reduced)",
                          wide_table(table, groups, "f1_reduced")))
+    if "noisy_fit_acc" in summary.columns and summary["noisy_fit_acc"].notna().any():
+        noisy = summary[summary["noisy_fit_acc"].notna()]
+        table = long_table(noisy, groups, sizes, metrics=("train_acc", "noisy_fit_acc", "noisy_true_acc"))
+        for metric, what in (("noisy_fit_acc", "share of the wrong labels the model fits as given (1 = memorised)"),
+                             ("noisy_true_acc", "share of them it predicts as their true class")):
+            wide = wide_table(table, groups, metric)
+            if not wide.empty:
+                sections.append((f"Memorisation of the noisy labels: {what}", wide))
     if "miotcd" in studies:
         sections.append((f"Per-class F1 at {sizes[-1]} labelled, rarest class first (car is the most common)",
                          per_class_f1_table(summary, groups, sizes[-1])))

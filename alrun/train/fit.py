@@ -58,25 +58,52 @@ def epochs_for(spec: TrainSpec, n_labelled: int) -> int:
 
 
 @torch.no_grad()
-def training_fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512,
-                 amp: bool = False) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of `model` in eval mode (dropout off: deterministic) on x: [L, ...] against
-    y: [L], the labels it was trained on; the model's mode is kept."""
+def fit_on_labels(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512,
+                  amp: bool = False) -> tuple[float, torch.Tensor]:
+    """(mean cross-entropy, predicted classes [L] int64 on the CPU) of `model` in eval mode (dropout off:
+    deterministic) on x: [L, ...] against y: [L], the labels it was trained on; the model's mode is kept."""
     if x.shape[0] == 0:
-        return float("nan"), float("nan")
+        return float("nan"), torch.empty(0, dtype=torch.int64)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    loss, correct = 0.0, 0
+    loss, predicted = 0.0, []
     for start in range(0, x.shape[0], batch_size):
         xb = to_device(x[start : start + batch_size], device)
         yb = to_device(y[start : start + batch_size], device)
         with autocast(device, amp):
             logits = model(xb).float()
         loss += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
-        correct += int((logits.argmax(dim=1) == yb).sum())
+        predicted.append(logits.argmax(dim=1).cpu())
     model.train(was_training)
-    return loss / x.shape[0], correct / x.shape[0]
+    return loss / x.shape[0], torch.cat(predicted)
+
+
+def training_fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512,
+                 amp: bool = False) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of `model` in eval mode (dropout off: deterministic) on x: [L, ...] against
+    y: [L], the labels it was trained on; the model's mode is kept."""
+    loss, predicted = fit_on_labels(model, x, y, batch_size, amp)
+    if predicted.numel() == 0:
+        return loss, float("nan")
+    return loss, float((predicted == y.cpu()).double().mean())
+
+
+def memorisation(predicted: torch.Tensor, given: torch.Tensor, true: torch.Tensor) -> dict[str, float]:
+    """How far a model fits the noisy labels it was given (the paper's "memorises the noise", in numbers).
+
+    predicted, given (the oracle's, maybe corrupted) and true labels: [L] int64 of the labelled set. Returns
+    `noisy_labelled` (how many given labels are wrong), `noisy_fit_acc` (share of those the model predicts as
+    given: 1.0 = the noise is memorised) and `noisy_true_acc` (share it predicts as the true class); NaN shares
+    when no label is wrong.
+    """
+    noisy = given != true
+    n = int(noisy.sum())
+    if n == 0:
+        return {"noisy_labelled": 0, "noisy_fit_acc": float("nan"), "noisy_true_acc": float("nan")}
+    return {"noisy_labelled": n,
+            "noisy_fit_acc": float((predicted[noisy] == given[noisy]).double().mean()),
+            "noisy_true_acc": float((predicted[noisy] == true[noisy]).double().mean())}
 
 
 def _optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
