@@ -106,7 +106,7 @@ def import_ray() -> Any:
     return ray
 
 
-NO_CLUSTER = ("could not find any running ray instance", "can't find", "no running ray")  # ray.init's wording
+NO_CLUSTER = ("could not find any running ray instance",)  # ray.init(address="auto")'s words when none runs
 
 
 def _first_words(exc: BaseException) -> str:
