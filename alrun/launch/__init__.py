@@ -1,3 +1,3 @@
-"""launch: how the jobs of a sweep run: job folders and their names, the SLURM and Ray launchers' shared parts,
-what a job knows of its sweep, and the sweep-end report callback. Imports track, report, config, core; only
-cli.py sits above it."""
+"""launch: how the jobs of a sweep run: job folders and their names, what every launcher does with a job's folder
+(job_state), the job's torch threads, the SLURM and Ray launchers' shared parts, what a job knows of its sweep, and
+the sweep-end report callback. Imports track, report, loop, config, core; only cli.py sits above it."""
