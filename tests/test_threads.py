@@ -34,9 +34,12 @@ def test_auto_is_the_jobs_share_of_the_cores(launcher, cores, expected):
     assert auto_threads(launcher, {}, cores)[0] == expected
 
 
-def test_omp_num_threads_caps_auto_and_a_number_is_taken_as_it_is():
+def test_omp_num_threads_caps_a_share_of_the_machine_not_an_allocation_and_a_number_is_taken_as_it_is():
     count, why = auto_threads({"_target_": JOBLIB, "n_jobs": 1}, {"OMP_NUM_THREADS": "1"}, 8)
     assert count == 1 and "OMP_NUM_THREADS=1" in why
+    assert auto_threads(None, {"OMP_NUM_THREADS": "3"}, 8)[0] == 3
+    # the submitting shell's OMP_NUM_THREADS does not shrink what SLURM (or Ray) allocated to the job
+    assert auto_threads({"_target_": "x.SlurmLauncher", "cpus_per_task": 8}, {"OMP_NUM_THREADS": "1"}, 64)[0] == 8
     hydra_cfg = OmegaConf.create({"launcher": {"_target_": JOBLIB, "n_jobs": 1}})
     assert job_threads(3, hydra_cfg, {"OMP_NUM_THREADS": "1"}, 8)[0] == 3
     assert job_threads("auto", hydra_cfg, {}, 8)[0] == 8

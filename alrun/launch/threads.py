@@ -8,7 +8,8 @@ shared cores one step took 45 s instead of under 1 s). `auto` gives each job its
 - submitit (SLURM, submitit_local): `cpus_per_task`; Ray: `num_cpus` (the cores the scheduler gave the job);
 - the basic launcher: the cores this process may run on (`os.sched_getaffinity`).
 
-OMP_NUM_THREADS, when set, caps it (the user's, or a launcher's own limit). The count is set once per job
+OMP_NUM_THREADS, when set, caps the basic launcher's and joblib's count (the user's limit, or joblib's own);
+the cores a scheduler allocated (cpus_per_task, num_cpus) are used as they are. The count is set once per job
 (torch.set_num_threads) and recorded in job.json: results are bit-identical between runs only at equal
 thread counts (the order of float additions in a parallel reduction depends on it).
 """
@@ -46,14 +47,16 @@ def auto_threads(launcher: Mapping[str, Any] | DictConfig | None, environ: Mappi
     cores = cores or available_cores()
     node = launcher if launcher is not None else {}
     target = str(node.get("_target_", "") or "")
+    # the cores a scheduler allocated to the job are its own: they win over an OMP_NUM_THREADS of the submitting
+    # shell (as before this setting existed); only a share of this machine's cores is capped by it
+    if _positive_int(node.get("cpus_per_task")):
+        return _positive_int(node.get("cpus_per_task")) or 1, "the job's cpus_per_task"
+    if node.get("num_cpus") is not None:
+        return _positive_int(node.get("num_cpus")) or 1, "the job's Ray num_cpus"
     if "joblib" in target.lower():
         n_jobs = int(node.get("n_jobs") or -1)
         at_once = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib's -1: every core, -2: all but one
         count, why = max(1, cores // at_once), f"{cores} cores / {at_once} joblib jobs at once"
-    elif _positive_int(node.get("cpus_per_task")):
-        count, why = _positive_int(node.get("cpus_per_task")) or 1, "the job's cpus_per_task"
-    elif node.get("num_cpus") is not None:
-        count, why = _positive_int(node.get("num_cpus")) or 1, "the job's Ray num_cpus"
     else:
         count, why = cores, f"the {cores} cores this process may use"
     cap = _positive_int(environ.get("OMP_NUM_THREADS"))
