@@ -101,6 +101,8 @@ def test_without_a_cluster_a_local_ray_is_started_and_the_log_says_so(tmp_path):
     from ray._private.services import find_gcs_addresses
 
     running = bool(find_gcs_addresses()) or bool(os.environ.get("RAY_ADDRESS"))
+    token = Path.home() / ".ray" / "auth_token"
+    had_token = token.exists()
     sweep = tmp_path / "sweep"
     proc = run_on_ray(None, ["scale=smoke", "heuristic=bald", "seed=0", "max_labelled=30", "hydra/launcher=ray",
                              f"hydra.sweep.dir={sweep}"], tmp_path)
@@ -110,6 +112,8 @@ def test_without_a_cluster_a_local_ray_is_started_and_the_log_says_so(tmp_path):
     else:
         assert "no running Ray cluster found (address=auto): started a local Ray on this machine" in log
     assert (sweep / JOB / "done").exists() and not (sweep / JOB / "failed").exists()
+    # no token left behind (~/.ray/auth_token) that a later `ray start --head` would demand of joining clients
+    assert running or had_token or not token.exists()
 
 
 @pytest.fixture(scope="module")

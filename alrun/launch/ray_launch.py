@@ -155,7 +155,15 @@ def _gcs_address(ray: Any) -> str | None:
 
 
 def _start_local(ray: Any, why: str) -> str:
-    """Start a Ray on this machine for this sweep (every core; no dashboard: nothing here reads it)."""
+    """Start a Ray on this machine for this sweep (every core; no dashboard: nothing here reads it).
+
+    Without RAY_AUTH_MODE set, Ray 2.60's `ray.init()` turns token authentication on for a new local cluster and
+    writes a token to ~/.ray/auth_token, which stays: every later `ray start --head` on the machine then demands
+    it, while a client joining by HOST:PORT never sends it, so the README's `ray start` + `address=HOST:PORT`
+    stops with "Authentication token is missing". This sweep's own Ray, gone when the sweep ends, is started
+    without it (RAY_AUTH_MODE=disabled, as Ray before 2.5x ran); a RAY_AUTH_MODE you set is kept.
+    """
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     try:
         ray.init(log_to_driver=True, include_dashboard=False)
     except (ConnectionError, RuntimeError, ValueError, OSError) as exc:
