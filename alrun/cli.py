@@ -334,7 +334,7 @@ def target_spelling_error(argv: list[str]) -> str | None:
         others = [v for v in (values or []) if v != "custom"] or sorted(builtins & {"bald", "random", "mlp", "digits"})
         sweep = ",".join(["mine", *others])
         how = (f"give yours a config file of its own, e.g. {folder}, and run `alrun --config-dir conf {group}={sweep}`"
-               " (README: Your own model, data and heuristic)")
+               " (docs: how-to/own-heuristic.md, Yours beside ours in one sweep)")
         if values and "custom" in values:
             return (f"`{group}._target_={target}` cannot go beside `{group}={','.join(values)}`: it would be "
                     f"set for every {group} of the sweep, so {how}.")
