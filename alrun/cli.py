@@ -27,7 +27,9 @@ from alrun.core.errors import AlrunError, DataError, HeuristicError, TrainingDiv
 from alrun.core.files import atomic_write_text
 from alrun.launch.interrupt import catch_interrupts, on_interrupt
 from alrun.launch.job_folders import register as register_job_folder
+from alrun.launch.job_state import REFUSE, Decision, decide, record_refusal
 from alrun.launch.sweep import end_tracked_sweep, sweep_dir_of, under_submitit  # noqa: F401 - also cli's API
+from alrun.launch.threads import job_threads, set_job_threads
 from alrun.track.tracker import JobRun, chain, last_line, open_tracker
 
 log = logging.getLogger("alrun")
@@ -74,6 +76,32 @@ def stop(message: str, out_dir: Path, hydra_cfg: DictConfig, plain: dict[str, An
         atomic_write_text(out_dir / "failed", "")
     except AlrunError:
         pass  # the folder itself cannot be written: the sentence is in this job's log
+    return {"status": "error", "message": message, "dir": str(out_dir)}
+
+
+def folder_decision(out_dir: Path, fingerprint: str) -> Decision:
+    """The basic, joblib and submitit_local launchers' answer for a job's folder, decided in the job's own process
+    before it writes anything (alrun.launch.job_state.decide); such a job is never running elsewhere nor lost."""
+    return decide(out_dir, fingerprint)
+
+
+def refuse(message: str, out_dir: Path, hydra_cfg: DictConfig, plain: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The job's folder holds another config's job: one sentence, and nothing written into that folder.
+
+    In the launching process (basic, joblib) the run stops (exit 2) as for any setup error; under submitit the
+    sentence goes to the job's log and to the sweep folder (alrun.launch.job_state.record_refusal), and the
+    report callback on the launching process says it again and exits 2.
+    """
+    if not under_submitit(hydra_cfg):
+        end_tracked_sweep(plain, hydra_cfg, out_dir, message)
+        fail(message)
+    print(f"alrun: error: {message}", file=sys.stderr)
+    sweep_dir = sweep_dir_of(hydra_cfg, out_dir)
+    try:
+        if sweep_dir != out_dir:  # never into the job's folder, the other config's
+            record_refusal(sweep_dir, out_dir, f"alrun: error: {message}")
+    except AlrunError:
+        pass  # the sweep folder itself cannot be written: the sentence is in this job's log
     return {"status": "error", "message": message, "dir": str(out_dir)}
 
 
@@ -178,23 +206,16 @@ def task(cfg: DictConfig) -> dict[str, Any]:
 
 def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
     """The job itself, on the `claimed` device (None: the one `device` names)."""
-    import torch
 
     from alrun.config.components import job_components
     from alrun.core.devices import choose_device
-    from alrun.loop.job import ActiveLearningJob, column_name
+    from alrun.loop.job import ActiveLearningJob, column_name, spec_fingerprint
     from alrun.report import target_accuracies_of, target_record
     from alrun.report.frames import margin_of, primary_of
     from alrun.report.terminal import job_progress
 
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
-    # submitit's cpus_per_task, Ray's num_cpus: the job's share of the CPU (submitit_local and Ray start
-    # several jobs at once on one machine)
-    cpus = (OmegaConf.select(hydra_cfg, "launcher.cpus_per_task", default=None)
-            or OmegaConf.select(hydra_cfg, "launcher.num_cpus", default=None))
-    if cpus and float(cpus) >= 1:
-        torch.set_num_threads(int(cpus))
     plain = OmegaConf.to_container(cfg, resolve=True)
     report_sizes = (plain.get("report") or {}).get("sizes")
     try:
@@ -203,11 +224,18 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
         primary = primary_of((plain.get("report") or {}).get("primary"))
         margin = margin_of((plain.get("report") or {}).get("equivalence_margin"))
         spec = run_spec_from_dict(plain)
+        # once per job, before its data is touched: its share of the cores (alrun.launch.threads)
+        threads, threads_from = job_threads(spec.threads, hydra_cfg)
+        threads = set_job_threads(threads)
         # jobs sharing a machine with several GPUs each hold a free one (see `task`)
         spec = replace(spec, device=claimed or choose_device(spec.device, job_index(hydra_cfg)))
         components = job_components(spec)  # imports the user's components: a wrong `_target_` stops here
         job = ActiveLearningJob(spec, out_dir)
-        job.check_folder()  # another config's finished job there: refused before job.json is written
+        # the answer every launcher gives (alrun.launch.job_state): another config's job there is refused before
+        # anything is written; a finished one of this config returns at once in job.run, a failed one resumes
+        decision = folder_decision(out_dir, spec_fingerprint(spec))
+        if decision.action == REFUSE:
+            return refuse(decision.reason, out_dir, hydra_cfg, plain)
         if spec.heuristic == "custom":  # its signature and return value, before any training
             from alrun.acquire.custom import preflight
 
@@ -226,10 +254,11 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
              "study": plain.get("study"),
              "components": components, "config": flatten(plain),
              "reduced_classes": [column_name(job.data.bundle.class_names[c]) for c in job.data.reduced_classes],
-             "validation_labels": len(job.data.validation)},
+             "validation_labels": len(job.data.validation), "threads": threads},
             indent=2))
     except AlrunError as exc:
         return stop(str(exc), out_dir, hydra_cfg, plain)
+    log.info("torch threads: %d (%s)", threads, f"auto: {threads_from}" if spec.threads == "auto" else threads_from)
     for note in job.data.bundle.notes:
         log.info(note)
     title = " ".join(f"{k}={v}" for k, v in overrides.items()) or f"{spec.heuristic} seed={spec.seed}"

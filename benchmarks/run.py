@@ -20,14 +20,14 @@ from pathlib import Path
 import torch
 
 import benchmarks
-from benchmarks import bench_diversity
+from benchmarks import bench_diversity, bench_threads_load
 from benchmarks.common import machine
 from benchmarks.gpu_check import kept_section
 
 HERE = Path(__file__).resolve().parent
 FIRST = ("bench_inference", "bench_scoring", "bench_step")  # the order; the others follow by name
 # run on their own, with no peer, into their own section of RESULTS.md, which this run keeps
-STANDALONE = ("bench_diversity",)
+STANDALONE = ("bench_diversity", "bench_threads_load")
 
 
 def discover() -> list[str]:
@@ -132,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     info["load average before the run (1, 5, 15 min)"] = info.pop("load average (1, 5, 15 min)")
     if skipped:
         failures += [f"{name}: skipped, it has no run(quick) function" for name in skipped]
-    # benchmarks/gpu_check.py's and bench_diversity.py's sections are not this run's to drop
-    kept = kept_section(args.out) + bench_diversity.kept_section(args.out)
+    # benchmarks/gpu_check.py's, bench_diversity.py's and bench_threads_load.py's sections are not this run's to drop
+    kept = (kept_section(args.out) + bench_diversity.kept_section(args.out)
+            + bench_threads_load.kept_section(args.out))
     args.out.write_text(markdown(rows, failures, info, command, started, time.perf_counter() - tic, load_after)
                         + ("\n" + kept if kept else ""))
     print(f"wrote {args.out}")

@@ -127,3 +127,40 @@ def test_a_folder_holding_another_config_is_refused_before_anything_is_written(t
     proc = run_alrun(args, tmp_path, check=False, env=THREADS)
     assert proc.returncode == 2 and "holds a job with a different config" in proc.stderr
     assert {p.name: p.read_bytes() for p in job.iterdir() if p.is_file()} == files
+
+
+def test_a_sweep_extended_in_reverse_gets_a_folder_of_its_own(tmp_path):
+    """A setting only the earlier job set (`train.lr=0.01`, then the same command without it): the new job is named
+    by its own value of it and runs; the earlier job's files stay as they were; the same command again resumes it."""
+    sweep = tmp_path / "sweep"
+    base = ["scale=smoke", "heuristic=random", "seed=0", "max_labelled=30", f"hydra.sweep.dir={sweep}"]
+    run_alrun([*base, "train.lr=0.01"], tmp_path, env=THREADS)
+    old = sweep / "heuristic=random,seed=0"
+    before = {p.name: p.read_bytes() for p in old.iterdir() if p.is_file()}
+    run_alrun(base, tmp_path, env=THREADS)
+    assert folders(sweep) == ["heuristic=random,seed=0", "heuristic=random,seed=0,train.lr=0.001"]
+    assert (sweep / "heuristic=random,seed=0,train.lr=0.001" / "done").exists()
+    assert {p.name: p.read_bytes() for p in old.iterdir() if p.is_file()} == before
+    again = run_alrun(base, tmp_path, env=THREADS)
+    assert len(folders(sweep)) == 2 and "resuming" in again.stdout + again.stderr
+
+
+def test_a_refused_job_under_submitit_writes_nothing_into_the_other_configs_folder(tmp_path):
+    """A finished job of another config (its checkpoint's fingerprint, as other code defaults would give) in the
+    folder a submitit job resolves to: the sweep says so in one sentence and exits 2; that folder is untouched
+    and holds no `failed` marker, so the report does not list the finished job as failed."""
+    sweep = tmp_path / "sweep"
+    args = ["scale=smoke", "heuristic=bald", "seed=0", "max_labelled=30", f"hydra.sweep.dir={sweep}"]
+    run_alrun(args, tmp_path, env=THREADS)
+    job = sweep / "heuristic=bald,seed=0"
+    state = read_checkpoint(job / "checkpoint.json")
+    save_checkpoint(job / "checkpoint.json", {**state, "fingerprint": "0" * 16})
+    # alrun's files; cli.log is Hydra's and submitit's job log, which they open in the folder before alrun runs
+    files = {p.name: p.read_bytes() for p in job.iterdir() if p.is_file() and p.name != "cli.log"}
+    proc = run_alrun([*args, *LAUNCHERS["submitit_local"]], tmp_path, check=False, env=THREADS)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"alrun: error: The folder {job} holds a job with a different config" in proc.stderr
+    assert {p.name: p.read_bytes() for p in job.iterdir() if p.is_file() and p.name != "cli.log"} == files
+    from alrun.report import failed_jobs
+
+    assert not (job / "failed").exists() and failed_jobs(sweep) == []

@@ -94,6 +94,28 @@ def run_on_ray(head: Head | None, args: list[str], cwd: Path, check: bool = True
     return run_alrun(args, cwd, check=check, env={**THREADS, **RAY_ENV})
 
 
+def test_without_a_cluster_a_local_ray_is_started_and_the_log_says_so(tmp_path):
+    """`hydra/launcher=ray` with the default address (auto) and no Ray running: a local Ray started for the sweep,
+    as `ray.init()` and Hydra's Ray launcher do; with one running (another user's on this machine), that one is
+    joined. Defined before the tests that start this module's head, so none of it runs yet."""
+    from ray._private.services import find_gcs_addresses
+
+    running = bool(find_gcs_addresses()) or bool(os.environ.get("RAY_ADDRESS"))
+    token = Path.home() / ".ray" / "auth_token"
+    had_token = token.exists()
+    sweep = tmp_path / "sweep"
+    proc = run_on_ray(None, ["scale=smoke", "heuristic=bald", "seed=0", "max_labelled=30", "hydra/launcher=ray",
+                             f"hydra.sweep.dir={sweep}"], tmp_path)
+    log = proc.stdout + proc.stderr
+    if running:
+        assert "Ray: joined the running Ray cluster at" in log
+    else:
+        assert "no running Ray cluster found (address=auto): started a local Ray on this machine" in log
+    assert (sweep / JOB / "done").exists() and not (sweep / JOB / "failed").exists()
+    # no token left behind (~/.ray/auth_token) that a later `ray start --head` would demand of joining clients
+    assert running or had_token or not token.exists()
+
+
 @pytest.fixture(scope="module")
 def launched(head, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("ray")

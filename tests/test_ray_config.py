@@ -63,3 +63,58 @@ def test_forwarded_environment():
            "CUDA_VISIBLE_DEVICES": "0"}
     assert forwarded_environment(env) == {"ALRUN_DATA_DIR": "d", "MLFLOW_TRACKING_TOKEN": "t",
                                           "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
+
+
+class FakeRay:
+    """ray's init as connect() calls it: `auto` finds a running cluster or not, as told."""
+
+    def __init__(self, cluster_running: bool) -> None:
+        self.cluster_running, self.calls, self.initialized = cluster_running, [], False
+
+    def is_initialized(self) -> bool:
+        return self.initialized
+
+    def init(self, address=None, **kwargs):
+        self.calls.append(address)
+        if address == "auto" and not self.cluster_running:
+            raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to.")
+        self.initialized = True
+
+    def cluster_resources(self):
+        return {"CPU": 2.0}
+
+    def get_runtime_context(self):
+        class Context:
+            gcs_address = "10.1.2.3:6379"
+        return Context()
+
+
+def test_auto_starts_a_local_ray_when_no_cluster_runs_and_says_so():
+    """As Hydra's Ray launcher (address null) and ray.init() do: a local Ray when none runs, joined otherwise."""
+    from alrun.launch.ray_launch import connect
+
+    fake = FakeRay(cluster_running=False)
+    line = connect(fake, "auto")
+    assert fake.calls == ["auto", None] and "started a local Ray on this machine (2 CPUs)" in line
+    fake = FakeRay(cluster_running=True)
+    assert connect(fake, "auto") == "Ray: joined the running Ray cluster at 10.1.2.3:6379" and fake.calls == ["auto"]
+    for local in (None, "local"):
+        fake = FakeRay(cluster_running=True)
+        assert "started a local Ray" in connect(fake, local) and fake.calls == [None]
+
+
+def test_a_given_address_is_joined_or_refused_never_replaced_by_a_local_ray():
+    import socket
+
+    import pytest
+
+    from alrun.core.errors import ConfigError
+    from alrun.launch.ray_launch import connect
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fake = FakeRay(cluster_running=False)
+    with pytest.raises(ConfigError, match="cannot join a Ray cluster at `127.0.0.1:"):
+        connect(fake, f"127.0.0.1:{port}")
+    assert fake.calls == []

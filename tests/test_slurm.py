@@ -247,3 +247,32 @@ def test_killed_launcher_leaves_the_jobs_running_and_the_rerun_waits_for_them(tm
     assert len({task.split("_")[0] for task in array_tasks(sweep)}) == 1  # the re-run submitted nothing
     same_steps(sweep, smoke_reference, [0, 1])
     same_table(sweep, smoke_reference)
+
+
+def test_a_finished_folder_of_another_config_is_never_reused(tmp_path):
+    """Extending in reverse (a setting only the earlier job set) gets a folder of its own, which SLURM runs; a
+    finished folder whose config differs where the overrides do not show it (its checkpoint's fingerprint, as
+    other code defaults give) stops the sweep with one sentence before any submission, where `done` alone once
+    made it count as this job's."""
+    from alrun.loop.checkpoint import read_checkpoint, save_checkpoint
+
+    sweep = tmp_path / "sweep"
+    base = ["scale=smoke", "heuristic=random", "seed=0", "max_labelled=30", *SLURM, f"hydra.sweep.dir={sweep}"]
+    run_alrun([*base, "train.lr=0.01"], tmp_path, env=THREADS)
+    old = sweep / "heuristic=random,seed=0"
+
+    def files(folder: Path) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+    before = files(old)
+    run_alrun(base, tmp_path, env=THREADS)
+    new = sweep / "heuristic=random,seed=0,train.lr=0.001"
+    assert (new / "done").exists() and files(old) == before
+    assert json.loads((new / "job.json").read_text())["config"]["train.lr"] == 0.001
+    state = read_checkpoint(new / "checkpoint.json")
+    save_checkpoint(new / "checkpoint.json", {**state, "fingerprint": "0" * 16})
+    tasks, kept = array_tasks(sweep), files(new)
+    proc = run_alrun(base, tmp_path, check=False, env=THREADS)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"alrun: error: The folder {new} holds a job with a different config" in proc.stderr
+    assert array_tasks(sweep) == tasks and files(new) == kept  # nothing submitted, nothing written

@@ -135,6 +135,8 @@ class RunSpec:
     amp: bool = True  # mixed precision on GPU only
     inference_batch_size: int = 512
     deterministic: bool = False  # torch's deterministic algorithms and cuDNN settings (bit-for-bit GPU runs)
+    # torch's CPU threads for the job: a count, or "auto" (the cores the launcher gives the job, alrun.launch.threads)
+    threads: int | str = "auto"
 
     def __post_init__(self) -> None:
         validate(self)
@@ -207,6 +209,8 @@ def validate(spec: RunSpec) -> None:
     _check(_is_int(spec.inference_batch_size) and spec.inference_batch_size >= 1, "inference_batch_size",
            spec.inference_batch_size, "it must be a positive integer")
     _check(isinstance(spec.deterministic, bool), "deterministic", spec.deterministic, "it must be true or false")
+    _check(spec.threads == "auto" or (_is_int(spec.threads) and spec.threads >= 1), "threads", spec.threads,
+           "use auto or a number of threads of at least 1")
     m, t, d = spec.model, spec.train, spec.dataset
     _check(m.name in MODELS, "model.name", m.name, f"choose one of {', '.join(MODELS)}")
     _check(isinstance(m.dropout, (int, float)) and 0 <= m.dropout < 1, "model.dropout", m.dropout,

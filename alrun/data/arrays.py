@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch.nn.functional as F
@@ -84,3 +85,23 @@ def data_root(spec: DatasetSpec) -> Path:
     if spec.root is None:
         raise DataError(f"The {spec.name} data set needs `dataset.root=FOLDER`, the folder that holds it.")
     return Path(spec.root).expanduser()
+
+
+# Pillow's modes of 16-bit (and 32-bit integer) grayscale: its convert("RGB") clips them at 255, so a 16-bit
+# PNG turns almost white; they are scaled to 8 bits instead (alrun's images are uint8 throughout)
+WIDE_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def as_rgb(img: Any, where: str) -> Any:
+    """A PIL image IMG as an 8-bit RGB image; 16-bit grayscale scaled from 0..65535 to 0..255 (not clipped at 255)."""
+    if img.mode not in WIDE_GRAY_MODES:
+        return img.convert("RGB")
+    wide = np.asarray(img).astype(np.int64)
+    if wide.size and (int(wide.min()) < 0 or int(wide.max()) > 65535):
+        raise DataError(f"{where} is a {img.mode} grayscale image with values outside 0..65535, which alrun cannot "
+                        "scale to 8 bits: save it as an 8- or 16-bit image.")
+    # round(v * 255 / 65535): 65535 -> 255, 257 -> 1, the 8-bit value of each 16-bit level
+    narrow = ((wide * 255 + 32767) // 65535).astype(np.uint8)
+    from PIL import Image
+
+    return Image.fromarray(narrow).convert("RGB")

@@ -10,6 +10,8 @@ past class_names or past the number of training items.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import torch
 
@@ -184,6 +186,27 @@ def missing_classes_sentence(missing: np.ndarray, y_train: np.ndarray, names: li
             f"keep an output it can never learn, so {fix}.")
 
 
+def _row_digests(x: torch.Tensor) -> list[bytes]:
+    """An 8-byte BLAKE2 digest of each row of x [N, ...] (its bytes as stored: equal rows, equal digests)."""
+    rows = np.ascontiguousarray(x.reshape(x.shape[0], -1).numpy())
+    return [hashlib.blake2b(row.data, digest_size=8).digest() for row in rows]
+
+
+def pool_copies_in_test(x_train: torch.Tensor, x_test: torch.Tensor) -> int:
+    """How many rows of x_test [M, ...] equal some row of x_train [N, ...] exactly (matched by a digest of their
+    bytes, every match then confirmed element by element)."""
+    if not x_train.shape[0] or not x_test.shape[0] or x_train.shape[1:] != x_test.shape[1:]:
+        return 0
+    by_digest: dict[bytes, list[int]] = {}
+    for i, digest in enumerate(_row_digests(x_train)):
+        by_digest.setdefault(digest, []).append(i)
+    copies = 0
+    for j, digest in enumerate(_row_digests(x_test)):
+        if any(torch.equal(x_train[i], x_test[j]) for i in by_digest.get(digest, ())):
+            copies += 1
+    return copies
+
+
 def check_bundle(bundle: DataBundle, where: str) -> list[str]:
     """Every check on a loaded data set (after the loader and the `max_train` / `max_test` caps, before
     featurisation and training). Raises DataError; returns warnings, one sentence each.
@@ -214,6 +237,10 @@ def check_bundle(bundle: DataBundle, where: str) -> list[str]:
         warnings.append(f"{where}: the {len(bundle.y_train)} training items that dataset.max_train keeps hold no "
                         f"items of {_which(missing, bundle.class_names)}: the "
                         "model keeps an output it never learns (raise dataset.max_train to keep them).")
+    copies = pool_copies_in_test(bundle.x_train, bundle.x_test)
+    if copies:
+        warnings.append(f"{where}: {copies} of {len(bundle.y_test)} test items are exact copies of training-pool "
+                        "items: the tables then measure memory, not generalisation (drop them from the test set).")
     in_test = np.unique(np.asarray(bundle.y_test))
     absent = np.setdiff1d(np.arange(n_classes), in_test)
     if absent.size:

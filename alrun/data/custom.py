@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from alrun.config import components
 from alrun.config.schema import DatasetSpec
 from alrun.core.errors import DataError
-from alrun.data.arrays import ImageArrays, cap_indices, images_to_bundle
+from alrun.data.arrays import ImageArrays, as_rgb, cap_indices, images_to_bundle
 from alrun.data.bundle import DataBundle
 from alrun.data.checks import check_lengths, check_not_empty, integer_labels, label_space, source_name
 from alrun.data.image_cache import cache_lock, read_cache, write_cache
@@ -129,7 +129,7 @@ def _item_array(x: Any, image_size: int | None) -> np.ndarray:
     """One item's x: a PIL image (resized to image_size when set) as uint8 [H, W(, C)], else an array."""
     if hasattr(x, "convert") and hasattr(x, "size"):  # a PIL image
         if x.mode not in ("L", "RGB"):
-            x = x.convert("RGB")
+            x = as_rgb(x, "an item's image")  # 16-bit grayscale scaled to 8 bits, not clipped at 255
         if image_size is not None and x.size != (image_size, image_size):
             from PIL import Image
 
@@ -138,6 +138,18 @@ def _item_array(x: Any, image_size: int | None) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def _item_label(label: Any, index: int, split: str, where: str) -> Any:
+    """One item's label as a scalar; a label of several numbers (one-hot, soft labels) is refused in one sentence,
+    as one-hot label arrays are (alrun.data.checks.integer_labels): its argmax would silently be a guess."""
+    if isinstance(label, (torch.Tensor, np.ndarray)):
+        if label.size == 1 if isinstance(label, np.ndarray) else label.numel() == 1:
+            return label.item()
+        shape = list(label.shape)
+        raise DataError(f"{where}: item {index} of the {split} set has a label of shape {shape} (one-hot?), but one "
+                        "integer class id per item was expected: give labels.argmax(1) as the labels.")
+    return label
 
 
 def _read_split(dataset: Any, indices: np.ndarray, split: str, spec: DatasetSpec,
@@ -159,8 +171,7 @@ def _read_split(dataset: Any, indices: np.ndarray, split: str, spec: DatasetSpec
                             f"{list(xs[0].shape)}: give the items one size (a transform, or dataset.image_size for "
                             "PIL images).")
         xs.append(x)
-        label = item[1]
-        ys.append(label.item() if isinstance(label, torch.Tensor) else label)
+        ys.append(_item_label(item[1], int(i), split, where))
     if not xs:
         raise DataError(f"{where}: the {split} set is empty.")
     return np.stack(xs), integer_labels(np.asarray(ys), f"the {split} labels", where)

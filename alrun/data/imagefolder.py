@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
 from alrun.config.schema import DatasetSpec
 from alrun.core.errors import ConfigError, DataError
 from alrun.core.seeding import generator
-from alrun.data.arrays import DATA_SEED, ImageArrays, cap_indices, data_root, images_to_bundle
+from alrun.data.arrays import DATA_SEED, ImageArrays, as_rgb, cap_indices, data_root, images_to_bundle
 from alrun.data.bundle import DataBundle
 from alrun.data.image_cache import cache_dirs, cache_lock, files_key, read_cache, write_cache
 from alrun.data.pathologies import stratified_split
@@ -46,6 +46,7 @@ class ImageTree:
     train: list[tuple[str, int]]
     test: list[tuple[str, int]] | None
     flat: bool = False  # class folders at the top of the root, no train/ (the test split is held out of them)
+    repeats: int = 0  # folders and files reached again through links, left out (each file counts once)
 
 
 def _class_folders(folder: Path) -> list[str]:
@@ -60,7 +61,43 @@ def _is_flat(root: Path) -> bool:
         return False
     classes = _class_folders(root)
     return bool(classes) and "test" not in classes and any(
-        make_dataset(str(root), {name: i for i, name in enumerate(classes)}, IMG_EXTENSIONS, allow_empty=True))
+        list_images(root, {name: i for i, name in enumerate(classes)})[0])
+
+
+def list_images(folder: Path, class_to_idx: dict[str, int]) -> tuple[list[tuple[str, int]], int]:
+    """(path, class index) of every image file under FOLDER/<class>/, in torchvision's `make_dataset` order, each
+    file once: links are followed (a linked folder of images counts), but a folder reached again through a link
+    (a loop such as `cat/loop -> .`) is not walked again, and a file reached again through a link is not listed
+    again. Also returns how many such repeats were left out."""
+    items: list[tuple[str, int]] = []
+    repeats = 0
+    for name in sorted(class_to_idx):
+        class_dir = folder / name
+        if not class_dir.is_dir():
+            continue
+        walked: list[tuple[str, list[str]]] = []
+        seen_dirs: set[str] = set()
+        for root, dirs, files in os.walk(class_dir, followlinks=True):
+            real = os.path.realpath(root)
+            if real in seen_dirs:  # reached again through a link: walked once already
+                repeats += 1
+                dirs[:] = []
+                continue
+            seen_dirs.add(real)
+            walked.append((root, files))
+        seen_files: set[str] = set()
+        for root, files in sorted(walked):  # torchvision's order: sorted walk, sorted names
+            for fname in sorted(files):
+                path = os.path.join(root, fname)
+                if not has_file_allowed_extension(path, IMG_EXTENSIONS):
+                    continue
+                real = os.path.realpath(path)
+                if real in seen_files:
+                    repeats += 1
+                    continue
+                seen_files.add(real)
+                items.append((path, class_to_idx[name]))
+    return items, repeats
 
 
 def scan_tree(root: Path, title: str, how: str, expected_classes: tuple[str, ...] | None = None) -> ImageTree:
@@ -87,7 +124,7 @@ def scan_tree(root: Path, title: str, how: str, expected_classes: tuple[str, ...
                 else f"it holds class folders that {title} does not have ({', '.join(extra)})")
         raise DataError(f"{title} is incomplete in {train_dir}: {what}; {how}.")
     class_to_idx = {name: i for i, name in enumerate(classes)}
-    train = make_dataset(str(train_dir), class_to_idx, IMG_EXTENSIONS, allow_empty=True)
+    train, repeats = list_images(train_dir, class_to_idx)
     empty = sorted(set(classes) - {classes[label] for _, label in train})
     if empty:
         raise DataError(f"{title} is incomplete in {train_dir}: the class folders {', '.join(empty)} hold no image "
@@ -99,21 +136,24 @@ def scan_tree(root: Path, title: str, how: str, expected_classes: tuple[str, ...
         if unknown:
             raise DataError(f"The test/ folder in {root} has classes that train/ lacks ({', '.join(unknown)}); "
                             "give every test class a train/ folder too.")
-        test = make_dataset(str(test_dir), class_to_idx, IMG_EXTENSIONS, allow_empty=True) or None
-    return ImageTree(classes, train, test, flat)
+        test_items, test_repeats = list_images(test_dir, class_to_idx)
+        test, repeats = test_items or None, repeats + test_repeats
+    return ImageTree(classes, train, test, flat, repeats)
 
 
 def decode_image(path: str, image_size: int | None) -> np.ndarray:
-    """One image file as uint8 [H, W, 3] (RGB), resized to image_size x image_size when given; DataError
-    naming the file when it cannot be decoded."""
+    """One image file as uint8 [H, W, 3] (RGB; 16-bit grayscale scaled to 8 bits), resized to image_size x
+    image_size when given; DataError naming the file when it cannot be decoded."""
     try:
         with Image.open(path) as img:
             if image_size is not None:
                 img.draft(None, (image_size, image_size))  # JPEG: decode at 1/2, 1/4 or 1/8 scale when much larger
-            rgb = img.convert("RGB")
+            rgb = as_rgb(img, f"The image file {path}")
         if image_size is not None and rgb.size != (image_size, image_size):
             rgb = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR)
         return np.asarray(rgb, dtype=np.uint8)
+    except DataError:
+        raise
     except Exception as exc:  # PIL raises many kinds (UnidentifiedImageError, truncated-file OSError, ...)
         raise DataError(f"The image file {path} cannot be decoded ({type(exc).__name__}: {exc}); "
                         "replace or delete it.") from None
@@ -168,6 +208,9 @@ def read_image_tree(spec: DatasetSpec, title: str, how: str,
     root = data_root(spec)
     tree = scan_tree(root, title, how, expected_classes)
     notes = []
+    if tree.repeats:
+        notes.append(f"{spec.name}: {tree.repeats} folders or files under {root} are reached again through links "
+                     "(a link loop, or a second link to one file): each image file counts once")
     train, test = tree.train, tree.test
     if test is None:
         labels = np.array([label for _, label in train])

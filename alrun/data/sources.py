@@ -67,6 +67,9 @@ def load_npz(spec: DatasetSpec) -> DataBundle:
     # before anything is sized by the labels: one stray label of 10**9 must not build 10**9 class names
     names = label_space(y_train, y_test, arrays.get("class_names"), where)
 
+    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:  # before np.concatenate would raise
+        raise DataError(f"{where}: x_train items have shape {list(arrays['x_train'].shape[1:])} but x_test items "
+                        f"{list(arrays['x_test'].shape[1:])}: both splits need one shape (the same features).")
     both = np.concatenate([arrays["x_train"], arrays["x_test"]])  # one set of image statistics
     stats = None  # images: the statistics removed, so that pretrained networks get their own normalisation
     if both.dtype == np.uint8 and both.ndim in (3, 4):

@@ -10,6 +10,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from alrun.core.errors import AlrunError
+from alrun.launch.job_state import clear_refusals, refusals
 from alrun.launch.sweep import note_launch
 from alrun.report import failed_jobs, write_report
 from alrun.report.terminal import print_failures, print_report
@@ -69,12 +70,18 @@ class ReportCallback(Callback):
         failed = report.failed_jobs if report is not None else failed_jobs(folder)
         # a store gone since the start only warns: the report's files are written already
         self._tracker(config, strict=False).log_report(folder, report, failed)
+        refused = refusals(folder)  # jobs in processes of their own that found another config's job in their folder
+        if refused:
+            for sentence in refused:
+                print(sentence, file=sys.stderr)
+            raise SystemExit(2)
         if failed:
             if report is None:
                 print_failures(failed, folder)
             raise SystemExit(1)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        clear_refusals(Path(config.hydra.sweep.dir))  # an earlier launch's: this launch's jobs decide again
         self._start(Path(config.hydra.sweep.dir), config)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:

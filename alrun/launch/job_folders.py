@@ -12,7 +12,8 @@ Resume: an existing folder of the same job in the sweep folder is used as it is,
 name, the name older alrun versions gave (the full `override_dirname`), or another name whose
 `job.json` records the same overrides (a sweep re-run with a different set of varying keys). A name
 taken by another job (a sweep extended with a setting its earlier jobs lack, e.g. the same heuristics
-and seeds again with `heuristic.embedding=input`) gives this job a name of all its settings instead.
+and seeds again with `heuristic.embedding=input`, or without a setting only they had) gives this job a name
+that holds the settings that differ, with this job's own value for one it does not set (`train.lr=0.001`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 RESOLVER = "alrun.job_folder"
 # a path component holds 255 bytes on common filesystems; stay well below (eCryptfs, encrypted homes: ~143)
@@ -179,11 +180,38 @@ def job_folder(*, _root_: DictConfig) -> str:
         found = same_job_folder(sweep_dir, job_overrides, excluded)
         if found:
             return found
-    if differ:  # a sweep extended by a setting its earlier jobs lack: the name holds it too
-        lines = job_name(job_overrides, (varying or set()) | differ, excluded, str(dirname_cfg.item_sep),
-                         str(dirname_cfg.kv_sep))
-        return shortened(str(dirname_cfg.item_sep).join(part.lstrip("+~")
-                                                         for part in lines.split(str(dirname_cfg.item_sep))))
+    if differ:  # a sweep extended by a setting its earlier jobs lack (or only they had): the name holds it too
+        return own_name(_root_, sweep_dir, job_overrides, (varying or set()) | differ, excluded)
+    return name
+
+
+def _own_value(root: DictConfig, key: str) -> str:
+    """This job's value of KEY, which its overrides do not set: the option chosen for a config group, else the
+    composed value (`null` for a key this job's config lacks)."""
+    choices = OmegaConf.select(root, "hydra.runtime.choices", default=None)
+    if choices is not None and key in choices:
+        return str(choices[key])
+    value = OmegaConf.select(root, key, default=None, throw_on_missing=False)
+    if isinstance(value, (DictConfig, ListConfig)):
+        return json.dumps(OmegaConf.to_container(value, resolve=True), separators=(",", ":"), sort_keys=True)
+    return "null" if value is None else str(value)
+
+
+def own_name(root: DictConfig, sweep_dir: Path, job_overrides: list[str], keys: set[str], excluded: set[str]) -> str:
+    """The name of a job whose usual name another job holds: its overrides of KEYS, and for a key of KEYS it does
+    not set (a setting only the earlier job set: `alrun ... train.lr=0.01`, then the same without it) its own
+    value, so the two never share a folder; when even that name is another job's, a hash of its overrides."""
+    dirname_cfg = root.hydra.job.config.override_dirname
+    item_sep, kv_sep = str(dirname_cfg.item_sep), str(dirname_cfg.kv_sep)
+    parts = {o.key_or_group.lstrip("+~"): o.input_line.lstrip("+~") for o in _parse(job_overrides)
+             if o.key_or_group not in excluded and o.key_or_group in keys | set(ALWAYS)}
+    for key in sorted(keys - set(parts) - excluded):
+        parts[key] = f"{key}={_own_value(root, key)}"
+    name = shortened(item_sep.join(sorted(parts.values())).replace("=", kv_sep))
+    if _is_folder(sweep_dir / name) and differing_keys(sweep_dir / name, job_overrides, excluded):
+        wanted = _comparable(dict(o.split("=", 1) for o in job_overrides if "=" in o), excluded)
+        digest = hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:HASH_CHARS]
+        name = shortened(f"{name}-{digest}")
     return name
 
 

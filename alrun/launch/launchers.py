@@ -3,14 +3,16 @@ Hydra finds it as hydra_plugins/alrun_slurm_launcher (Hydra instantiates launche
 
 On top of the plugin's launcher:
 
-- a job whose folder holds its `done` marker is not submitted again, so re-running a sweep's command
-  submits only the jobs that have not finished;
+- each job's folder is judged before anything is submitted, as every launcher judges it
+  (alrun.launch.job_state.decide, on the folder and the job's config fingerprint): a finished job of the same
+  config is not submitted again, so re-running a sweep's command submits only the jobs that have not
+  finished; a folder holding another config's job stops the sweep with one sentence before any submission;
 - a job still queued or running from an earlier launch of the same sweep (the launching process was
   stopped) is waited for, not submitted a second time onto the same folder;
 - the launching process waits for every job; one that ends without a result (`scancel`, a node lost, more
   time-limit requeues than `max_num_timeout`) gets `error.txt` and a `failed` marker in its folder naming its
-  SLURM job and state, so the report names it and the sweep exits 1, where the plugin would stop at the
-  first such job with a traceback and no report.
+  SLURM job and state, unless it holds `done`, so the report names it and the sweep exits 1, where the plugin
+  would stop at the first such job with a traceback and no report.
 
 Requeues (preemption, `scontrol requeue`, the time limit) need nothing here: SLURM starts the same job again,
 and alrun resumes it from its last finished step (the checkpoint in its folder).
@@ -33,6 +35,8 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 from omegaconf import OmegaConf
 
 from alrun.core.files import atomic_write_text
+from alrun.launch.job_state import KEEP, REFUSE, RUN, SKIP, WAIT, Decision, decide, job_fingerprint
+from alrun.launch.sweep import refuse_sweep
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +61,12 @@ class SlurmLauncher(PluginSlurmLauncher):
     """`hydra/launcher=slurm`: hydra-submitit-launcher's SLURM launcher that skips finished jobs, adopts the
     running jobs of an earlier launch, and reports a job lost to SLURM as failed instead of stopping."""
 
-    def _job_folder(self, overrides: Sequence[str]) -> Path:
-        """Where the job of `overrides` writes (`hydra.sweep.dir/hydra.sweep.subdir`, as the job resolves it)."""
+    def _job_folder(self, overrides: Sequence[str]) -> tuple[Path, str | None]:
+        """Where the job of `overrides` writes (`hydra.sweep.dir/hydra.sweep.subdir`, as the job resolves it), and
+        its config fingerprint (None when this process cannot build it: the job then checks its folder)."""
         assert self.hydra_context is not None and self.config is not None
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-        return Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
+        return Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir), job_fingerprint(cfg)
 
     def _submitit_folder(self) -> Path:
         # "%j" stands for each job's own id: the jobs file lives in the folder above those
@@ -94,20 +99,27 @@ class SlurmLauncher(PluginSlurmLauncher):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         log.info(f"Submitit '{self._EXECUTOR}' sweep output dir : {sweep_dir}")
         jobs: list[tuple[int, list[str], Path]] = []
-        for offset, overrides in enumerate(job_overrides):
-            jobs.append((initial_job_idx + offset, list(overrides), self._job_folder(overrides)))
-        finished = [job for job in jobs if (job[2] / "done").exists()]
-        if finished:
-            log.info(f"{len(finished)} of {len(jobs)} jobs finished earlier (their `done` marker): not submitted again")
         recorded = self._recorded_jobs()
+        decisions: dict[int, Decision] = {}
+        for offset, overrides in enumerate(job_overrides):
+            folder, fingerprint = self._job_folder(overrides)
+            jobs.append((initial_job_idx + offset, list(overrides), folder))
+            decisions[initial_job_idx + offset] = slurm_decision(folder, fingerprint, recorded.get(folder.name))
+        refused = [d.reason for d in decisions.values() if d.action == REFUSE]
+        if refused:  # before any submission: nothing of another config's job is touched
+            refuse_sweep(self.config, refused)
+        finished = [idx for idx, d in decisions.items() if d.action == SKIP]
+        if finished:
+            log.info(f"{len(finished)} of {len(jobs)} jobs finished earlier (their `done` marker, the same config): "
+                     "not submitted again")
         adopted: dict[int, Any] = {}
         for idx, overrides, folder in jobs:
-            job_id = recorded.get(folder.name)
-            if job_id and not (folder / "done").exists() and _still_queued(job_id):
+            if decisions[idx].action == WAIT:
+                job_id = recorded[folder.name]
                 adopted[idx] = submitit.SlurmJob(folder=self.params["submitit_folder"], job_id=job_id)
                 log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))} (still in SLURM as job {job_id}: "
                          "waiting for it, not submitted again)")
-        to_submit = [job for job in jobs if not (job[2] / "done").exists() and job[0] not in adopted]
+        to_submit = [job for job in jobs if decisions[job[0]].action == RUN]
         submitted: dict[int, Any] = {}
         if to_submit:
             params = []
@@ -152,6 +164,14 @@ class SlurmLauncher(PluginSlurmLauncher):
         return returns
 
 
+def slurm_decision(folder: Path, fingerprint: str | None, job_id: str | None) -> Decision:
+    """The SLURM launcher's answer for one job (alrun.launch.job_state.decide): JOB_ID is the SLURM job an earlier
+    launch of this sweep submitted for FOLDER, if any; it is asked for in SLURM's queue only when the folder is
+    not finished."""
+    running = bool(job_id) and not (folder / "done").exists() and _still_queued(str(job_id))
+    return decide(folder, fingerprint, running=running)
+
+
 def _still_queued(job_id: str) -> bool:
     """Whether SLURM still has job `job_id` queued or running (squeue lists only those)."""
     try:
@@ -174,14 +194,17 @@ def _result(job: Any, folder: Path) -> JobReturn:
 def _lost(job: Any, state: str, folder: Path) -> JobReturn:
     """Mark the job's folder failed: SLURM ended it (state) without a result. The sweep goes on."""
     logs = job.paths.stderr
+    if decide(folder, None, lost=True).action == KEEP:  # it finished; only its result file did not come back
+        log.info("SLURM job %s (%s) left no result, but its folder %s holds `done`: finished, not failed",
+                 job.job_id, state, folder)
+        return JobReturn(status=JobStatus.COMPLETED, _return_value={"status": "done", "dir": str(folder)})
     message = (f"alrun: error: SLURM job {job.job_id} ended without finishing ({state}); its log: {logs}. "
                "Re-running the command resumes it from its last finished step.\n")
-    if not (folder / "done").exists():
-        try:
-            atomic_write_text(folder / "error.txt", message)
-            atomic_write_text(folder / "failed", "")
-        except Exception as exc:  # noqa: BLE001 - the report still says it is missing
-            log.warning("alrun: warning: cannot mark %s failed (%s)", folder, exc)
+    try:
+        atomic_write_text(folder / "error.txt", message)
+        atomic_write_text(folder / "failed", "")
+    except Exception as exc:  # noqa: BLE001 - the report still says it is missing
+        log.warning("alrun: warning: cannot mark %s failed (%s)", folder, exc)
     log.error(message.strip())
     return JobReturn(status=JobStatus.COMPLETED, _return_value={"status": "failed", "dir": str(folder)})
 

@@ -4,6 +4,7 @@ and ending a tracked sweep's parent run when the sweep stops."""
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +55,13 @@ def end_tracked_sweep(plain: dict[str, Any] | None, hydra_cfg: DictConfig, out_d
         open_tracker(plain.get("tracker"), strict=False, sweep_dir=sweep_dir).stop_sweep(sweep_dir, message)
     except Exception as exc:  # noqa: BLE001 - the sentence that stops the sweep must still be said
         log.warning("alrun: warning: the sweep's MLflow run was not ended (%s).", last_line(exc))
+
+
+def refuse_sweep(config: DictConfig, sentences: list[str]) -> None:
+    """Stop a sweep before its launcher starts any job: each sentence once on stderr, exit 2; with tracker=mlflow
+    the sweep's parent run (opened before the launcher) ends FAILED with the first."""
+    tracker = {"tracker": OmegaConf.to_container(config.tracker, resolve=True)} if "tracker" in config else None
+    end_tracked_sweep(tracker, config.hydra, Path(str(config.hydra.sweep.dir)), sentences[0])
+    for sentence in sentences:
+        print(f"alrun: error: {sentence}", file=sys.stderr)
+    raise SystemExit(2)

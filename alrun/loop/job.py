@@ -58,12 +58,10 @@ def column_name(class_name: str) -> str:
     return re.sub(r"[^0-9A-Za-z_]+", "_", str(class_name)).strip("_") or "class"
 
 
-# settings added after jobs were already on disk: at their defaults they stay out of the fingerprint, so
-# those jobs still resume
 # settings added after jobs were first written to disk, by section of the spec ("" the top level), with
 # their defaults: left out of the fingerprint at those defaults, so that those jobs still resume
 _LATER_SETTINGS: dict[str, dict[str, Any]] = {
-    "": {"initial_balanced": False},
+    "": {"initial_balanced": False, "threads": "auto"},
     "train": {"validation_size": 0, "patience": 10, "epoch_samples": None, "eval_every": None, "stop_on": "nll"},
     "dataset": {"target": None, "args": {}},
     "model": {"target": None, "args": {}, "trunk": None, "head": None},

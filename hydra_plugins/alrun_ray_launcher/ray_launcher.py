@@ -14,12 +14,14 @@ from omegaconf import DictConfig
 class RayLauncher(Launcher):
     """One Ray task per job on a running Ray cluster (alrun.launch.ray_launch).
 
-    address: the cluster to join (`auto`: the one `ray start` started on this machine, or $RAY_ADDRESS;
-    else HOST:PORT of its head). num_cpus, num_gpus: each job's resources. max_retries: how many times Ray
+    address: the cluster to join (`auto`: the one `ray start` started on this machine, or $RAY_ADDRESS, and
+    when none runs a local Ray started for the sweep; `local` or null: always a local Ray; else HOST:PORT of its
+    head, and only it). num_cpus, num_gpus: each job's resources. max_retries: how many times Ray
     starts a job again after its worker or node died.
     """
 
-    def __init__(self, address: str = "auto", num_cpus: float = 1, num_gpus: float = 0, max_retries: int = 3) -> None:
+    def __init__(self, address: str | None = "auto", num_cpus: float = 1, num_gpus: float = 0,
+                 max_retries: int = 3) -> None:
         self.address, self.num_cpus, self.num_gpus, self.max_retries = address, num_cpus, num_gpus, max_retries
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None

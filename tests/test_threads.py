@@ -1,0 +1,81 @@
+"""`threads` (alrun.launch.threads): auto gives each job its share of the cores (joblib's n_jobs, submitit's
+cpus_per_task, Ray's num_cpus, else the process's affinity), OMP_NUM_THREADS caps it, a number is used as it is;
+set once per job and recorded in job.json; at auto it stays out of the resume fingerprint."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+from omegaconf import OmegaConf
+
+from alrun.config.schema import RunSpec, run_spec_from_dict
+from alrun.core.errors import ConfigError
+from alrun.launch.threads import auto_threads, job_threads
+from alrun.loop.job import spec_fingerprint
+from tests.conftest import LAUNCHERS, THREADS, run_alrun
+
+JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+
+
+@pytest.mark.parametrize(("launcher", "cores", "expected"), [
+    (None, 8, 8),  # the basic launcher: every core this process may use
+    ({"_target_": JOBLIB, "n_jobs": 2}, 8, 4),
+    ({"_target_": JOBLIB, "n_jobs": -1}, 8, 1),  # joblib's -1: one job per core
+    ({"_target_": JOBLIB, "n_jobs": -2}, 8, 1),
+    ({"_target_": JOBLIB, "n_jobs": 3}, 2, 1),  # never below one
+    ({"_target_": "x.SlurmLauncher", "cpus_per_task": 6}, 64, 6),
+    ({"_target_": "x.LocalLauncher", "cpus_per_task": 1}, 2, 1),
+    ({"_target_": "x.RayLauncher", "num_cpus": 2}, 16, 2),
+    ({"_target_": "x.RayLauncher", "num_cpus": 0.5}, 16, 1),
+])
+def test_auto_is_the_jobs_share_of_the_cores(launcher, cores, expected):
+    assert auto_threads(launcher, {}, cores)[0] == expected
+
+
+def test_omp_num_threads_caps_a_share_of_the_machine_not_an_allocation_and_a_number_is_taken_as_it_is():
+    count, why = auto_threads({"_target_": JOBLIB, "n_jobs": 1}, {"OMP_NUM_THREADS": "1"}, 8)
+    assert count == 1 and "OMP_NUM_THREADS=1" in why
+    assert auto_threads(None, {"OMP_NUM_THREADS": "3"}, 8)[0] == 3
+    # the submitting shell's OMP_NUM_THREADS does not shrink what SLURM (or Ray) allocated to the job
+    assert auto_threads({"_target_": "x.SlurmLauncher", "cpus_per_task": 8}, {"OMP_NUM_THREADS": "1"}, 64)[0] == 8
+    hydra_cfg = OmegaConf.create({"launcher": {"_target_": JOBLIB, "n_jobs": 1}})
+    assert job_threads(3, hydra_cfg, {"OMP_NUM_THREADS": "1"}, 8)[0] == 3
+    assert job_threads("auto", hydra_cfg, {}, 8)[0] == 8
+
+
+def test_the_setting_is_validated_and_stays_out_of_the_fingerprint_at_auto():
+    spec = RunSpec()
+    assert spec.threads == "auto"
+    assert spec_fingerprint(spec) != spec_fingerprint(replace(spec, threads=2))
+    with pytest.raises(ConfigError, match="`threads=0` is not allowed"):
+        run_spec_from_dict({"threads": 0})
+    # at auto, the fingerprint of a spec is the one jobs written before the setting existed carry
+    import hashlib
+    from dataclasses import asdict
+
+    from alrun.loop.job import _LATER_SETTINGS
+
+    values = asdict(spec)
+    for key in ("device", "deterministic", "threads"):
+        values.pop(key)
+    for section, later in _LATER_SETTINGS.items():
+        scope = values[section] if section else values
+        for key, default in later.items():
+            if scope.get(key) == default:
+                scope.pop(key)
+    assert spec_fingerprint(spec) == hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()
+                                                    ).hexdigest()[:16]
+
+
+def test_the_job_records_its_threads(tmp_path):
+    """joblib with n_jobs=2 on this machine's cores, OMP_NUM_THREADS=1 as the tests set it: 1 thread, in job.json
+    and the job's log; threads=2 given: 2."""
+    sweep = tmp_path / "sweep"
+    run_alrun(["scale=smoke", "heuristic=random", "seed=0", "max_labelled=30", "threads=1,2",
+               *LAUNCHERS["joblib"], f"hydra.sweep.dir={sweep}"], tmp_path, env=THREADS)
+    for count in (1, 2):
+        job = sweep / f"heuristic=random,seed=0,threads={count}"
+        assert json.loads((job / "job.json").read_text())["threads"] == count
+        assert f"torch threads: {count} (threads setting)" in (job / "cli.log").read_text()
