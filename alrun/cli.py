@@ -21,6 +21,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from alrun.config.keys import config_dirs as keys_config_dirs
 from alrun.config.schema import RunSpec, run_spec_from_dict
 from alrun.config.settings import flatten
 from alrun.core.errors import AlrunError, DataError, HeuristicError, TrainingDiverged
@@ -354,40 +355,9 @@ def target_spelling_error(argv: list[str]) -> str | None:
     return None
 
 
-def _search_dir(entry: str) -> str | None:
-    """A `hydra.searchpath` entry as a folder (`pkg://mypkg.conf`, `file://conf`, `conf`); None when it cannot
-    be found here."""
-    import importlib.util
-
-    entry = entry.strip().strip("'\"")
-    if entry.startswith("pkg://"):
-        top, *rest = entry[len("pkg://"):].split(".")
-        try:
-            found = importlib.util.find_spec(top)
-        except (ImportError, ValueError):
-            return None
-        if found is None or not found.submodule_search_locations:
-            return None
-        return str(Path(list(found.submodule_search_locations)[0], *rest))
-    return entry.removeprefix("file://")
-
-
 def config_dirs(argv: list[str]) -> list[str] | None:
-    """alrun's config folder and the user's (`--config-dir`/`-cd`, `hydra.searchpath=[...]`), where their
-    options live; None when one of them cannot be found before Hydra looks (then only keys are checked)."""
-    dirs = [config_dir()]
-    for i, arg in enumerate(argv):
-        if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
-            dirs.append(argv[i + 1])
-        elif arg.startswith("--config-dir="):
-            dirs.append(arg.split("=", 1)[1])
-        elif arg.lstrip("+").startswith("hydra.searchpath="):
-            for entry in arg.split("=", 1)[1].strip("[]").split(","):
-                folder = _search_dir(entry) if entry.strip() else None
-                if folder is None or not Path(folder).is_dir():
-                    return None
-                dirs.append(folder)
-    return dirs
+    """alrun's config folder and the user's (`--config-dir`, `hydra.searchpath`): alrun.config.keys.config_dirs."""
+    return keys_config_dirs(argv, config_dir())
 
 
 def setting_typo_error(argv: list[str]) -> str | None:

@@ -114,3 +114,39 @@ def unknown_option(group: str, value: str, settings: Settings) -> str:
     if near is not None:
         return f"unknown {group} `{value}`: did you mean `{near}`? ({group}s: {', '.join(options)})"
     return f"unknown {group} `{value}`: choose one of {', '.join(options)}."
+
+
+def _search_dir(entry: str) -> str | None:
+    """A `hydra.searchpath` entry as a folder (`pkg://mypkg.conf`, `file://conf`, `conf`); None when it cannot
+    be found here."""
+    import importlib.util
+
+    entry = entry.strip().strip("'\"")
+    if entry.startswith("pkg://"):
+        top, *rest = entry[len("pkg://"):].split(".")
+        try:
+            found = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            return None
+        if found is None or not found.submodule_search_locations:
+            return None
+        return str(Path(list(found.submodule_search_locations)[0], *rest))
+    return entry.removeprefix("file://")
+
+
+def config_dirs(argv: list[str], base: str) -> list[str] | None:
+    """alrun's config folder `base` and the user's (`--config-dir`/`-cd`, `hydra.searchpath=[...]`), where their
+    options live; None when one of them cannot be found before Hydra looks (then only keys are checked)."""
+    dirs = [base]
+    for i, arg in enumerate(argv):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+            dirs.append(argv[i + 1])
+        elif arg.startswith("--config-dir="):
+            dirs.append(arg.split("=", 1)[1])
+        elif arg.lstrip("+").startswith("hydra.searchpath="):
+            for entry in arg.split("=", 1)[1].strip("[]").split(","):
+                folder = _search_dir(entry) if entry.strip() else None
+                if folder is None or not Path(folder).is_dir():
+                    return None
+                dirs.append(folder)
+    return dirs
