@@ -168,7 +168,7 @@ def test_fingerprint_of_jobs_made_before_these_settings_is_kept():
     old = asdict(spec)  # the config as jobs on disk recorded it: without the settings added since
     old.pop("device"), old.pop("initial_balanced"), old["train"].pop("validation_size"), old["train"].pop("patience")
     old["train"].pop("epoch_samples"), old["train"].pop("eval_every"), old["train"].pop("stop_on")
-    old.pop("deterministic")
+    old.pop("deterministic"), old.pop("threads")
     for section in ("dataset", "model"):
         for key in ("target", "args") + (("trunk", "head") if section == "model" else ()):
             old[section].pop(key)
