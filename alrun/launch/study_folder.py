@@ -1,6 +1,8 @@
-"""A folder holds one study: a command into an existing sweep folder may add seeds or sweep a setting the
-folder's command did not fix, but not drop or change an override all its jobs share (the data set, the model,
-the scale, any fixed setting of its multirun.yaml): that would mix two studies in one folder's tables."""
+"""A folder holds one study: a command into an existing sweep folder may add seeds, sweep a setting the folder's
+command did not fix, or run another value of a training or loop setting (its jobs get folders of their own, an
+arm beside the others: issue #30's sweep extended in either direction), but not drop or change an override that
+defines the study and all its jobs share (the data set, the model, the scale, the experiment, and their keys):
+that would mix two studies in one folder's tables."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from pathlib import Path
 
 from alrun.report.resume import folder_text, sweep_overrides
 
+# the config groups (and their keys) that say which study a folder holds; other settings make arms of it
+STUDY_GROUPS = ("dataset", "model", "scale", "experiment", "study")
 _SWEEP_FUNCTIONS = ("range(", "choice(", "interval(", "glob(", "sort(", "shuffle(")
 
 
@@ -47,9 +51,10 @@ def study_change(argv: list[str]) -> str | None:
         return None
     task, _ = recorded
     shared = {_key(o): o.split("=", 1)[1] for o in task if _key(o) != "seed" and not _is_sweep(o.split("=", 1)[1])}
+    defining = [k for k in shared if k.split(".")[0].split("/")[0] in STUDY_GROUPS]
     given = {_key(o): o.split("=", 1)[1] for o in _task(argv)}
-    dropped = [k for k in shared if k not in given]
-    changed = [k for k in shared if k in given and given[k] != shared[k]]
+    dropped = [k for k in defining if k not in given]
+    changed = [k for k in defining if k in given and given[k] != shared[k]]
     if not dropped and not changed:
         return None
     what = [f"drops {k}={shared[k]}" for k in dropped] + [f"changes {k}={shared[k]} to {k}={given[k]}" for k in changed]
