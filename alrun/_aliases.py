@@ -67,3 +67,19 @@ def install() -> None:
     """Put the alias finder on sys.meta_path once (alrun/__init__ calls it)."""
     if not any(isinstance(f, _AliasFinder) for f in sys.meta_path):
         sys.meta_path.append(_AliasFinder())
+
+
+def names_of(package: str, source: str, submodules: frozenset[str]):
+    """A package's module `__getattr__` that finds alrun 0.1's names of `package` in its module `source`
+    (alrun/config.py became alrun/config/schema.py, alrun/loop.py alrun/loop/job.py); its submodules load as
+    usual."""
+
+    def __getattr__(name: str):
+        if name in submodules or name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            return getattr(importlib.import_module(source), name)
+        except AttributeError:
+            raise AttributeError(f"module '{package}' has no attribute '{name}'") from None
+
+    return __getattr__

@@ -271,8 +271,9 @@ def flaky_mlflow(failures: int) -> None:
 def main(argv: list[str]) -> None:
     if argv and argv[0] == "--tracker-worker":  # alrun's MLflow logger process, with tracker-down:N armed
         import alrun.track.mlflow_logger
+        import alrun.track.mlflow_retry
 
-        alrun.track.mlflow_logger.BACKOFF_S = 0.01  # the same retries, without the waits
+        alrun.track.mlflow_retry.BACKOFF_S = 0.01  # the same retries, without the waits
         kind, nth = argv[1].split(":")
         (break_mlflow_after if kind == "tracker-down" else flaky_mlflow)(int(nth))
         code = alrun.track.mlflow_logger.serve()

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent / "alrun"
 FLOORS = ("core", "config", "data", "model", "train", "acquire", "loop", "report", "track", "launch", "cli")
 # the root's private helpers: the alias finder of the 0.1 paths (imports nothing of alrun)
 ROOT_LEAVES = {"alrun._aliases"}
-MAX_LINES = 520  # "about 400": the largest modules, the MLflow logger and the selectors' shared part, stay under this
+MAX_LINES = 400  # "about 400": every module is under it; split one that grows past it
 
 
 def modules() -> dict[str, Path]:

@@ -15,6 +15,7 @@ import pytest
 from scipy import stats
 
 from alrun.report import decision as dc
+from alrun.report import seed_hint as sh
 
 SIZES = np.arange(20, 301, 20, dtype=np.float64)  # 15 labelled sizes, the shared start 20, the budget 300
 
@@ -223,7 +224,7 @@ def test_the_hints_seeds_decide_a_true_effect():
     count, most, pilot = 1000, 60, 3
     random, heuristics = sweeps(rng, count, most, speedup=np.array([1.3, 1.6]), arms=2)
     d = dc.aubc(SIZES, heuristics) - dc.aubc(SIZES, random)[:, None, :]  # [count, 2, most]
-    hint = dc.sweep_hint(dc.decide(d[..., :pilot], margin=0.01), margin=0.01, limit=most)
+    hint = sh.sweep_hint(dc.decide(d[..., :pilot], margin=0.01), margin=0.01, limit=most)
     asked = ~np.isnan(hint.seeds)
     assert asked.mean() > 0.9  # 3 seeds rarely decide: the hint is what the user gets
     # each sweep extended to the seeds its hint asked for (later seeds masked out)

@@ -217,8 +217,8 @@ def test_probcover_graph_or_none_any_blocks_pick_as_the_eager_greedy(monkeypatch
     # neighbours again), or dropped in the middle of the pass: the eager greedy's picks every time
     pool, labelled, _ = random_problem(n=300, n_lab=20, d=6)
     monkeypatch.setattr(coverage, "BF16_SCREEN", screen)
-    monkeypatch.setattr(coverage, "PAIR_BLOCK_ROWS", shape[0])
-    monkeypatch.setattr(coverage, "PAIR_BLOCK_COLS", shape[1])
+    monkeypatch.setattr(geometry, "PAIR_BLOCK_ROWS", shape[0])
+    monkeypatch.setattr(geometry, "PAIR_BLOCK_COLS", shape[1])
     if edge_bytes == "overflow":  # room for about 500 pairs of the roughly 4,000 inside a ball
         edge_bytes = int(2**20 / 500)
     monkeypatch.setattr(coverage, "EDGE_BYTES", edge_bytes)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -599,8 +600,9 @@ def test_a_store_failing_call_after_call_ends_the_runs_failed_with_the_reason(tm
     """Writes that keep failing (each retried): after MAX_FAILED_CALLS calls in a row the logger gives up, warns
     once, and ends the runs it holds (the job's and the sweep's) FAILED with the reason; a lone failure does not."""
     import alrun.track.mlflow_logger as logger
+    import alrun.track.mlflow_retry
 
-    monkeypatch.setattr(logger, "BACKOFF_S", 0.001)
+    monkeypatch.setattr(alrun.track.mlflow_retry, "BACKOFF_S", 0.001)
     tracker = logger.MlflowTracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
     sweep = tmp_path / "sweep"
     (sweep / "job").mkdir(parents=True)
@@ -665,7 +667,7 @@ def test_a_network_filesystem_is_found_in_the_mounts_table():
 
 
 def test_a_sqlite_store_on_a_network_filesystem_warns_once_naming_tracker_uri(tmp_path, monkeypatch, caplog):
-    import alrun.track.tracker as tracking
+    import alrun.track.store_check as tracking
 
     uri = f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}"
     monkeypatch.setattr(tracking, "network_mount", lambda path, mounts=None: None)
@@ -678,3 +680,14 @@ def test_a_sqlite_store_on_a_network_filesystem_warns_once_naming_tracker_uri(tm
     [warning] = [r.getMessage() for r in caplog.records]
     assert warning.startswith(f"alrun: warning: tracker.uri={uri} is a sqlite file on a network filesystem (nfs4 ")
     assert "set tracker.uri to an MLflow server" in warning
+
+
+def test_the_sweep_run_names_alruns_own_commit_in_a_checkout():
+    """A source checkout's alrun tags its runs with the checkout's HEAD (an installed wheel: none)."""
+    from alrun.track.mlflow_store import _git_commit
+
+    root = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0 or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    assert _git_commit() == head.stdout.strip()

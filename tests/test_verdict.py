@@ -152,12 +152,13 @@ def test_verdict_decided_and_no_decision_with_one_seed_count_for_the_sweep(tmp_p
     assert rows.loc[("bald", "aubc_test_acc"), "ci_low"] > 0
     # one seed count for the sweep, the last line, for the rule the verdict uses
     from alrun.report import decision as dc
+    from alrun.report import seed_hint as sh
 
     curves = report.summary.pivot_table(index=["heuristic", "seed"], columns="labelled", values="test_acc")
     aubc = pd.Series(dc.aubc(curves.columns.to_numpy(), curves.to_numpy()), index=curves.index)
     d = (aubc["entropy"] - aubc["random"]).to_numpy()
     # entropy is tested at 0.05 / (2 - 1) once bald is decided
-    needed = int(dc.seeds_to_decide(d.mean(), d.std(ddof=1), 6, 0.05, 0.01))
+    needed = int(sh.seeds_to_decide(d.mean(), d.std(ddof=1), 6, 0.05, 0.01))
     last = report.verdict_lines[-1]
     assert last.startswith(f"To decide entropy: {needed} seeds in all should do it")
     assert f"'seed=range(0,{needed})'" in last

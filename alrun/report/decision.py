@@ -40,12 +40,12 @@ of the m0 true nulls' martingales crosses m0 / alpha with probability at most al
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special, stats
+
+from alrun.report.endpoints import ENDPOINTS, Endpoint, aubc, default_target, labels_to_reach  # noqa: F401
 
 ALPHA = 0.05
 # c^2, the prior precision of the standardised effect (mean / sd of the per-seed difference): prior sd
@@ -53,103 +53,9 @@ ALPHA = 0.05
 # within one seed of the best c^2 for standardised effects 1 to 4 at levels 0.05 to 0.0125 (c^2 = 0.05 is
 # faster only below 5 seeds, c^2 = 1 only above 30).
 PRIOR_PRECISION = 0.25
-POWER = 0.8  # the hint's seeds decide a comparison of the observed size with this probability
-# the hint plans with this upper confidence bound of the per-seed spread, not the spread seen: the sd of 3
-# seeds is below the true one in 63% of sweeps, and a plug-in hint then asks for too few (Browne 1995)
-SPREAD_CONFIDENCE = 0.7
-MAX_HINT_SEEDS = 100  # the hint never asks for more; a comparison that would need more is said to be out of reach
-QUADRATURE = 64  # points over the sample sd's distribution in the hint's power
 
 # decision words
 BETTER, WORSE, EQUIVALENT, UNDECIDED, NOT_TESTABLE = "better", "worse", "equivalent", "no decision", "not testable"
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """A primary endpoint: how one job's curve becomes one number, and which way is better."""
-
-    key: str  # report.primary's value
-    label: str  # its words in a sentence
-    higher_is_better: bool
-    margin: float  # the default equivalence margin, in the endpoint's unit (report.equivalence_margin)
-    unit_format: str  # how its differences print
-
-
-ENDPOINTS = {
-    "aubc_accuracy": Endpoint("aubc_accuracy", "AUBC accuracy", True, 0.01, "+.3f"),
-    "aubc_nll": Endpoint("aubc_nll", "AUBC NLL", False, 0.02, "+.3f"),
-    "accuracy_at_budget": Endpoint("accuracy_at_budget", "accuracy at the budget", True, 0.01, "+.3f"),
-    # labels random needs minus labels the heuristic needs (positive: the heuristic saves labels)
-    "labels_to_target": Endpoint("labels_to_target", "labels saved to the target", True, 10.0, "+.0f"),
-}
-
-
-# --- curves -> one number per job ------------------------------------------------------------------------
-
-def aubc(labelled_k: np.ndarray, values_sk: np.ndarray) -> np.ndarray:
-    """Area under each curve, trapezoid over the labelled sizes, divided by the budget range (the curve's
-    mean over the budget, in the metric's unit).
-
-    labelled_k: [K] increasing sizes shared by the curves; values_sk: [..., K]. Returns [...]. One size: its
-    value.
-    """
-    x = np.asarray(labelled_k, dtype=np.float64)
-    y = np.asarray(values_sk, dtype=np.float64)
-    if x.size == 1:
-        return y[..., 0]
-    area = np.sum((y[..., 1:] + y[..., :-1]) * np.diff(x) / 2.0, axis=-1)
-    return area / (x[-1] - x[0])
-
-
-def labels_to_reach(labelled_k: np.ndarray, accuracy_sk: np.ndarray, target: np.ndarray | float
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Labels each curve needs to reach `target`, interpolated linearly between the two sizes around its
-    first crossing, and whether it never reached it within the budget (censored).
-
-    labelled_k: [K] increasing sizes, the first the shared start; accuracy_sk: [..., K]; target: broadcasts
-    to [...]. Returns (labels [...], censored [...] bool). A curve already at the target at the start needs
-    the start (it cannot need fewer labels than it was given, and on one seed every heuristic starts from
-    the same labels, so both sides then need the same); otherwise the crossing lies strictly after the
-    start. A censored curve's labels are the budget, labels[-1]: the least it could have needed, and the
-    same rule for Random and the heuristic, so a renamed Random gains nothing from it.
-    """
-    x = np.asarray(labelled_k, dtype=np.float64)
-    acc = np.asarray(accuracy_sk, dtype=np.float64)
-    target = np.broadcast_to(np.asarray(target, dtype=np.float64), acc.shape[:-1])[..., None]
-    reached = acc >= target
-    censored = ~reached.any(axis=-1)
-    first = np.argmax(reached, axis=-1)  # 0 where never reached: masked below
-    before = np.maximum(first - 1, 0)
-    a_hi = np.take_along_axis(acc, first[..., None], axis=-1)[..., 0]
-    a_lo = np.take_along_axis(acc, before[..., None], axis=-1)[..., 0]
-    x_hi, x_lo = x[first], x[before]
-    rise = a_hi - a_lo
-    with np.errstate(divide="ignore", invalid="ignore"):
-        share = np.where(rise > 0, (target[..., 0] - a_lo) / rise, 1.0)
-    labels = np.where(first == 0, x[0], x_lo + np.clip(share, 0.0, 1.0) * (x_hi - x_lo))
-    labels = np.where(censored, x[-1], labels)
-    return labels, censored
-
-
-def default_target(start_s: np.ndarray, final_random_s: np.ndarray, final_heuristic_s: np.ndarray,
-                   share: float = 0.9) -> np.ndarray:
-    """The target accuracy when report.target_accuracy is not set: `share` of the way from the mean start
-    accuracy to the mean final accuracy of the pair (Random and the heuristic together).
-
-    start_s, final_*_s: [..., S] accuracies at the shared start and at the budget per seed (NaN: a seed one
-    side lacks, left out). Returns [...].
-
-    Why this rule: it is a function of each seed's *pair* of curves that does not change when the two are
-    swapped on any seed, so for a heuristic that is Random renamed every per-seed saving is as likely
-    negative as positive (the savings are sign-symmetric) -- a target from Random's curves alone (its mean
-    final accuracy, the old rule) is not, and Random itself reaches its own mean final accuracy on about
-    half its seeds only at the budget. 90% of the way keeps the target below what most seeds reach, so few
-    are censored.
-    """
-    pair = np.concatenate([np.asarray(final_random_s, np.float64), np.asarray(final_heuristic_s, np.float64)],
-                          axis=-1)
-    start = np.nanmean(np.asarray(start_s, np.float64), axis=-1)
-    return start + share * (np.nanmean(pair, axis=-1) - start)
 
 
 # --- the confidence sequence ------------------------------------------------------------------------------
@@ -355,109 +261,6 @@ def labels_saved(labelled_k: np.ndarray, random_sk: np.ndarray, heuristic_sk: np
     at_start = ((random_sk[..., 0] >= target[..., None]) & (heuristic_sk[..., 0] >= target[..., None])).all(axis=-1)
     return LabelsSaved(target, n, need_r.mean(axis=-1), need_h.mean(axis=-1), saved, low, high,
                        cens_r.sum(axis=-1), cens_h.sum(axis=-1), either * 2 <= n, at_start, bounded)
-
-
-# --- seeds that decide ------------------------------------------------------------------------------------
-
-@functools.lru_cache(maxsize=256)
-def _sd_shares(df: int) -> np.ndarray:
-    """The sample sd over the true one at QUADRATURE mid-quantiles of its distribution, df degrees of freedom."""
-    u = (np.arange(QUADRATURE) + 0.5) / QUADRATURE
-    return np.sqrt(stats.chi2.ppf(u, df) / df)
-
-
-def decide_probability(mean: np.ndarray, sd: np.ndarray, n: np.ndarray, alpha: np.ndarray,
-                       margin: np.ndarray | float = 0.0, c2: float = PRIOR_PRECISION) -> np.ndarray:
-    """The probability that the confidence sequence at level alpha decides on n seeds (excludes 0, or lies
-    inside (-margin, margin)) when the differences are N(mean, sd^2). Broadcasts its arguments.
-
-    Exact over the sample mean given the sample sd (normal), numerical over the sample sd (its chi
-    distribution at QUADRATURE quantiles). Undecided means |mean_hat| <= r and |mean_hat| >= margin - r with
-    r = t* sd_hat / sqrt(n): with r < margin / 2 every outcome decides.
-    """
-    mean, sd, n, alpha, margin = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64)
-                                                       for a in (mean, sd, n, alpha, margin)))
-    df = np.maximum(n - 1, 1).astype(np.int64)
-    # the chi quantiles once per distinct number of seeds (scipy's inverse is the slow part)
-    shares = np.empty((*df.shape, QUADRATURE))
-    for value in np.unique(df):
-        shares[df == value] = _sd_shares(int(value))
-    sd_hat = sd[..., None] * shares  # [..., Q]
-    se = (sd / np.sqrt(np.maximum(n, 1)))[..., None]
-    r = critical_t(n, alpha, c2)[..., None] * sd_hat / np.sqrt(np.maximum(n, 1))[..., None]
-    lo = np.maximum(margin[..., None] - r, 0.0)  # undecided: lo <= |mean_hat| <= r
-    mu = mean[..., None]
-    with np.errstate(invalid="ignore"):
-        band = np.where(np.isfinite(r),
-                        special.ndtr((r - mu) / se) - special.ndtr((lo - mu) / se)
-                        + special.ndtr((-lo - mu) / se) - special.ndtr((-r - mu) / se), 1.0)
-    undecided = np.where(r >= lo, np.clip(band, 0.0, 1.0), 0.0)
-    return np.where(n >= 2, 1.0 - undecided.mean(axis=-1), 0.0)
-
-
-def seeds_to_decide(mean: np.ndarray, sd: np.ndarray, n: np.ndarray, alpha: np.ndarray,
-                    margin: np.ndarray | float = 0.0, power: float = POWER, limit: int = MAX_HINT_SEEDS,
-                    c2: float = PRIOR_PRECISION, spread_confidence: float = SPREAD_CONFIDENCE) -> np.ndarray:
-    """The fewest seeds (more than n) at which a comparison whose differences are N(mean, sd'^2) is decided
-    with probability `power` at level alpha -- the level Holm tests it at -- by the confidence sequence the
-    verdict uses. [...] floats; NaN where more than `limit` seeds would be needed (or no spread is known).
-
-    mean, sd: what the n seeds so far show. The observed mean stands in for the true one; the spread sd' is
-    the `spread_confidence` upper confidence bound of the sd from n seeds (chi-square, n - 1 degrees of
-    freedom; Browne 1995, "On the use of a pilot sample for sample size determination", Statistics in
-    Medicine 14), since a plug-in sd from a few seeds is too small more often than not.
-    """
-    mean, sd, n, alpha, margin = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64)
-                                                       for a in (mean, sd, n, alpha, margin)))
-    if spread_confidence > 0.5:
-        df = np.maximum(n - 1, 1)
-        sd = sd * np.sqrt(df / stats.chi2.ppf(1 - spread_confidence, df))
-    need = np.full(mean.shape, np.nan)
-    open_ = np.isfinite(mean) & np.isfinite(sd) & (sd > 0)
-    # one size at a time over the comparisons still open: the power rises with the seeds, so the first size
-    # that reaches it is the answer, and most comparisons stop long before the limit
-    for size in range(2, limit + 1):
-        ask = open_ & (n < size)
-        if not ask.any():
-            if not open_.any():
-                break
-            continue
-        prob = decide_probability(mean[ask], sd[ask], float(size), alpha[ask], margin[ask], c2)
-        hit = np.zeros(mean.shape, dtype=bool)
-        hit[ask] = prob >= power
-        need[hit] = size
-        open_ &= ~hit
-    return need
-
-
-@dataclass(frozen=True)
-class Hint:
-    """One seed count for a whole sweep (a family), arrays of shape [...]."""
-
-    seeds: np.ndarray  # total seeds to run, float (NaN: nothing undecided is within reach)
-    out_of_reach: np.ndarray  # bool [..., m]: undecided comparisons that would need more than the limit
-
-
-def sweep_hint(family: Family, alpha: float = ALPHA, margin: np.ndarray | float = 0.0,
-               power: float = POWER, limit: int = MAX_HINT_SEEDS, c2: float = PRIOR_PRECISION) -> Hint:
-    """The seeds that would decide every undecided comparison of a family that is within reach: the largest
-    of their :func:`seeds_to_decide`, each at the level Holm would test it at next, alpha / (m - r) with
-    r comparisons rejected (the strictest an undecided one can face; one number for the sweep, not one per
-    row). family: arrays [..., m]."""
-    undecided = family.decision == UNDECIDED
-    rejected = np.isin(family.decision, (BETTER, WORSE))
-    m = family.size
-    level = alpha / np.maximum(m - rejected.sum(axis=-1, keepdims=True), 1)
-    need = np.full(undecided.shape, np.nan)
-    if undecided.any():
-        need[undecided] = seeds_to_decide(family.mean[undecided], family.sd[undecided], family.n[undecided],
-                                          level[undecided], np.broadcast_to(margin, undecided.shape)[undecided],
-                                          power, limit, c2)
-    out = undecided & np.isnan(need)
-    with np.errstate(invalid="ignore"):
-        seeds = np.where(np.isnan(need).all(axis=-1), np.nan, np.nanmax(np.where(np.isnan(need), -np.inf, need),
-                                                                        axis=-1))
-    return Hint(seeds, out)
 
 
 # --- chance level -----------------------------------------------------------------------------------------

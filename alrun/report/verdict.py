@@ -17,6 +17,9 @@ import numpy as np
 import pandas as pd
 
 from alrun.report import decision as dc
+from alrun.report import seed_hint as sh
+from alrun.report.wording import fmt as _fmt
+from alrun.report.wording import interval as _interval
 from alrun.train.fit_guard import flag_sentence
 
 REFERENCE = "random"
@@ -74,32 +77,6 @@ def job_classes(summary: pd.DataFrame) -> pd.Series:
         recorded = pd.to_numeric(summary.groupby("job")["n_classes"].first(), errors="coerce")
         counts = recorded.combine_first(counts)
     return counts
-
-
-def _fmt(value: float, spec: str) -> str:
-    text = f"{value:{spec}}"
-    # a value that rounds to zero prints as 0, never as -0 (or +-0.000 read as a direction)
-    return text.lstrip("+-") if float(text) == 0 else text
-
-
-def _bound(value: float, spec: str) -> str:
-    """An interval's end: its sign kept, with the decimals it takes not to read as 0 (an end at +0.0004 is what
-    makes a decision; printed 0.000 it would look like one that includes zero)."""
-    text = f"{value:{spec}}"
-    if float(text) != 0 or value == 0:
-        return text
-    decimals = int(spec.strip("+").rstrip("f").lstrip(".") or 0)
-    for more in range(decimals + 1, decimals + 6):
-        text = f"{value:+.{more}f}"
-        if float(text) != 0:
-            break
-    return text
-
-
-def _interval(low: float, high: float, spec: str) -> str:
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return ""
-    return f" [{_bound(low, spec)}, {_bound(high, spec)}]"
 
 
 @dataclass
@@ -317,7 +294,7 @@ def verdict(summary: pd.DataFrame, groups: list[str], options: Options | None = 
     return Verdict(lines, frame, seeds, undecided)
 
 
-def _family(pairs: list[_Pair], options: Options) -> tuple[dc.Family | None, dc.Hint | None]:
+def _family(pairs: list[_Pair], options: Options) -> tuple[dc.Family | None, sh.Hint | None]:
     """The decisions of the sweep's primary comparisons (one family) and the seeds that would decide the rest."""
     if not pairs:
         return None, None
@@ -327,7 +304,7 @@ def _family(pairs: list[_Pair], options: Options) -> tuple[dc.Family | None, dc.
         diffs = _differences(p, options.primary, options.target)
         d[i, :diffs.size] = diffs
     family = dc.decide(d, options.alpha, options.equivalence)
-    hint = dc.sweep_hint(family, options.alpha, options.equivalence)
+    hint = sh.sweep_hint(family, options.alpha, options.equivalence)
     return family, hint
 
 
@@ -358,7 +335,7 @@ def _sentence(pair: _Pair, i: int, family: dc.Family, options: Options, out_of_r
                "every seed gives the same difference, so there is no spread to test it against")
         rests = f"{number}; {why}"
     if decision == dc.UNDECIDED and out_of_reach:
-        rests += f"; at this size and spread more than {dc.MAX_HINT_SEEDS} seeds would be needed to decide it"
+        rests += f"; at this size and spread more than {sh.MAX_HINT_SEEDS} seeds would be needed to decide it"
     descriptive, rows = _descriptive(pair, i, family, options, level, decision)
     text = f"{pair.label}: {words}. {rests}."
     if descriptive:
