@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from alrun.config.schema import RunSpec, run_spec_from_dict
 from alrun.core.errors import ConfigError
-from alrun.launch.threads import auto_threads, job_threads
+from alrun.launch.threads import auto_threads, busy_elsewhere, busy_seconds, job_threads
 from alrun.loop.job import spec_fingerprint
 from tests.conftest import LAUNCHERS, THREADS, run_alrun
 
@@ -79,3 +79,72 @@ def test_the_job_records_its_threads(tmp_path):
         job = sweep / f"heuristic=random,seed=0,threads={count}"
         assert json.loads((job / "job.json").read_text())["threads"] == count
         assert f"torch threads: {count} (threads setting)" in (job / "cli.log").read_text()
+
+
+STAT = """cpu  900 50 300 5000 20 10 5 7 0 0
+cpu0 400 50 100 2500 10 5 5 3 0 0
+cpu1 500 0 200 2500 10 5 0 4 0 0
+cpu2 100 100 100 100 0 0 0 0 0 0
+intr 12345
+"""
+
+
+def test_busy_seconds_count_user_system_irq_and_steal_of_the_given_cores_not_nice_idle_or_iowait():
+    tick = __import__("os").sysconf("SC_CLK_TCK")
+    assert busy_seconds([0], STAT) == pytest.approx((400 + 100 + 5 + 5 + 3) / tick)
+    assert busy_seconds([0, 1], STAT) == pytest.approx((513 + 500 + 200 + 5 + 0 + 4) / tick)
+    assert busy_seconds([7], STAT) is None  # a core /proc/stat does not name
+
+
+@pytest.mark.parametrize(("launcher", "cores", "busy", "expected"), [
+    (None, 2, 0.1, 2),  # a quiet machine: every core
+    (None, 2, 2.0, 1),  # two busy loops on 2 cores: one thread, never none
+    (None, 8, 3.0, 5),
+    (None, 8, 2.6, 5),  # rounded: a core 60% busy with other work is not free
+    ({"_target_": JOBLIB, "n_jobs": 2}, 16, 6.0, 8),  # a share of 8 fits in the 10 cores left
+    ({"_target_": JOBLIB, "n_jobs": 2}, 16, 12.0, 4),
+    ({"_target_": "x.SlurmLauncher", "cpus_per_task": 6}, 64, 63.0, 6),  # an allocation is the job's own
+    ({"_target_": "x.RayLauncher", "num_cpus": 4}, 16, 16.0, 4),
+])
+def test_auto_leaves_the_cores_other_work_keeps_busy_on_a_shared_machine(launcher, cores, busy, expected):
+    count, why = auto_threads(launcher, {}, cores, busy)
+    assert count == expected
+    assert ("busy with other work" in why) == (expected < auto_threads(launcher, {}, cores, 0.0)[0])
+
+
+def test_busy_elsewhere_sees_a_busy_loop_and_not_its_own_work():
+    """Measured on this machine: a spinning process beside it shows as about one busy core; this process's own
+    work during the look does not count."""
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    if not os.path.exists("/proc/stat") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs Linux's /proc/stat and 2 cores")
+    quiet = busy_elsewhere(0.3)
+    if quiet > 0.5:
+        pytest.skip(f"other work keeps {quiet:.1f} cores busy: no quiet core to see a busy loop on")
+    stop = threading.Event()
+
+    def spin():  # this process's own work: left out
+        while not stop.is_set():
+            pass
+
+    own = threading.Thread(target=spin)
+    own.start()
+    try:
+        with_own = busy_elsewhere(0.3)
+    finally:
+        stop.set()
+        own.join()
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        __import__("time").sleep(0.2)
+        beside = busy_elsewhere(0.3)
+    finally:
+        burner.kill()
+        burner.wait()
+    # other tests may run beside this one: compare with the quiet look, in whole cores
+    assert with_own < quiet + 0.6
+    assert beside > quiet + 0.5

@@ -8,6 +8,13 @@ shared cores one step took 45 s instead of under 1 s). `auto` gives each job its
 - submitit (SLURM, submitit_local): `cpus_per_task`; Ray: `num_cpus` (the cores the scheduler gave the job);
 - the basic launcher: the cores this process may run on (`os.sched_getaffinity`).
 
+On a machine that other work shares (the basic launcher and joblib: a share of this machine, not an allocation)
+`auto` also leaves the cores other processes keep busy: at a job's start it looks for SAMPLE_S at /proc/stat's
+counters of its own cores (niced work left out: it yields to a job anyway), and takes no more threads than the
+cores left free, at least 1. Two busy loops beside bare `alrun` on 2 cores: 1 thread, 1.55x the unloaded time
+(1.5x is one thread's fair share there), where 2 threads took 6.0x (their parallel regions wait for each
+other's descheduled threads); benchmarks/bench_threads_load measures it (docs: reference/speed.md).
+
 OMP_NUM_THREADS, when set, caps the basic launcher's and joblib's count (the user's limit, or joblib's own);
 the cores a scheduler allocated (cpus_per_task, num_cpus) are used as they are. The count is set once per job
 (torch.set_num_threads) and recorded in job.json: results are bit-identical between runs only at equal
@@ -17,7 +24,9 @@ thread counts (the order of float additions in a parallel reduction depends on i
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import resource
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -31,6 +40,57 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+# how long a job's start looks at the machine's load: /proc/stat counts in 1/100 s per core, so 0.1 s tells
+# a busy core from a free one to about a tenth of a core, for 0.1 s of each job
+SAMPLE_S = 0.1
+BUSY_FIELDS = (0, 2, 5, 6, 7)  # /proc/stat's user, system, irq, softirq, steal (not nice, idle, iowait)
+
+
+def busy_seconds(cpus: Sequence[int], stat: str | None = None) -> float | None:
+    """CPU seconds that CPUS have spent busy since boot (niced work, idle and iowait left out), from the text of
+    /proc/stat (read when not given); None where there is none (not Linux) or it names none of CPUS."""
+    if stat is None:
+        try:
+            with open("/proc/stat") as handle:
+                stat = handle.read()
+        except OSError:
+            return None
+    wanted, ticks, seen = {f"cpu{c}" for c in cpus}, 0, False
+    for line in stat.splitlines():
+        fields = line.split()
+        if fields and fields[0] in wanted:
+            values = [int(v) for v in fields[1:]]
+            ticks += sum(values[i] for i in BUSY_FIELDS if i < len(values))
+            seen = True
+    if not seen:
+        return None
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds this process has used, all its threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def busy_elsewhere(seconds: float = SAMPLE_S) -> float | None:
+    """How many of this process's cores other processes keep busy, measured over SECONDS (this process's own
+    use left out); None where the system does not tell (no /proc/stat)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+    first, own, tic = busy_seconds(cpus), own_cpu_seconds(), time.monotonic()
+    if first is None:
+        return None
+    time.sleep(seconds)
+    last = busy_seconds(cpus)
+    wall = time.monotonic() - tic
+    if last is None or wall <= 0:
+        return None
+    return min(float(len(cpus)), max(0.0, (last - first - (own_cpu_seconds() - own)) / wall))
+
+
 def _positive_int(value: Any) -> int | None:
     try:
         number = int(float(value))
@@ -40,10 +100,13 @@ def _positive_int(value: Any) -> int | None:
 
 
 def auto_threads(launcher: Mapping[str, Any] | DictConfig | None, environ: Mapping[str, str] | None = None,
-                 cores: int | None = None) -> tuple[int, str]:
+                 cores: int | None = None, others_busy: float | None = None) -> tuple[int, str]:
     """`threads=auto` for a job of LAUNCHER (the job's `hydra.launcher` node; None: the basic launcher): the
-    count and how it was found, for the log. CORES: the cores this process may run on (default: its affinity)."""
+    count and how it was found, for the log. CORES: the cores this process may run on (default: its affinity);
+    OTHERS_BUSY: how many of them other processes keep busy (default: measured, :func:`busy_elsewhere`, when
+    CORES is this machine's; 0 when CORES is given)."""
     environ = os.environ if environ is None else environ
+    measure = cores is None and others_busy is None
     cores = cores or available_cores()
     node = launcher if launcher is not None else {}
     target = str(node.get("_target_", "") or "")
@@ -62,6 +125,11 @@ def auto_threads(launcher: Mapping[str, Any] | DictConfig | None, environ: Mappi
     cap = _positive_int(environ.get("OMP_NUM_THREADS"))
     if cap is not None and cap < count:
         count, why = cap, f"{why}, capped by OMP_NUM_THREADS={cap}"
+    busy = (busy_elsewhere() if measure else others_busy) if count > 1 else None  # one thread: no look needed
+    if busy is not None:
+        free = max(1, int(cores - busy + 0.5))  # rounded: a core 60% busy with other work is not free
+        if free < count:
+            count, why = free, f"{why}, {busy:.1f} of them busy with other work"
     return count, why
 
 
