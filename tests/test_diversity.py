@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from alrun.acquire import diversity as dv
-from alrun.acquire.diversity import coreset_badge, coverage, geometry, typicality
+from alrun.acquire.diversity import coreset_badge, coverage, geometry, purity, typicality
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -312,7 +312,7 @@ def test_distance_blocks_stay_within_a_tiny_budget_and_give_the_same_picks(monke
         shapes.append((a.shape[0], b.shape[0]))
         return real(a, b, a_sq, b_sq)
 
-    for module in (geometry, coreset_badge, typicality, coverage):  # each binds the name it calls
+    for module in (geometry, coreset_badge, typicality, coverage, purity):  # each binds the name it calls
         monkeypatch.setattr(module, "sq_distances", recording)
     assert run_all(pool, labelled, probs, 12, seed=2, max_memory_mb=budget_mb) == expected
     biggest = max(r * c for r, c in shapes)
@@ -342,7 +342,7 @@ def test_typiclust_blocks_stay_within_a_tiny_budget_and_give_the_same_picks(monk
         finally:
             typical.pop()
 
-    for module in (geometry, coreset_badge, typicality, coverage):  # each binds the name it calls
+    for module in (geometry, coreset_badge, typicality, coverage, purity):  # each binds the name it calls
         monkeypatch.setattr(module, "sq_distances", recording)
     monkeypatch.setattr(typicality, "_most_typical", most_typical)
     assert dv.typiclust(pool, k, generator=gen(1), max_memory_mb=budget_mb).tolist() == expected.tolist()
