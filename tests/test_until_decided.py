@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,18 @@ def test_rounds_on_digits_stop_at_max_seeds_and_resume(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in sweep.glob("*/steps.csv")} == stamps  # no job ran again
     task, _ = sweep_overrides(sweep)  # the study's own command: a pasted resume line runs the same study
     assert not [o for o in task if o.split("=")[0] in ("until", "max_seeds", "seeds_per_round")], task
+
+
+def test_the_folder_until_chooses_reads_the_users_config_dir(tmp_path):
+    """With no hydra.sweep.dir, the folder is the one Hydra would choose, read with the user's --config-dir too:
+    an experiment there that names its study lands in results/<that study>/<time>, not results/baseline/."""
+    from alrun.cli import config_dir
+
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\nstudy: my_study\n")
+    argv = ["--config-dir", str(tmp_path), "+experiment=mine", "scale=smoke"]
+    folder, named = until.sweep_folder(argv, config_dir())
+    assert not named and folder.split("/")[-2] == "my_study"
+    assert until.compose_overrides(["-cd", "conf", "hydra.searchpath=[pkg://x.conf]", "seed=1"]) == [
+        "seed=1", f"hydra.searchpath=[pkg://x.conf,file://{(Path('conf')).resolve()}]"]
+    assert until.sweep_folder([*argv, "hydra.sweep.dir=out"], config_dir()) == ("out", True)

@@ -108,6 +108,22 @@ def seed_override(seeds: tuple[int, ...]) -> str:
     return "seed=" + ",".join(str(s) for s in seeds)
 
 
+def compose_overrides(argv: list[str]) -> list[str]:
+    """argv's overrides for Hydra's compose API, the user's `--config-dir` folders added to hydra.searchpath
+    (compose takes no --config-dir, and an experiment of the user's folder may name the study)."""
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    folders = [argv[i + 1] for i, a in enumerate(argv) if a in ("--config-dir", "-cd") and i + 1 < len(argv)]
+    folders += [a.split("=", 1)[1] for a in argv if a.startswith("--config-dir=")]
+    if not folders:
+        return overrides
+    entries = [f"file://{Path(folder).resolve()}" for folder in folders]
+    given = [o for o in overrides if _key(o) == "hydra.searchpath"]
+    if given:
+        overrides.remove(given[-1])
+        entries = [e for e in given[-1].split("=", 1)[1].strip("[]").split(",") if e.strip()] + entries
+    return [*overrides, f"hydra.searchpath=[{','.join(entries)}]"]
+
+
 def sweep_folder(argv: list[str], configs: str) -> tuple[str, bool]:
     """(the sweep folder, whether argv named it): the `hydra.sweep.dir` given, else the one Hydra would choose
     (results/<study>/<time>), fixed now so every round and a re-run write into it."""
@@ -118,8 +134,7 @@ def sweep_folder(argv: list[str], configs: str) -> tuple[str, bool]:
         from hydra import compose, initialize_config_dir
 
         with initialize_config_dir(config_dir=configs, version_base="1.3"):
-            cfg = compose("config", overrides=[a for a in argv if "=" in a and not a.startswith("-")],
-                          return_hydra_config=True)
+            cfg = compose("config", overrides=compose_overrides(argv), return_hydra_config=True)
             return str(cfg.hydra.sweep.dir), False
     except Exception:  # noqa: BLE001 - a command Hydra refuses is refused again, in round 1, by Hydra itself
         import time
