@@ -80,7 +80,7 @@ def test_every_reference_study_is_there():
     assert {p.name for p in FOLDERS} >= {"noise_cpu", "imbalance_cpu", "query_size_cpu", "pool_size_cpu",
                                          "convergence_cpu", "noise_cpu_paper_sizes", "imbalance_cpu_paper_sizes",
                                          "cold_start_laptop", "mnist_batchbald", "cold_start_cpu",
-                                         "query_size_badge_cpu"}
+                                         "query_size_badge_cpu", "noise_memorise_cpu", "noise_frozen_cpu"}
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)

@@ -15,6 +15,7 @@ from pathlib import Path
 from alrun.report.side_by_side import common
 from alrun.report.side_by_side.common import CPU, END, NOTES, PAPER_SIZES, RESULTS_DIR, START, table  # noqa: F401
 from alrun.report.side_by_side.imbalance import imbalance_section
+from alrun.report.side_by_side.memorise import memorise_section
 from alrun.report.side_by_side.noise import noise_cpu_section, noise_section
 from alrun.report.side_by_side.studies import convergence_section, pool_section, query_size_section
 
@@ -33,7 +34,7 @@ def summary_table() -> str:
 
 def render() -> str:
     NOTES.clear()
-    sections = [noise_section(), noise_cpu_section(), imbalance_section(), query_size_section(),
+    sections = [noise_section(), noise_cpu_section(), memorise_section(), imbalance_section(), query_size_section(),
                 convergence_section(), pool_section()]
     parts = [
         "## The paper side by side\n",
