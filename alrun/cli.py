@@ -38,7 +38,7 @@ from alrun.launch.interrupt import catch_interrupts, on_interrupt
 from alrun.launch.job_folders import register as register_job_folder
 from alrun.launch.job_state import REFUSE, Decision, decide, record_refusal
 from alrun.launch.sweep import end_tracked_sweep, sweep_dir_of, under_submitit  # noqa: F401 - also cli's API
-from alrun.launch.threads import job_threads, set_job_threads
+from alrun.launch.threads import job_threads, set_job_threads, thread_watch
 from alrun.track.tracker import JobRun, chain, last_line, open_tracker
 
 log = logging.getLogger("alrun")
@@ -266,9 +266,12 @@ def run_job(cfg: DictConfig, claimed: str | None = None) -> dict[str, Any]:
         tracked = tracked_run(plain, hydra_cfg, out_dir, settings, title, overrides)
     except AlrunError as exc:
         return stop(str(exc), out_dir, hydra_cfg, plain)
+    # load that starts or ends while the job runs moves its threads from the next step (threads=auto, a share of
+    # this machine only)
+    watch = thread_watch(spec.threads, hydra_cfg, threads, log.info)
     try:
         with job_progress(title) as on_step:
-            rows = job.run(chain(on_step, tracked.on_step))
+            rows = job.run(chain(on_step, tracked.on_step, *([watch.on_step] if watch else [])))
     except KeyboardInterrupt:  # Ctrl-C: its run ends with what it logged; main() says the rest in one line
         tracked.finish(error="interrupted (Ctrl-C); the same command resumes it")
         raise

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from alrun.config.schema import RunSpec, run_spec_from_dict
 from alrun.core.errors import ConfigError
-from alrun.launch.threads import auto_threads, busy_elsewhere, busy_seconds, job_threads
+from alrun.launch.threads import ThreadWatch, auto_threads, busy_elsewhere, busy_seconds, job_threads, thread_watch
 from alrun.loop.job import spec_fingerprint
 from tests.conftest import LAUNCHERS, THREADS, run_alrun
 
@@ -148,3 +148,55 @@ def test_busy_elsewhere_sees_a_busy_loop_and_not_its_own_work():
     # other tests may run beside this one: compare with the quiet look, in whole cores
     assert with_own < quiet + 0.6
     assert beside > quiet + 0.5
+
+
+class FakeMachine:
+    """/proc/stat's busy seconds, this process's CPU seconds and the clock, moved by hand."""
+
+    def __init__(self):
+        self.busy, self.own, self.now = 0.0, 0.0, 0.0
+
+    def step(self, seconds: float, others: float, own: float) -> None:
+        """SECONDS pass with OTHERS cores busy with other work and OWN with this job."""
+        self.now += seconds
+        self.own += own * seconds
+        self.busy += (others + own) * seconds
+
+    def read(self):
+        return self.busy, self.own, self.now
+
+
+def test_the_watch_follows_load_that_starts_and_ends_mid_job_between_one_thread_and_the_share():
+    machine, applied = FakeMachine(), []
+
+    def apply(count):
+        applied.append(count)
+        return count
+
+    watch = ThreadWatch(2, 2, cpus=[0, 1], read=machine.read, apply=apply)
+    machine.step(3.0, others=0.0, own=2.0)  # a quiet step: the share stays
+    watch.on_step({"step": 0}, 10)
+    machine.step(3.0, others=1.8, own=0.2)  # two busy loops start: 2 threads wait for each other
+    watch.on_step({"step": 1}, 10)
+    assert applied == [1] and watch.count == 1 and watch.changes == [(2, 1)]
+    machine.step(3.0, others=1.3, own=0.7)  # still there: one thread, no move (its own share is left out)
+    watch.on_step({"step": 2}, 10)
+    machine.step(0.1, others=0.0, own=1.0)  # a step too short to tell (a resumed job's replayed rows): no look
+    watch.on_step({"step": 3}, 10)
+    assert applied == [1]
+    machine.step(3.0, others=0.0, own=1.0)  # the loops ended: back to the share, never above it
+    watch.on_step({"step": 4}, 10)
+    assert applied == [1, 2] and watch.changes == [(2, 1), (5, 2)]
+
+
+def test_there_is_a_watch_only_where_auto_takes_a_share_of_this_machine_of_more_than_one_core():
+    share = OmegaConf.create({"launcher": {"_target_": JOBLIB, "n_jobs": 1}})
+    assert thread_watch(2, share, 2) is None  # a number: the user's
+    assert thread_watch("auto", OmegaConf.create({"launcher": {"_target_": "x.SlurmLauncher",
+                                                                 "cpus_per_task": 4}}), 4) is None
+    assert thread_watch("auto", OmegaConf.create({"launcher": {"_target_": JOBLIB, "n_jobs": 64}}), 1) is None
+    import os
+
+    if len(os.sched_getaffinity(0)) > 1 and "OMP_NUM_THREADS" not in os.environ:
+        watch = thread_watch("auto", share, 1)
+        assert watch is not None and watch.ceiling == len(os.sched_getaffinity(0))

@@ -161,7 +161,7 @@ def test_verdict_decided_and_no_decision_with_one_seed_count_for_the_sweep(tmp_p
     needed = int(sh.seeds_to_decide(d.mean(), d.std(ddof=1), 6, 0.05, 0.01))
     last = report.verdict_lines[-1]
     assert last.startswith(f"To decide entropy: {needed} seeds in all should do it")
-    assert f"'seed=range(0,{needed})'" in last
+    assert f"'until=decided max_seeds={needed}'" in last  # a summary without its sweep: the words to add
     assert sum("seeds in all" in line for line in report.verdict_lines) == 1
     # first in table.md, last in the terminal
     assert report.markdown.index("## Verdict") < report.markdown.index("## test NLL")
@@ -316,11 +316,12 @@ def test_as_good_as_random_is_an_answer(tmp_path):
 
 
 def test_the_seeds_command_pasted_adds_seeds_to_the_same_study(tmp_path):
-    """The verdict's last line names the sweep's own overrides (its multirun.yaml), a new seed range and the
-    same folder; pasted, it runs the same study there: the old seeds kept, the new ones beside them."""
+    """The verdict's last line names the sweep's own overrides (its multirun.yaml), until=decided and the
+    same folder; pasted, it runs the same study there in rounds: the old
+    seeds kept, the new ones beside them."""
     import shlex
 
-    from alrun.report.resume import seeds_command
+    from alrun.report.resume import seeds_command, until_command
     from alrun.report.verdict import Verdict
     from alrun.report.write import seeds_line
 
@@ -331,10 +332,15 @@ def test_the_seeds_command_pasted_adds_seeds_to_the_same_study(tmp_path):
     words = shlex.split(command)
     assert words[0] == "alrun" and words[-2:] == ["seed=range(0,3)", f"hydra.sweep.dir={sweep}"]
     assert words[1:-2] == ["scale=smoke", "dataset=digits", "heuristic=bald,random", "max_labelled=30"]
+    # the verdict's line offers until=decided: the sweep's seeds the first round, more until decided or at N
+    until = until_command(sweep, 3)
     line = seeds_line(sweep, Verdict([], pd.DataFrame(), 3, ["bald"]))
-    assert line.endswith(f"run `{command}`")
+    assert f"run `{until}`" in line
+    until_words = shlex.split(until)
+    assert until_words[1:] == ["scale=smoke", "dataset=digits", "heuristic=bald,random", "seed=0,1",
+                               "max_labelled=30", "until=decided", "max_seeds=3", f"hydra.sweep.dir={sweep}"]
     before = {p.parent.name: (p.parent / "steps.csv").read_text() for p in sweep.glob("*/done")}
-    run_alrun(words[1:], tmp_path)
+    run_alrun(until_words[1:], tmp_path)
     after = {p.parent.name: p.parent for p in sweep.glob("*/done")}
     assert sorted(after) == sorted(f"heuristic={h},seed={s}" for h in ("bald", "random") for s in range(3))
     assert all((after[name] / "steps.csv").read_text() == text for name, text in before.items())  # kept as they were

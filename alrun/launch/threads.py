@@ -11,14 +11,17 @@ shared cores one step took 45 s instead of under 1 s). `auto` gives each job its
 On a machine that other work shares (the basic launcher and joblib: a share of this machine, not an allocation)
 `auto` also leaves the cores other processes keep busy: at a job's start it looks for SAMPLE_S at /proc/stat's
 counters of its own cores (niced work left out: it yields to a job anyway), and takes no more threads than the
-cores left free, at least 1. Two busy loops beside bare `alrun` on 2 cores: 1 thread, 1.55x the unloaded time
+cores left free, at least 1; then, at each finished step, :class:`ThreadWatch` looks at the load over that step
+and moves the count (up to the share, down to 1) for the next, so load that starts or ends mid-job is followed.
+Two busy loops beside bare `alrun` on 2 cores: 1 thread, 1.55x the unloaded time
 (1.5x is one thread's fair share there), where 2 threads took 6.0x (their parallel regions wait for each
 other's descheduled threads); benchmarks/bench_threads_load measures it (docs: reference/speed.md).
 
 OMP_NUM_THREADS, when set, caps the basic launcher's and joblib's count (the user's limit, or joblib's own);
-the cores a scheduler allocated (cpus_per_task, num_cpus) are used as they are. The count is set once per job
-(torch.set_num_threads) and recorded in job.json: results are bit-identical between runs only at equal
-thread counts (the order of float additions in a parallel reduction depends on it).
+the cores a scheduler allocated (cpus_per_task, num_cpus) are used as they are. The count a job starts with is
+recorded in job.json and each move in its log: results are bit-identical between runs only at equal thread
+counts (the order of float additions in a parallel reduction depends on it), so a number (`threads=1`) is the
+setting for runs that must repeat to the last digit.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from __future__ import annotations
 import os
 import resource
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -99,23 +102,20 @@ def _positive_int(value: Any) -> int | None:
     return number if number >= 1 else None
 
 
-def auto_threads(launcher: Mapping[str, Any] | DictConfig | None, environ: Mapping[str, str] | None = None,
-                 cores: int | None = None, others_busy: float | None = None) -> tuple[int, str]:
-    """`threads=auto` for a job of LAUNCHER (the job's `hydra.launcher` node; None: the basic launcher): the
-    count and how it was found, for the log. CORES: the cores this process may run on (default: its affinity);
-    OTHERS_BUSY: how many of them other processes keep busy (default: measured, :func:`busy_elsewhere`, when
-    CORES is this machine's; 0 when CORES is given)."""
+def machine_share(launcher: Mapping[str, Any] | DictConfig | None, environ: Mapping[str, str] | None = None,
+                  cores: int | None = None) -> tuple[int, str, bool]:
+    """The threads LAUNCHER's job may use before other work is looked at: the count, how it was found, and
+    whether it is a share of this machine (the basic launcher, joblib) rather than a scheduler's allocation."""
     environ = os.environ if environ is None else environ
-    measure = cores is None and others_busy is None
     cores = cores or available_cores()
     node = launcher if launcher is not None else {}
     target = str(node.get("_target_", "") or "")
     # the cores a scheduler allocated to the job are its own: they win over an OMP_NUM_THREADS of the submitting
     # shell (as before this setting existed); only a share of this machine's cores is capped by it
     if _positive_int(node.get("cpus_per_task")):
-        return _positive_int(node.get("cpus_per_task")) or 1, "the job's cpus_per_task"
+        return _positive_int(node.get("cpus_per_task")) or 1, "the job's cpus_per_task", False
     if node.get("num_cpus") is not None:
-        return _positive_int(node.get("num_cpus")) or 1, "the job's Ray num_cpus"
+        return _positive_int(node.get("num_cpus")) or 1, "the job's Ray num_cpus", False
     if "joblib" in target.lower():
         n_jobs = int(node.get("n_jobs") or -1)
         at_once = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib's -1: every core, -2: all but one
@@ -125,11 +125,29 @@ def auto_threads(launcher: Mapping[str, Any] | DictConfig | None, environ: Mappi
     cap = _positive_int(environ.get("OMP_NUM_THREADS"))
     if cap is not None and cap < count:
         count, why = cap, f"{why}, capped by OMP_NUM_THREADS={cap}"
+    return count, why, True
+
+
+def cores_left(cores: int, busy: float) -> int:
+    """The cores of CORES that BUSY cores of other work leave free, at least 1; rounded: a core 60% busy with
+    other work is not free."""
+    return max(1, int(cores - busy + 0.5))
+
+
+def auto_threads(launcher: Mapping[str, Any] | DictConfig | None, environ: Mapping[str, str] | None = None,
+                 cores: int | None = None, others_busy: float | None = None) -> tuple[int, str]:
+    """`threads=auto` for a job of LAUNCHER (the job's `hydra.launcher` node; None: the basic launcher): the
+    count and how it was found, for the log. CORES: the cores this process may run on (default: its affinity);
+    OTHERS_BUSY: how many of them other processes keep busy (default: measured, :func:`busy_elsewhere`, when
+    CORES is this machine's; 0 when CORES is given)."""
+    measure = cores is None and others_busy is None
+    cores = cores or available_cores()
+    count, why, shared = machine_share(launcher, environ, cores)
+    if not shared:
+        return count, why
     busy = (busy_elsewhere() if measure else others_busy) if count > 1 else None  # one thread: no look needed
-    if busy is not None:
-        free = max(1, int(cores - busy + 0.5))  # rounded: a core 60% busy with other work is not free
-        if free < count:
-            count, why = free, f"{why}, {busy:.1f} of them busy with other work"
+    if busy is not None and cores_left(cores, busy) < count:
+        count, why = cores_left(cores, busy), f"{why}, {busy:.1f} of them busy with other work"
     return count, why
 
 
@@ -151,3 +169,62 @@ def set_job_threads(count: int) -> int:
     if torch.get_num_threads() != count:
         torch.set_num_threads(count)
     return torch.get_num_threads()
+
+
+# a step shorter than this tells too little of the machine's load (and a resumed job replays its finished steps at
+# once): the watch then waits for the next one
+WATCH_MIN_S = 0.5
+
+
+class ThreadWatch:
+    """Looks at the machine again at each finished step of a job at `threads=auto` that takes a share of this
+    machine, and moves torch's threads between 1 and CEILING (the share) to the cores other work leaves free:
+    load that starts (or ends) in the middle of a job is followed from its next step. The look is over the step
+    itself (its own CPU time left out, as at the start), so it costs no waiting. `changes` keeps
+    (step, count) for each move; the job's log says each."""
+
+    def __init__(self, ceiling: int, count: int, cpus: Sequence[int] | None = None,
+                 read: Callable[[], tuple[float | None, float, float]] | None = None,
+                 apply: Callable[[int], int] | None = None, log: Callable[[str], None] | None = None):
+        if cpus is None:
+            try:
+                cpus = sorted(os.sched_getaffinity(0))
+            except (AttributeError, OSError):
+                cpus = []
+        self.cpus, self.ceiling, self.count = list(cpus), ceiling, count
+        self._read = read or (lambda: (busy_seconds(self.cpus), own_cpu_seconds(), time.monotonic()))
+        self._apply, self._log = apply or set_job_threads, log or (lambda message: None)
+        self.changes: list[tuple[int, int]] = []
+        self._last = self._read()
+
+    def on_step(self, row: Mapping[str, Any], total: int) -> None:
+        """A step callback (alrun.track.base.chain): the load over the step just finished sets the next one's
+        threads."""
+        now = self._read()
+        (busy_then, own_then, then), (busy_now, own_now, at) = self._last, now
+        wall = at - then
+        if busy_now is None or busy_then is None or not self.cpus or wall < WATCH_MIN_S:
+            return
+        self._last = now
+        cores = len(self.cpus)
+        busy = min(float(cores), max(0.0, (busy_now - busy_then - (own_now - own_then)) / wall))
+        wanted = min(self.ceiling, cores_left(cores, busy))
+        if wanted != self.count:
+            before, self.count = self.count, self._apply(wanted)
+            self.changes.append((int(row.get("step", len(self.changes))) + 1, self.count))
+            self._log(f"torch threads: {before} -> {self.count} from step {self.changes[-1][0]} ({busy:.1f} of "
+                      f"{cores} cores busy with other work over step {row.get('step')})")
+
+
+def thread_watch(setting: int | str, hydra_cfg: DictConfig | None, count: int,
+                 log: Callable[[str], None] | None = None) -> ThreadWatch | None:
+    """The watch for a job whose threads were set to COUNT by SETTING under HYDRA_CFG's launcher: None where
+    nothing would move (a number given, a scheduler's allocation, a share of one core)."""
+    if setting != "auto":  # without /proc/stat (not Linux) the watch reads nothing and leaves the count as it is
+        return None
+    launcher = OmegaConf.select(hydra_cfg, "launcher", default=None) if hydra_cfg is not None else None
+    plain = OmegaConf.to_container(launcher, resolve=True) if isinstance(launcher, DictConfig) else launcher
+    ceiling, _, shared = machine_share(plain if isinstance(plain, Mapping) else None)
+    if not shared or ceiling <= 1:
+        return None
+    return ThreadWatch(ceiling, count, log=log)

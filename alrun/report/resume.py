@@ -54,3 +54,19 @@ def seeds_command(sweep_dir: Path, seeds: int) -> str | None:
     launch = [o for o in hydra if _key(o) not in _LAUNCH_ONLY]
     words = ["alrun", *kept, *launch, f"seed=range(0,{seeds})", f"hydra.sweep.dir={folder_text(sweep_dir)}"]
     return " ".join(shlex.quote(w) for w in words)
+
+
+def until_command(sweep_dir: Path, max_seeds: int) -> str | None:
+    """`alrun <the sweep's overrides> until=decided max_seeds=N hydra.sweep.dir=<folder>`: adds seeds to the same
+    folder in rounds (alrun.launch.until), its seeds so far the first round, and stops once every primary
+    comparison is decided or at N seeds; never more seeds than :func:`seeds_command`, often fewer. None without
+    a multirun.yaml."""
+    recorded = sweep_overrides(sweep_dir)
+    if recorded is None:
+        return None
+    task, hydra = recorded
+    kept = [o for o in task if _key(o) not in ("until", "max_seeds", "seeds_per_round")]
+    launch = [o for o in hydra if _key(o) not in _LAUNCH_ONLY]
+    words = ["alrun", *kept, *launch, "until=decided", f"max_seeds={max_seeds}",
+             f"hydra.sweep.dir={folder_text(sweep_dir)}"]
+    return " ".join(shlex.quote(w) for w in words)

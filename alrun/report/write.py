@@ -27,7 +27,7 @@ from alrun.report.frames import (
     target_record,
 )
 from alrun.report.plot import plot_curves
-from alrun.report.resume import seeds_command
+from alrun.report.resume import until_command
 from alrun.report.tables import (
     _integers,
     compact_table,
@@ -104,11 +104,13 @@ def seeds_line(sweep_dir: Path, found: Verdict) -> str | None:
     names = ", ".join(found.undecided) if len(found.undecided) <= 4 else \
         f"the {len(found.undecided)} undecided comparisons within reach"
     should = f"To decide {names}: {found.hint_seeds} seeds in all should do it (in 80% of sweeps)"
-    command = seeds_command(sweep_dir, found.hint_seeds)
+    # until=decided adds them in rounds and stops once decided (the intervals are anytime-valid): never more
+    # seeds than 'seed=range(0,N)', often fewer
+    command = until_command(sweep_dir, found.hint_seeds)
     if command is None:  # a summary without its sweep (a reference folder): nothing to run into
-        return (f"{should}; the sweep's command with 'seed=range(0,{found.hint_seeds})' and its hydra.sweep.dir "
-                "adds them.")
-    return f"{should}; run `{command}`"
+        return (f"{should}; the sweep's command with 'until=decided max_seeds={found.hint_seeds}' and its "
+                "hydra.sweep.dir adds them.")
+    return f"{should}; run `{command}` (seeds in rounds, stopping once decided)"
 
 
 def write_report(sweep_dir: Path, sizes: list[int] | None = None,
