@@ -27,7 +27,9 @@ def test_ci_reads_the_readmes_two_commands_install_and_alrun_then_the_suite():
     install, tests = (shlex.split(line, comments=True) for line in lines)
     # the first installs the project with its dev extra and runs bare `alrun`; the second runs the whole suite
     assert install[:2] == ["pip", "install"] and ".[dev]" in install and install[-2:] == ["&&", "alrun"]
-    assert tests == ["python", "-m", "pytest"]
+    # the whole suite, spread over a worker per core (pytest-xdist); a file's tests stay on one worker, so its
+    # module fixtures (one sweep, many checks) run once
+    assert tests == ["python", "-m", "pytest", "-n", "auto", "--dist", "loadfile"]
     run = (REPO / ".ci" / "run").read_text()
     assert "python3 .ci/readme_commands.py README.md" in run
     assert run.index('-c "${commands[0]}"') < run.index('-c "${commands[1]}"')  # in the README's order

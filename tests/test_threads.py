@@ -119,35 +119,47 @@ def test_busy_elsewhere_sees_a_busy_loop_and_not_its_own_work():
     import subprocess
     import sys
     import threading
+    import time
 
     if not os.path.exists("/proc/stat") or len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs Linux's /proc/stat and 2 cores")
-    quiet = busy_elsewhere(0.3)
-    if quiet > 0.5:
-        pytest.skip(f"other work keeps {quiet:.1f} cores busy: no quiet core to see a busy loop on")
-    stop = threading.Event()
 
-    def spin():  # this process's own work: left out
+    def spin(stop):  # this process's own work: left out
         while not stop.is_set():
             pass
 
-    own = threading.Thread(target=spin)
-    own.start()
-    try:
-        with_own = busy_elsewhere(0.3)
-    finally:
-        stop.set()
-        own.join()
-    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        __import__("time").sleep(0.2)
-        beside = busy_elsewhere(0.3)
-    finally:
-        burner.kill()
-        burner.wait()
-    # other tests may run beside this one: compare with the quiet look, in whole cores
-    assert with_own < quiet + 0.6
-    assert beside > quiet + 0.5
+    def looks() -> tuple[float, float, float]:
+        """(quiet, with this process spinning, beside a busy loop), in busy cores of other work."""
+        quiet, stop = busy_elsewhere(0.3), threading.Event()
+        own = threading.Thread(target=spin, args=(stop,))
+        own.start()
+        try:
+            with_own = busy_elsewhere(0.3)
+        finally:
+            stop.set()
+            own.join()
+        burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        try:
+            time.sleep(0.2)
+            beside = busy_elsewhere(0.3)
+        finally:
+            burner.kill()
+            burner.wait()
+        return quiet, with_own, beside
+
+    # the suite's other workers (pytest-xdist) come and go beside this test: a look counts them too, so the three
+    # looks are taken again (up to 5 times) until the other work held still over them; a look that counted this
+    # process's own work or missed the busy loop fails every time
+    tries = []
+    for _ in range(5):
+        quiet, with_own, beside = looks()
+        tries.append((round(quiet, 2), round(with_own, 2), round(beside, 2)))
+        if quiet <= 1.3 and with_own < quiet + 0.6 and beside > quiet + 0.5:
+            break
+    else:
+        if all(q > 1.3 for q, _, _ in tries):
+            pytest.skip(f"other work kept more than 1.3 cores busy at every look: {tries}")
+        pytest.fail(f"(quiet, own work, beside a busy loop) never told them apart: {tries}")
 
 
 class FakeMachine:
