@@ -1,25 +1,29 @@
 """`alrun` beside CPU-bound processes: wall time with and without two busy loops running, per `threads` setting.
 
     python -m benchmarks.bench_threads_load [--args "" "scale=smoke"] [--threads auto 2] [--burners 2]
-                                            [--after 0] [--repeats 1] [--record]
+                                            [--after 0] [--sessions other same] [--repeats 1] [--note TEXT]
+                                            [--record]
 
-Runs `alrun ARGS threads=T` into a fresh folder, once on the machine as it is and once with BURNERS processes
-spinning on the CPU beside it (`while True: pass`, from AFTER seconds on, stopped after), for each ARGS and T,
-REPEATS times (the pairs interleaved; the table gives the medians, and the range when repeated); OMP_NUM_THREADS
-is removed from the children's environment so that `auto` is not capped by it. Prints the times, the loaded /
-unloaded ratio at the same T, and the loaded time over the unloaded time at `auto` (what a user sees: the
-default, with and without other work on the machine); `threads=N` with N the machine's cores is what `auto`
-was before it left the cores other work keeps busy. `--record` puts them into benchmarks/RESULTS.md (its own
-section, which benchmarks/run.py keeps), with the machine's cores and its load averages before and after.
-Not run by the tests (no test times anything).
-"""
+Runs `alrun ARGS threads=T` into a fresh folder, once on the machine as it is and once per SESSIONS with BURNERS
+processes spinning on the CPU beside it (`while True: pass`, from AFTER seconds on, stopped after), for each ARGS
+and T, REPEATS times (interleaved; the table gives the medians, and the range when repeated). `other` puts the
+busy loops in one session of their own, as another login's, terminal's or batch job's work is; `same` starts them
+as children of this benchmark, in alrun's own session, as a user's own other work from the same shell. The two
+differ where the kernel's autogroup scheduler is on (most distributions' default): the CPU is shared between
+sessions first, so beside another session's loops a one-thread job keeps a whole core of two, and beside loops
+of its own session it gets two thirds of one (three busy threads on two cores: 1.5x is the floor there).
+OMP_NUM_THREADS is removed from the children's environment so that `auto` is not capped by it. `threads=N` with N
+the machine's cores is what `auto` was before it left the cores other work keeps busy. `--record` puts the table
+into benchmarks/RESULTS.md (its own section, which benchmarks/run.py keeps), with the machine's cores and its load
+averages before and after. Not run by the tests (no test times anything)."""
 
 from __future__ import annotations
 
 import argparse
-import math
+import contextlib
 import os
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -48,17 +52,45 @@ def run_alrun(args: list[str], folder: Path) -> float:
     return seconds
 
 
-def timed(args: list[str], burners: int, after: float = 0.0) -> float:
-    """`alrun ARGS` in a fresh folder, with BURNERS busy loops running beside it from AFTER seconds on."""
+def spin(burners: int, after: float, session: str) -> list[subprocess.Popen]:
+    """Start BURNERS busy loops (from AFTER seconds on). SESSION "other": all of them in one session of their own,
+    as another login's or terminal's work is (Linux's autogroup scheduler shares the CPU between sessions, then
+    between the threads of each); "same": each a child in the benchmark's (and so alrun's) session."""
     burn = f"import time; time.sleep({after})\n{BURN}" if after > 0 else BURN
-    spinning = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(burners)]
+    if session == "same":
+        return [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(burners)]
+    # one session leader that forks the rest: the forks keep its session and process group
+    forks = f"import os\nfor _ in range({burners - 1}):\n    if os.fork() == 0:\n        break\n{burn}"
+    return [subprocess.Popen([sys.executable, "-c", forks], start_new_session=True)] if burners else []
+
+
+def stop(spinning: list[subprocess.Popen]) -> None:
+    """Kill the busy loops (a session's whole process group)."""
+    for proc in spinning:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL) if os.getpgid(proc.pid) == proc.pid else proc.kill()
+        proc.wait()
+
+
+def timed(args: list[str], burners: int, after: float = 0.0, session: str = "other") -> float:
+    """`alrun ARGS` in a fresh folder, with BURNERS busy loops (in SESSION) running beside it from AFTER s on."""
+    spinning = spin(burners, after, session)
     try:
         with tempfile.TemporaryDirectory(prefix="alrun-threads-") as tmp:
             return run_alrun(args, Path(tmp))
     finally:
-        for proc in spinning:
-            proc.kill()
-            proc.wait()
+        stop(spinning)
+
+
+SESSION_TEXT = {"other": "a session of their own", "same": "alrun's own session"}
+
+
+def autogroup() -> str:
+    """The kernel's autogroup switch ('1': the CPU is shared between sessions first), or 'absent'."""
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip()
+    except OSError:
+        return "absent"
 
 
 def load() -> str:
@@ -76,7 +108,7 @@ def record(block: str, path: Path, start: str = MARK_START, end: str = MARK_END)
     text = path.read_text() if path.exists() else "# Benchmark results\n"
     if start in text and end in text:
         before, rest = text.split(start, 1)
-        text = before + block + rest.split(end, 1)[1].lstrip("\n")
+        text = before + block + "\n" + rest.split(end, 1)[1].lstrip("\n")
     else:
         text = text.rstrip("\n") + "\n\n" + block
     path.write_text(text)
@@ -102,22 +134,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1, help="how many times each pair runs (medians reported)")
     parser.add_argument("--note", default="", help="how the machine was (other work on it), for the record")
     parser.add_argument("--record", action="store_true", help="write the section into benchmarks/RESULTS.md")
+    parser.add_argument("--sessions", nargs="+", choices=list(SESSION_TEXT), default=["other", "same"],
+                        help="where the busy loops run: 'other' (one session of their own, as another login's "
+                             "work), 'same' (children of this benchmark, in alrun's session)")
     args = parser.parse_args(argv)
     load_before, started = load(), datetime.now(timezone.utc)
     rows = []
     for line in args.args:
         base = line.split()
-        times = {}
         for threads in args.threads:
             command = [*base, f"threads={threads}"]
-            runs = [(timed(command, 0), timed(command, args.burners, args.after)) for _ in range(max(1, args.repeats))]
-            quiet, busy = (statistics.median(r[i] for r in runs) for i in (0, 1))
-            times[threads] = (quiet, busy, runs)
-            print(f"alrun {line or '(bare)'} threads={threads}: {quiet:.1f} s as the machine is, {busy:.1f} s beside "
-                  f"{args.burners} busy loops ({busy / quiet:.2f}x)"
-                  + (f"; runs {', '.join(f'{q:.1f}/{b:.1f}' for q, b in runs)}" if len(runs) > 1 else ""), flush=True)
-        auto = times.get("auto", (math.nan,))[0]
-        rows += [(line or "(bare)", t, q, b, b / auto, runs) for t, (q, b, runs) in times.items()]
+            # runs[i] = (unloaded, loaded in sessions[0], loaded in sessions[1], ...): interleaved against drift
+            runs = [(timed(command, 0), *(timed(command, args.burners, args.after, where) for where in args.sessions))
+                    for _ in range(max(1, args.repeats))]
+            medians = [statistics.median(r[i] for r in runs) for i in range(len(runs[0]))]
+            rows.append((line or "(bare)", threads, medians, runs))
+            print(f"alrun {line or '(bare)'} threads={threads}: {medians[0]:.1f} s as the machine is; "
+                  + "; ".join(f"{m:.1f} s beside {args.burners} busy loops in {SESSION_TEXT[where]} "
+                              f"({m / medians[0]:.2f}x)" for where, m in zip(args.sessions, medians[1:], strict=True))
+                  + (f"; runs {', '.join('/'.join(f'{t:.1f}' for t in r) for r in runs)}" if len(runs) > 1 else ""),
+                  flush=True)
     command = " ".join(["python -m benchmarks.bench_threads_load",
                         *(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))])
     start, end = (MIDRUN_START, MIDRUN_END) if args.after > 0 else (MARK_START, MARK_END)
@@ -127,16 +163,21 @@ def main(argv: list[str] | None = None) -> int:
              f"Written by `{command}` on {started:%Y-%m-%d %H:%M} (UTC); do not edit by hand. Each row: "
              f"`alrun ARGS threads=T` as the machine was and beside {args.burners} busy loops"
              + (f" started {args.after:g} s after it" if args.after > 0 else "")
-             + (f", {args.repeats} times each, pairs interleaved (medians; the range in brackets)" if args.repeats > 1
+             + (f", {args.repeats} times each, interleaved (medians; the range in brackets)" if args.repeats > 1
                 else ", once each") + "; "
              f"{os.cpu_count()} cores, load average (1, 5, 15 min) {load_before} before, {load()} after"
-             + (f"; {args.note}" if args.note else "") + ". The last column is the loaded time over the unloaded "
-             "time at `threads=auto`, the default: the slow-down a user sees when other work shares the machine.",
+             + (f"; {args.note}" if args.note else "") + ". The busy loops ran "
+             + " or ".join(f"in {SESSION_TEXT[where]}" for where in args.sessions) + " (Linux shares the CPU "
+             "between sessions first, then between the threads of each, where the kernel's autogroup scheduler is "
+             f"on: `/proc/sys/kernel/sched_autogroup_enabled` = {autogroup()} here). Each ratio is the loaded time "
+             "over the unloaded time of the same row: the slow-down a user sees when other work shares the machine.",
              "",
-             "| alrun | threads | as the machine was (s) | beside the busy loops (s) | ratio | over auto unloaded |",
-             "|---|---|---:|---:|---:|---:|"]
-    lines += [f"| {a} | {t} | {q:.1f}{spread(runs, 0)} | {b:.1f}{spread(runs, 1)} | {b / q:.2f}x | {r:.2f}x |"
-              for a, t, q, b, r, runs in rows]
+             "| alrun | threads | as the machine was (s) | "
+             + " | ".join(f"beside busy loops in {SESSION_TEXT[where]} (s) | ratio" for where in args.sessions) + " |",
+             "|---|---|---:|" + "---:|---:|" * len(args.sessions)]
+    lines += [f"| {a} | {t} | {m[0]:.1f}{spread(runs, 0)} | "
+              + " | ".join(f"{m[i]:.1f}{spread(runs, i)} | {m[i] / m[0]:.2f}x" for i in range(1, len(m))) + " |"
+              for a, t, m, runs in rows]
     block = "\n".join([*lines, end]) + "\n"
     if args.record:
         record(block, HERE / "RESULTS.md", start, end)

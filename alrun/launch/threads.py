@@ -13,8 +13,9 @@ On a machine that other work shares (the basic launcher and joblib: a share of t
 counters of its own cores (niced work left out: it yields to a job anyway), and takes no more threads than the
 cores left free, at least 1; then, at each finished step, :class:`ThreadWatch` looks at the load over that step
 and moves the count (up to the share, down to 1) for the next, so load that starts or ends mid-job is followed.
-Two busy loops beside bare `alrun` on 2 cores: 1 thread, 1.55x the unloaded time
-(1.5x is one thread's fair share there), where 2 threads took 6.0x (their parallel regions wait for each
+Two busy loops beside bare `alrun` on 2 cores: 1 thread, 0.93x the unloaded time when the loops run in
+another session (autogroup shares the CPU by session), 1.47x in alrun's own (1.5x is one thread's fair share
+there), where 2 threads took 6.0x (their parallel regions wait for each
 other's descheduled threads); benchmarks/bench_threads_load measures it (docs: reference/speed.md).
 
 OMP_NUM_THREADS, when set, caps the basic launcher's and joblib's count (the user's limit, or joblib's own);
